@@ -1,0 +1,80 @@
+"""The provider factory: which adapter serves each provider name an assistant uses.
+
+Embedded providers need nothing but pip: `scripted` (LLM), `espeak` (TTS),
+`pocketsphinx` (ASR), `webrtc` (VAD). Built providers are cached per spec where
+building is costly (a recognizer's language model) and the object is shareable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.runtime.ports.providers import (
+    LanguageModel,
+    ProviderConfigError,
+    ProviderSpec,
+    SpeechRecognizer,
+    SpeechSynthesizer,
+    VoiceActivityDetector,
+)
+
+
+def _key(spec: ProviderSpec) -> str:
+    return spec.provider + json.dumps(spec.options, sort_keys=True, default=str)
+
+
+class EmbeddedProviderFactory:
+    """ProviderFactory over the embedded, offline adapters."""
+
+    def __init__(self) -> None:
+        self._recognizers: dict[str, SpeechRecognizer] = {}
+        self._synthesizers: dict[str, SpeechSynthesizer] = {}
+
+    def language_model(self, spec: ProviderSpec) -> LanguageModel:
+        if spec.provider == "scripted":
+            from adapters.llm.scripted import ScriptedLanguageModel
+
+            return ScriptedLanguageModel.from_options(spec.options)
+        raise ProviderConfigError(f"llm.provider: unknown provider {spec.provider!r} (scripted)")
+
+    def synthesizer(self, spec: ProviderSpec) -> SpeechSynthesizer:
+        key = _key(spec)
+        cached = self._synthesizers.get(key)
+        if cached is not None:
+            return cached
+        if spec.provider != "espeak":
+            raise ProviderConfigError(f"tts.provider: unknown provider {spec.provider!r} (espeak)")
+        from adapters.tts.espeak import EspeakSynthesizer
+
+        built = EspeakSynthesizer.from_options(spec.options)
+        self._synthesizers[key] = built
+        return built
+
+    def recognizer(self, spec: ProviderSpec) -> SpeechRecognizer:
+        key = _key(spec)
+        cached = self._recognizers.get(key)
+        if cached is not None:
+            return cached
+        if spec.provider != "pocketsphinx":
+            raise ProviderConfigError(
+                f"asr.provider: unknown provider {spec.provider!r} (pocketsphinx)"
+            )
+        from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+
+        built: SpeechRecognizer = PocketsphinxRecognizer.from_options(spec.options)
+        self._recognizers[key] = built
+        return built
+
+    def vad(self, spec: ProviderSpec) -> VoiceActivityDetector:
+        if spec.provider != "webrtc":
+            raise ProviderConfigError(f"vad.provider: unknown provider {spec.provider!r} (webrtc)")
+        from adapters.vad.webrtc import WebRtcVad
+
+        options: dict[str, Any] = dict(spec.options)
+        return WebRtcVad.from_options(options)
+
+    def validate(self, llm: ProviderSpec, tts: ProviderSpec) -> None:
+        """Build the cheap providers once to surface option errors at start-up."""
+        self.language_model(llm)
+        self.synthesizer(tts)

@@ -1,0 +1,306 @@
+"""The Converse servicer: translates the gRPC stream to session calls and back.
+
+It holds no pipeline logic. A reader task feeds client messages to the session in
+order; the handler itself yields the session's events until `ended`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from voiceengine.v1 import converse_pb2 as pb
+from voiceengine.v1 import converse_pb2_grpc as pb_grpc
+
+from engine.audio.codec import InputConverter, OutputConverter
+from engine.audio.formats import AudioFormat
+from engine.protocol.mapping import (
+    audio_format_from_proto,
+    audio_format_to_proto,
+    config_source_to_proto,
+    event_to_proto,
+)
+from engine.runtime import events as ev
+from engine.runtime.session import (
+    RejectKind,
+    Session,
+    SessionManager,
+    SessionRejected,
+    SessionRequest,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK_MS = 200
+MAX_TEXT_BYTES = 4096
+MAX_METADATA_KEYS = 64
+START_TIMEOUT_SEC = 10.0
+
+_REJECT_CODES = {
+    RejectKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    RejectKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    RejectKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    RejectKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    RejectKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class ProtocolViolation(Exception):
+    """The client broke the stream protocol; the RPC ends with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
+    """VoiceEngineService over a SessionManager."""
+
+    def __init__(self, sessions: SessionManager) -> None:
+        self._sessions = sessions
+
+    async def Converse(
+        self,
+        request_iterator: AsyncIterator[pb.ConverseRequest],
+        context: grpc.aio.ServicerContext[pb.ConverseRequest, pb.ConverseResponse],
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        try:
+            start = await _first_start(request_iterator)
+            request, in_fmt, out_fmt = _session_request(start)
+            session = await self._sessions.open(request)
+        except ProtocolViolation as exc:
+            await context.abort(exc.code, exc.message)
+        except SessionRejected as exc:
+            await context.abort(_REJECT_CODES[exc.kind], exc.message)
+
+        edge = _SessionEdge(session, in_fmt, out_fmt)
+        try:
+            yield edge.started(request)
+            await session.pipeline.start()
+            reader = asyncio.create_task(edge.read(request_iterator), name="converse reader")
+            async for event in session.events():
+                for message in edge.to_proto(event):
+                    yield message
+            if edge.violation is not None:
+                await context.abort(edge.violation.code, edge.violation.message)
+        finally:
+            with contextlib.suppress(UnboundLocalError):
+                reader.cancel()
+            if not session.ended:
+                # The client went away without `end`: still finalize the call's history.
+                await asyncio.shield(session.end(ev.EndReason.STREAM_BROKEN, "stream broken"))
+            self._sessions.release(session)
+
+
+async def _first_start(requests: AsyncIterator[pb.ConverseRequest]) -> pb.StartSession:
+    try:
+        first = await asyncio.wait_for(anext(requests), timeout=START_TIMEOUT_SEC)
+    except StopAsyncIteration:
+        raise ProtocolViolation(
+            grpc.StatusCode.INVALID_ARGUMENT, "the stream closed before `start` was sent"
+        ) from None
+    except TimeoutError:
+        raise ProtocolViolation(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no `start` within {START_TIMEOUT_SEC:g} s of opening the stream",
+        ) from None
+    kind = first.WhichOneof("request")
+    if kind != "start":
+        raise ProtocolViolation(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"the first message must be `start`, got `{kind or 'nothing'}`",
+        )
+    return first.start
+
+
+def _session_request(
+    start: pb.StartSession,
+) -> tuple[SessionRequest, AudioFormat, AudioFormat]:
+    if len(start.metadata) > MAX_METADATA_KEYS:
+        raise ProtocolViolation(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"start.metadata has {len(start.metadata)} keys; at most {MAX_METADATA_KEYS}",
+        )
+    for key, value in start.metadata.items():
+        if len(key.encode()) > 64 or len(value.encode()) > 1024:
+            raise ProtocolViolation(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"start.metadata[{key[:64]!r}]: keys up to 64 bytes, values up to 1024 bytes",
+            )
+    try:
+        in_fmt = audio_format_from_proto(start.input_audio, "start.input_audio")
+        out_fmt = audio_format_from_proto(start.output_audio, "start.output_audio")
+    except ValueError as exc:
+        raise ProtocolViolation(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+    request = SessionRequest(
+        assistant_id=start.assistant_id,
+        metadata=dict(start.metadata),
+        interim_transcripts=start.options.interim_transcripts,
+        text_only=start.options.text_only,
+    )
+    return request, in_fmt, out_fmt
+
+
+class _SessionEdge:
+    """Per-session protocol state: audio conversion and request dispatch."""
+
+    def __init__(self, session: Session, in_fmt: AudioFormat, out_fmt: AudioFormat) -> None:
+        self._session = session
+        self._in_fmt = in_fmt
+        self._out_fmt = out_fmt
+        self._input = InputConverter(in_fmt)
+        self._max_chunk_bytes = in_fmt.bytes_for_ms(MAX_CHUNK_MS)
+        self._output: OutputConverter | None = None
+        self._output_response = ""
+        self.violation: ProtocolViolation | None = None
+
+    def started(self, request: SessionRequest) -> pb.ConverseResponse:
+        session = self._session
+        return self._stamp(
+            pb.ConverseResponse(
+                started=pb.SessionStarted(
+                    session_id=session.session_id,
+                    call_id=session.call_id,
+                    assistant=pb.AssistantInfo(
+                        id=session.config.id,
+                        name=session.config.name,
+                        config_source=config_source_to_proto(session.config_source),
+                    ),
+                    input_audio=audio_format_to_proto(self._in_fmt),
+                    output_audio=audio_format_to_proto(self._out_fmt),
+                    options=pb.SessionOptions(
+                        interim_transcripts=request.interim_transcripts,
+                        text_only=request.text_only,
+                    ),
+                    greeting=bool(session.config.greeting),
+                )
+            )
+        )
+
+    async def read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
+        """Feed client messages to the session; end it on `end`, half-close or violation."""
+        session = self._session
+        try:
+            async for request in requests:
+                if session.ended:
+                    return
+                await self._dispatch(request)
+                if request.WhichOneof("request") == "end":
+                    await session.end(ev.EndReason.CLIENT_ENDED, request.end.reason[:256])
+                    return
+        except ProtocolViolation as violation:
+            log.info("session %s: protocol violation: %s", session.session_id, violation)
+            self.violation = violation
+            await session.end(ev.EndReason.PROTOCOL_ERROR, violation.message)
+            return
+        except grpc.aio.AioRpcError:
+            return  # the client went away; the handler's cleanup ends the session
+        except Exception:
+            # A bug must not leave the stream hanging: end it with INTERNAL.
+            log.exception("session %s: request handling failed", session.session_id)
+            self.violation = ProtocolViolation(grpc.StatusCode.INTERNAL, "internal error")
+            await session.end(ev.EndReason.PROTOCOL_ERROR, "internal error")
+            return
+        # Half-close means the caller hung up.
+        await session.end(ev.EndReason.CLIENT_ENDED, "the client closed its stream")
+
+    async def _dispatch(self, request: pb.ConverseRequest) -> None:
+        pipeline = self._session.pipeline
+        match request.WhichOneof("request"):
+            case "audio":
+                await pipeline.user_audio(self._audio(request.audio.data))
+            case "text":
+                text = request.text.text.strip()
+                if not text or len(text.encode()) > MAX_TEXT_BYTES:
+                    await self._session.emit_error(
+                        "invalid_request", f"text must be 1 to {MAX_TEXT_BYTES} bytes"
+                    )
+                    return
+                await pipeline.user_text(text)
+            case "playback":
+                pipeline.playback(request.playback.response_id, request.playback.played_ms)
+            case "control":
+                await self._control(request.control)
+            case "start":
+                raise ProtocolViolation(
+                    grpc.StatusCode.FAILED_PRECONDITION, "`start` was already received"
+                )
+            case "end":
+                pass
+            case _:
+                await self._session.emit_error("invalid_request", "an empty request was sent")
+
+    def _audio(self, data: bytes) -> bytes:
+        if len(data) > self._max_chunk_bytes:
+            raise ProtocolViolation(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"audio chunk of {len(data)} bytes is over {MAX_CHUNK_MS} ms "
+                f"({self._max_chunk_bytes} bytes) of {self._in_fmt}; send 20-100 ms chunks",
+            )
+        try:
+            self._in_fmt.check_chunk(data)
+        except ValueError as exc:
+            raise ProtocolViolation(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return self._input.process(data)
+
+    async def _control(self, control: pb.Control) -> None:
+        pipeline = self._session.pipeline
+        match control.action:
+            case pb.CONTROL_ACTION_INTERRUPT:
+                await pipeline.interrupt()
+            case pb.CONTROL_ACTION_END_OF_TURN:
+                await pipeline.end_of_turn()
+            case pb.CONTROL_ACTION_UPDATE_OPTIONS:
+                pipeline.interim_transcripts = control.options.interim_transcripts
+                if control.options.text_only != (pipeline.synthesizer is None):
+                    await self._session.emit_error(
+                        "invalid_request", "text_only cannot change during a session"
+                    )
+            case _:
+                await self._session.emit_error("invalid_request", "control.action is not set")
+
+    def to_proto(self, event: ev.Event) -> list[pb.ConverseResponse]:
+        """The messages for one runtime event (audio converted to the client's format)."""
+        if isinstance(event, ev.AudioChunk):
+            return self._audio_out(event)
+        messages: list[pb.ConverseResponse] = []
+        if isinstance(event, ev.ResponseDone) and event.response_id == self._output_response:
+            if self._output is not None and event.status is ev.ResponseStatus.COMPLETED:
+                tail = self._output.flush()
+                if tail:
+                    messages.append(self._audio_message(event.response_id, tail, event.audio_ms))
+            self._output = None
+            self._output_response = ""
+        messages.append(self._stamp(event_to_proto(event)))
+        return messages
+
+    def _audio_out(self, chunk: ev.AudioChunk) -> list[pb.ConverseResponse]:
+        if chunk.response_id != self._output_response or self._output is None:
+            self._output = OutputConverter(chunk.sample_rate_hz, self._out_fmt)
+            self._output_response = chunk.response_id
+        data = self._output.process(chunk.pcm)
+        if not data:
+            return []
+        return [self._audio_message(chunk.response_id, data, chunk.offset_ms)]
+
+    def _audio_message(self, response_id: str, data: bytes, offset_ms: int) -> pb.ConverseResponse:
+        return self._stamp(
+            pb.ConverseResponse(
+                audio=pb.AudioOutput(
+                    response_id=response_id,
+                    data=data,
+                    offset_ms=offset_ms,
+                    duration_ms=round(self._out_fmt.duration_ms(len(data))),
+                )
+            )
+        )
+
+    def _stamp(self, message: pb.ConverseResponse) -> pb.ConverseResponse:
+        elapsed = time.monotonic() - self._session.started_monotonic
+        message.session_time_ms = int(elapsed * 1000)
+        return message

@@ -1,0 +1,177 @@
+"""The assistant definition: one schema for local YAML files and backend documents."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.runtime.ports.providers import ProviderSpec
+
+ASSISTANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class AssistantConfigError(ValueError):
+    """An assistant definition breaks the schema; the message names the field."""
+
+    def __init__(self, field_path: str, problem: str, origin: str = "") -> None:
+        self.field_path = field_path
+        self.problem = problem
+        self.origin = origin
+        where = f"{origin}: " if origin else ""
+        super().__init__(f"{where}{field_path}: {problem}")
+
+
+def is_valid_assistant_id(assistant_id: str) -> bool:
+    """True when the id is safe to put in a path or a URL."""
+    return bool(ASSISTANT_ID_PATTERN.fullmatch(assistant_id))
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    """Voice activity detection and endpointing knobs."""
+
+    aggressiveness: int = 2  # webrtcvad mode 0..3
+    min_speech_ms: int = 120  # speech shorter than this is noise, not a turn
+    end_silence_ms: int = 600  # silence after speech that ends the user's turn
+    pre_speech_pad_ms: int = 300  # audio kept before speech start for the recognizer
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionSettings:
+    """Barge-in: may the caller cut the assistant off, and after how much speech."""
+
+    enabled: bool = True
+    min_speech_ms: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantConfig:
+    """A validated assistant definition."""
+
+    id: str
+    name: str
+    greeting: str = ""
+    system_prompt: str = ""
+    language: str = "en-US"
+    llm: ProviderSpec = field(default_factory=lambda: ProviderSpec("scripted", {}))
+    tts: ProviderSpec = field(default_factory=lambda: ProviderSpec("espeak", {}))
+    asr: ProviderSpec = field(default_factory=lambda: ProviderSpec("pocketsphinx", {}))
+    vad: VadSettings = field(default_factory=VadSettings)
+    interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
+
+
+_TOP_LEVEL = {
+    "id",
+    "name",
+    "greeting",
+    "system_prompt",
+    "language",
+    "llm",
+    "tts",
+    "asr",
+    "vad",
+    "interruption",
+}
+
+
+def parse_assistant(
+    document: Any, *, expected_id: str | None = None, origin: str = ""
+) -> AssistantConfig:
+    """Validate a raw document (parsed YAML or JSON) into an AssistantConfig."""
+    if not isinstance(document, Mapping):
+        raise AssistantConfigError("(document)", "must be a mapping of fields", origin)
+    unknown = sorted(set(map(str, document)) - _TOP_LEVEL)
+    if unknown:
+        raise AssistantConfigError(unknown[0], "unknown field", origin)
+
+    def err(path: str, problem: str) -> AssistantConfigError:
+        return AssistantConfigError(path, problem, origin)
+
+    assistant_id = _string(document, "id", err, required=expected_id is None)
+    if not assistant_id:
+        assistant_id = expected_id or ""
+    if not is_valid_assistant_id(assistant_id):
+        raise err("id", "must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    if expected_id is not None and assistant_id != expected_id:
+        raise err("id", f"is {assistant_id!r} but the assistant was asked for as {expected_id!r}")
+
+    vad_doc = _mapping(document, "vad", err)
+    vad = VadSettings(
+        aggressiveness=_int(vad_doc, "vad.aggressiveness", "aggressiveness", 2, 0, 3, err),
+        min_speech_ms=_int(vad_doc, "vad.min_speech_ms", "min_speech_ms", 120, 0, 5000, err),
+        end_silence_ms=_int(vad_doc, "vad.end_silence_ms", "end_silence_ms", 600, 100, 10000, err),
+        pre_speech_pad_ms=_int(
+            vad_doc, "vad.pre_speech_pad_ms", "pre_speech_pad_ms", 300, 0, 2000, err
+        ),
+    )
+    _reject_unknown(vad_doc, "vad", set(VadSettings.__dataclass_fields__), err)
+    intr_doc = _mapping(document, "interruption", err)
+    enabled = intr_doc.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise err("interruption.enabled", "must be true or false")
+    interruption = InterruptionSettings(
+        enabled=enabled,
+        min_speech_ms=_int(
+            intr_doc, "interruption.min_speech_ms", "min_speech_ms", 300, 0, 10000, err
+        ),
+    )
+    _reject_unknown(intr_doc, "interruption", set(InterruptionSettings.__dataclass_fields__), err)
+
+    return AssistantConfig(
+        id=assistant_id,
+        name=_string(document, "name", err, required=False) or assistant_id,
+        greeting=_string(document, "greeting", err, required=False),
+        system_prompt=_string(document, "system_prompt", err, required=False),
+        language=_string(document, "language", err, required=False) or "en-US",
+        llm=_provider(document, "llm", "scripted", err),
+        tts=_provider(document, "tts", "espeak", err),
+        asr=_provider(document, "asr", "pocketsphinx", err),
+        vad=vad,
+        interruption=interruption,
+    )
+
+
+def _string(doc: Mapping[str, Any], key: str, err: Any, *, required: bool) -> str:
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise err(key, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise err(key, "must be a string")
+    return value.strip()
+
+
+def _mapping(doc: Mapping[str, Any], key: str, err: Any) -> Mapping[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise err(key, "must be a mapping")
+    return value
+
+
+def _int(
+    doc: Mapping[str, Any], path: str, key: str, default: int, lo: int, hi: int, err: Any
+) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise err(path, f"must be an integer from {lo} to {hi}")
+    return value
+
+
+def _reject_unknown(doc: Mapping[str, Any], path: str, known: set[str], err: Any) -> None:
+    unknown = sorted(set(map(str, doc)) - known)
+    if unknown:
+        raise err(f"{path}.{unknown[0]}", "unknown field")
+
+
+def _provider(doc: Mapping[str, Any], key: str, default: str, err: Any) -> ProviderSpec:
+    section = _mapping(doc, key, err)
+    name = section.get("provider", default)
+    if not isinstance(name, str) or not name:
+        raise err(f"{key}.provider", "must be a provider name")
+    options = {str(k): v for k, v in section.items() if k != "provider"}
+    return ProviderSpec(provider=name, options=options)

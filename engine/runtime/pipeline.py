@@ -1,0 +1,291 @@
+"""DuplexPipeline: audio in -> VAD -> ASR -> turn -> LLM -> TTS -> out, with barge-in.
+
+One per session. Input (caller audio or typed text) is processed in order by the
+session's reader; each user turn starts a response task; speech from the caller, a
+new typed turn or an explicit interrupt cancels the response in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol
+
+from engine.runtime.assistant import AssistantConfig
+from engine.runtime.events import (
+    ErrorEvent,
+    Event,
+    Interrupted,
+    ResponseDone,
+    ResponseStatus,
+    Transcript,
+    TurnMetrics,
+)
+from engine.runtime.ports.providers import (
+    ChatMessage,
+    LanguageModel,
+    ProviderError,
+    SpeechRecognizer,
+    SpeechSynthesizer,
+    VoiceActivityDetector,
+)
+from engine.runtime.response import ResponseRunner, ResponseState, fixed_text
+from engine.runtime.speech_input import FinishedUtterance, SpeechInput
+
+log = logging.getLogger(__name__)
+
+
+class TurnRecorder(Protocol):
+    """Where final turns go (the call's history); must never block the turn path."""
+
+    def record(
+        self,
+        role: Literal["user", "assistant"],
+        text: str,
+        *,
+        started_at: float,
+        ended_at: float,
+        interrupted: bool = False,
+        full_text: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> object: ...
+
+
+class SpeechProviders(Protocol):
+    """Lazily built speech-input providers (only sessions that send audio need them)."""
+
+    def vad(self) -> VoiceActivityDetector: ...
+
+    def recognizer(self) -> SpeechRecognizer: ...
+
+
+def _ms(start: float | None, end: float | None) -> int | None:
+    if start is None or end is None:
+        return None
+    return max(0, int((end - start) * 1000))
+
+
+class _ActiveResponse:
+    def __init__(self, runner: ResponseRunner, task: asyncio.Task[None], turn: _TurnTiming) -> None:
+        self.runner = runner
+        self.task = task
+        self.turn = turn
+
+
+class _TurnTiming:
+    def __init__(self, utterance_id: str, turn_started_at: float, transcript_ms: int | None):
+        self.utterance_id = utterance_id
+        self.turn_started_at = turn_started_at  # end of speech, or typed text received
+        self.transcript_ms = transcript_ms
+        self.wall_started_at = time.time()
+
+
+class DuplexPipeline:
+    """The conversation machinery of one session."""
+
+    def __init__(
+        self,
+        config: AssistantConfig,
+        *,
+        llm: LanguageModel,
+        synthesizer: SpeechSynthesizer | None,
+        speech: SpeechProviders,
+        recorder: TurnRecorder,
+        emit: Callable[[Event], Awaitable[None]],
+        interim_transcripts: bool = False,
+        audio_lead_ms: int = 500,
+    ) -> None:
+        self._audio_lead_ms = audio_lead_ms
+        self.config = config
+        self._llm = llm
+        self._tts = synthesizer
+        self._speech_providers = speech
+        self._recorder = recorder
+        self._emit = emit
+        self.interim_transcripts = interim_transcripts
+        self._speech: SpeechInput | None = None
+        self._context: list[ChatMessage] = []
+        if config.system_prompt:
+            self._context.append(ChatMessage("system", config.system_prompt))
+        self._active: _ActiveResponse | None = None
+        self._finished: dict[str, ResponseState] = {}
+        self.turn_count = 0
+
+    # --- input -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Speak the greeting, if the assistant has one."""
+        if self.config.greeting:
+            self._start_response(
+                fixed_text(self.config.greeting), _TurnTiming("", time.monotonic(), None)
+            )
+
+    async def user_text(self, text: str) -> None:
+        """A typed user turn: echo it as a final transcript and answer it."""
+        received = time.monotonic()
+        utterance_id = f"u-{uuid.uuid4().hex[:12]}"
+        await self._emit(Transcript(utterance_id, text, is_final=True, confidence=1.0))
+        await self._user_turn(text, _TurnTiming(utterance_id, received, None), confidence=1.0)
+
+    async def user_audio(self, pcm16k: bytes) -> None:
+        """Caller audio, 16 kHz PCM16: detect speech, barge in, end turns."""
+        speech = self._speech_input()
+        try:
+            finished = await speech.feed(pcm16k)
+        except ProviderError as exc:
+            await self._emit(ErrorEvent("asr_failed", str(exc)))
+            return
+        await self._maybe_barge_in(speech)
+        if finished is not None:
+            await self._utterance_done(finished)
+
+    async def end_of_turn(self) -> None:
+        """Client-side VAD says the caller finished speaking."""
+        if self._speech is None:
+            return
+        try:
+            finished = await self._speech.end_turn()
+        except ProviderError as exc:
+            await self._emit(ErrorEvent("asr_failed", str(exc)))
+            return
+        if finished is not None:
+            await self._utterance_done(finished)
+
+    def playback(self, response_id: str, played_ms: int) -> None:
+        """The client reports how much of a response it has played."""
+        if self._active is not None and self._active.runner.state.response_id == response_id:
+            state = self._active.runner.state
+            state.played_ms = max(state.played_ms or 0, played_ms)
+
+    async def interrupt(self) -> bool:
+        """Cut off the response in flight (barge-in); False when there is none."""
+        active = self._active
+        if active is None:
+            return False
+        self._active = None
+        active.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await active.task
+        state = active.runner.state
+        heard_ms = state.heard_ms(time.monotonic())
+        heard = state.heard_text(heard_ms)
+        await self._emit(Interrupted(state.response_id, heard_ms))
+        await self._emit(
+            ResponseDone(state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, heard_ms)
+        )
+        self._remember_assistant(heard, active.turn, interrupted=True, full_text=state.text)
+        return True
+
+    async def close(self) -> None:
+        """Session end: stop everything; an unfinished reply is kept as interrupted."""
+        if self._speech is not None:
+            self._speech.cancel()
+        await self.interrupt()
+
+    @property
+    def synthesizer(self) -> SpeechSynthesizer | None:
+        """The session's synthesizer; None for a text-only session."""
+        return self._tts
+
+    @property
+    def responding(self) -> bool:
+        """True while a response is being generated or spoken."""
+        return self._active is not None
+
+    # --- turns ---------------------------------------------------------------------
+
+    def _speech_input(self) -> SpeechInput:
+        if self._speech is None:
+            self._speech = SpeechInput(
+                self._speech_providers.vad(),
+                self._speech_providers.recognizer(),
+                self.config.vad,
+                self._emit,
+                interim_transcripts=lambda: self.interim_transcripts,
+            )
+        return self._speech
+
+    async def _maybe_barge_in(self, speech: SpeechInput) -> None:
+        if self._active is None or not self.config.interruption.enabled:
+            return
+        if speech.speaking and speech.speech_ms >= self.config.interruption.min_speech_ms:
+            await self.interrupt()
+
+    async def _utterance_done(self, finished: FinishedUtterance) -> None:
+        timing = _TurnTiming(
+            finished.utterance_id,
+            finished.speech_ended_at,
+            _ms(finished.speech_ended_at, finished.transcribed_at),
+        )
+        await self._user_turn(
+            finished.recognition.text, timing, confidence=finished.recognition.confidence
+        )
+
+    async def _user_turn(self, text: str, timing: _TurnTiming, *, confidence: float) -> None:
+        # A new turn while the assistant talks (typed, or speech with barge-in off but
+        # a finished utterance) replaces the reply in flight.
+        await self.interrupt()
+        self.turn_count += 1
+        self._context.append(ChatMessage("user", text))
+        now = time.time()
+        self._recorder.record(
+            "user",
+            text,
+            started_at=timing.wall_started_at,
+            ended_at=now,
+            metadata={"confidence": round(confidence, 3), "utterance_id": timing.utterance_id},
+        )
+        self._start_response(self._llm.stream_reply(list(self._context)), timing)
+
+    def _start_response(self, deltas: AsyncGenerator[str, None], timing: _TurnTiming) -> None:
+        state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
+        runner = ResponseRunner(
+            state, deltas, self._tts, self._emit, audio_lead_ms=self._audio_lead_ms
+        )
+        task = asyncio.create_task(self._run(runner, timing), name=f"response {state.response_id}")
+        self._active = _ActiveResponse(runner, task, timing)
+
+    async def _run(self, runner: ResponseRunner, timing: _TurnTiming) -> None:
+        await runner.run()
+        state = runner.state
+        # Completed (or failed): from here on, barge-in has nothing to cancel.
+        if self._active is not None and self._active.runner is runner:
+            self._active = None
+        status = ResponseStatus.FAILED if state.failed else ResponseStatus.COMPLETED
+        await self._emit(
+            ResponseDone(state.response_id, status, state.text, state.text, state.audio_ms)
+        )
+        await self._emit(self._metrics(state, timing))
+        if state.text:
+            self._remember_assistant(state.text, timing, interrupted=state.failed)
+
+    def _remember_assistant(
+        self, heard: str, timing: _TurnTiming, *, interrupted: bool, full_text: str | None = None
+    ) -> None:
+        if heard:
+            self._context.append(ChatMessage("assistant", heard))
+        if not heard and not full_text:
+            return
+        self._recorder.record(
+            "assistant",
+            heard,
+            started_at=timing.wall_started_at,
+            ended_at=time.time(),
+            interrupted=interrupted,
+            full_text=full_text if interrupted else None,
+            metadata={"utterance_id": timing.utterance_id},
+        )
+
+    def _metrics(self, state: ResponseState, timing: _TurnTiming) -> TurnMetrics:
+        return TurnMetrics(
+            response_id=state.response_id,
+            utterance_id=timing.utterance_id,
+            end_of_speech_to_final_transcript_ms=timing.transcript_ms,
+            llm_first_token_ms=_ms(state.started_at, state.first_token_at),
+            tts_first_audio_ms=_ms(state.first_sentence_at, state.first_audio_at),
+            end_of_speech_to_first_audio_ms=_ms(timing.turn_started_at, state.first_audio_at),
+        )

@@ -1,0 +1,1 @@
+"""Protocols the runtime depends on; adapters implement them, bootstrap wires them."""

@@ -1,0 +1,127 @@
+"""The control-plane port: the customer's backend as the runtime sees it.
+
+The engine assigns every call id itself (a UUID), so each write below is an
+idempotent operation keyed by data the engine already holds; none of them has to
+wait for the backend before the conversation can go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ConfigSource = Literal["backend", "backend_cached", "local"]
+
+
+class ControlPlaneError(Exception):
+    """Base class of every error a control-plane adapter raises."""
+
+
+class AssistantNotFound(ControlPlaneError):
+    """The assistant id is unknown to the config source (maps to NOT_FOUND)."""
+
+
+class ControlPlaneUnavailable(ControlPlaneError):
+    """The backend could not give a usable answer (down, timing out, malformed body)."""
+
+
+class TransientWriteError(ControlPlaneError):
+    """A write failed in a way worth retrying (connection error, timeout, 5xx, 429).
+
+    ``retry_after_sec`` carries the backend's ``Retry-After`` hint when it sent one.
+    """
+
+    def __init__(self, message: str, retry_after_sec: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_sec = retry_after_sec
+
+
+class PermanentWriteError(ControlPlaneError):
+    """A write the backend refused for good (4xx other than 408/429); never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedAssistant:
+    """An assistant definition as a raw document plus where it came from."""
+
+    document: Mapping[str, Any]
+    source: ConfigSource
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What the backend learns when a call starts."""
+
+    call_id: str
+    assistant_id: str
+    session_id: str
+    started_at: float  # unix seconds
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptEntry:
+    """One final turn of a call's history.
+
+    ``sequence`` is per call, starts at 1 and has no gaps; (call_id, sequence) is the
+    idempotency key of the write. For an interrupted assistant turn ``text`` holds only
+    what the caller heard and ``full_text`` what the assistant meant to say.
+    """
+
+    call_id: str
+    sequence: int
+    role: Literal["user", "assistant"]
+    text: str
+    started_at: float  # unix seconds
+    ended_at: float  # unix seconds
+    interrupted: bool = False
+    full_text: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """The finalize of a call: sent once, after its entries (or after the drain timeout)."""
+
+    call_id: str
+    ended_at: float  # unix seconds
+    duration_sec: float
+    turn_count: int
+    end_reason: str
+    pending_entries: int = 0
+
+
+class ControlPlane(Protocol):
+    """The customer's backend: assistant configs in, call history out."""
+
+    @property
+    def history_enabled(self) -> bool:
+        """False when history writes are no-ops (engine-only mode or HISTORY_ENABLED=false)."""
+        ...
+
+    async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
+        """Return the assistant's definition.
+
+        Raises AssistantNotFound or ControlPlaneUnavailable.
+        """
+        ...
+
+    async def create_call(self, call: CallRecord) -> None:
+        """Record a new call (idempotent by call id)."""
+        ...
+
+    async def append_transcript(self, entry: TranscriptEntry) -> None:
+        """Append one entry (idempotent by call id + sequence).
+
+        Raises TransientWriteError or PermanentWriteError.
+        """
+        ...
+
+    async def finalize_call(self, summary: CallSummary) -> None:
+        """Close the call's record (idempotent by call id)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; called once at shutdown."""
+        ...

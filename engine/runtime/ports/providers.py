@@ -1,0 +1,123 @@
+"""Provider ports: the speech and language engines a session talks through.
+
+Audio crossing these ports is always signed 16-bit little-endian mono PCM ("PCM16").
+Speech input is 16 kHz; synthesized speech comes at the synthesizer's own rate and
+is converted to the client's format at the protocol edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+INPUT_SAMPLE_RATE_HZ = 16_000
+
+
+class ProviderError(Exception):
+    """A provider failed for one turn; the session reports it and goes on."""
+
+
+class ProviderConfigError(ValueError):
+    """A provider's options in an assistant definition are invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of the conversation context handed to a language model."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class LanguageModel(Protocol):
+    """A streaming chat model: messages in, text deltas out."""
+
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        """Yield the reply as text deltas; raise ProviderError on failure.
+
+        Closing the generator (barge-in) must stop all work at once.
+        """
+        ...
+
+
+class SpeechSynthesizer(Protocol):
+    """Text to speech: one sentence in, PCM16 chunks out."""
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """The rate of the PCM this synthesizer yields."""
+        ...
+
+    def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        """Yield PCM16 mono audio for ``text``; raise ProviderError on failure."""
+        ...
+
+
+class VoiceActivityDetector(Protocol):
+    """Frame-level speech/non-speech classification of 16 kHz PCM16."""
+
+    @property
+    def frame_bytes(self) -> int:
+        """Size of the frames ``is_speech`` accepts (10, 20 or 30 ms of 16 kHz PCM16)."""
+        ...
+
+    def is_speech(self, frame: bytes) -> bool:
+        """True when the frame holds speech."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """A final transcript of one utterance."""
+
+    text: str
+    confidence: float  # 0.0 .. 1.0
+
+
+class RecognitionStream(Protocol):
+    """One utterance being recognized while the caller speaks."""
+
+    async def feed(self, pcm16k: bytes) -> None:
+        """Decode more audio (may run off the event loop)."""
+        ...
+
+    def partial(self) -> str:
+        """The best hypothesis so far (cheap; no decoding)."""
+        ...
+
+    async def finish(self) -> Recognition:
+        """End the utterance and return its final transcript."""
+        ...
+
+    def cancel(self) -> None:
+        """Drop the utterance without a result."""
+        ...
+
+
+class SpeechRecognizer(Protocol):
+    """Streaming speech recognition of 16 kHz PCM16."""
+
+    def start_utterance(self) -> RecognitionStream:
+        """Begin a new utterance."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """A provider named in an assistant definition: ``provider`` plus its options."""
+
+    provider: str
+    options: Mapping[str, Any]
+
+
+class ProviderFactory(Protocol):
+    """Builds providers from an assistant's specs; wired in at start-up."""
+
+    def language_model(self, spec: ProviderSpec) -> LanguageModel: ...
+
+    def synthesizer(self, spec: ProviderSpec) -> SpeechSynthesizer: ...
+
+    def recognizer(self, spec: ProviderSpec) -> SpeechRecognizer: ...
+
+    def vad(self, spec: ProviderSpec) -> VoiceActivityDetector: ...

@@ -1,0 +1,165 @@
+"""One assistant response: text deltas -> sentences -> speech, cancellable at any point.
+
+Two stages joined by a queue: the text stage reads the LLM (or a fixed greeting) and
+cuts sentences; the speech stage synthesizes each sentence as soon as it is complete,
+so the first audio leaves long before the reply is finished. Cancelling the response
+task (barge-in) cancels both stages; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from engine.runtime.events import AssistantText, AudioChunk, ErrorEvent, Event
+from engine.runtime.ports.providers import ProviderError, SpeechSynthesizer
+from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Event], Awaitable[None]]
+# Output audio leaves in messages of about this length: message rate, not bytes,
+# bounds a gRPC server (DESIGN.md).
+AUDIO_CHUNK_MS = 100
+
+
+@dataclass(slots=True)
+class ResponseState:
+    """What a response has produced so far; read by the pipeline on barge-in."""
+
+    response_id: str
+    text: str = ""
+    spans: list[SpokenSpan] = field(default_factory=list)
+    audio_ms: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    first_sentence_at: float | None = None
+    first_audio_at: float | None = None
+    failed: bool = False
+    played_ms: int | None = None  # from the client's playback reports
+
+    def heard_ms(self, now: float) -> int:
+        """Audio the caller heard: the client's report, else sent audio capped by time."""
+        if self.played_ms is not None:
+            return min(self.played_ms, self.audio_ms)
+        if self.first_audio_at is None:
+            return 0
+        elapsed_ms = int((now - self.first_audio_at) * 1000)
+        return max(0, min(self.audio_ms, elapsed_ms))
+
+    def heard_text(self, heard_ms: int) -> str:
+        """The words of the reply that fit in ``heard_ms`` of its audio."""
+        return heard_text(self.spans, heard_ms)
+
+
+class ResponseRunner:
+    """Runs one response to completion; cancel its task to stop it."""
+
+    def __init__(
+        self,
+        state: ResponseState,
+        deltas: AsyncGenerator[str, None],
+        synthesizer: SpeechSynthesizer | None,
+        emit: Emit,
+        *,
+        audio_lead_ms: int,
+    ) -> None:
+        self.state = state
+        self._lead_sec = audio_lead_ms / 1000
+        self._deltas = deltas
+        self._tts = synthesizer
+        self._emit = emit
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def run(self) -> None:
+        """Produce the whole response; raises CancelledError when interrupted."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._text_stage())
+                group.create_task(self._speech_stage())
+        except* ProviderError as errors:
+            self.state.failed = True
+            for error in errors.exceptions:
+                code = "tts_failed" if isinstance(error, _SpeechFailure) else "llm_failed"
+                log.warning("response %s: %s: %s", self.state.response_id, code, error)
+                await self._emit(ErrorEvent(code, str(error), self.state.response_id))
+
+    async def _text_stage(self) -> None:
+        splitter = SentenceSplitter()
+        try:
+            async with contextlib.aclosing(self._deltas) as deltas:
+                async for delta in deltas:
+                    if not delta:
+                        continue
+                    if self.state.first_token_at is None:
+                        self.state.first_token_at = time.monotonic()
+                    self.state.text += delta
+                    await self._emit(AssistantText(self.state.response_id, delta))
+                    for sentence in splitter.push(delta):
+                        self._queue_sentence(sentence)
+            rest = splitter.flush()
+            if rest:
+                self._queue_sentence(rest)
+        finally:
+            self._sentences.put_nowait(None)
+
+    def _queue_sentence(self, sentence: str) -> None:
+        if self.state.first_sentence_at is None:
+            self.state.first_sentence_at = time.monotonic()
+        self._sentences.put_nowait(sentence)
+
+    async def _speech_stage(self) -> None:
+        while (sentence := await self._sentences.get()) is not None:
+            if self._tts is None:  # text-only session
+                self.state.spans.append(SpokenSpan(sentence, 0, 0))
+                continue
+            await self._speak(sentence, self._tts)
+
+    async def _speak(self, sentence: str, tts: SpeechSynthesizer) -> None:
+        rate = tts.sample_rate_hz
+        chunk_bytes = rate * 2 * AUDIO_CHUNK_MS // 1000
+        span = SpokenSpan(sentence, self.state.audio_ms, self.state.audio_ms)
+        self.state.spans.append(span)
+        pending = b""
+        try:
+            # aclosing: a barge-in must abort the synthesis now, not at GC time.
+            async with contextlib.aclosing(tts.synthesize(sentence)) as chunks:
+                async for pcm in chunks:
+                    pending += pcm
+                    while len(pending) >= chunk_bytes:
+                        await self._send_audio(pending[:chunk_bytes], rate, span)
+                        pending = pending[chunk_bytes:]
+        except ProviderError as exc:
+            raise _SpeechFailure(str(exc)) from exc
+        if pending:
+            await self._send_audio(pending, rate, span)
+
+    async def _send_audio(self, pcm: bytes, rate: int, span: SpokenSpan) -> None:
+        offset = self.state.audio_ms
+        if self.state.first_audio_at is None:
+            self.state.first_audio_at = time.monotonic()
+        else:
+            # Real-time pacing: keep the client at most ``audio_lead_ms`` ahead of
+            # playback, so a barge-in finds the response still in flight and the
+            # client never buffers more than the lead.
+            due = self.state.first_audio_at + offset / 1000 - self._lead_sec
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        # Track audio in samples' worth of ms; rounding per chunk is below 1 ms.
+        self.state.audio_ms += len(pcm) * 1000 // (2 * rate)
+        span.end_ms = self.state.audio_ms
+        await self._emit(AudioChunk(self.state.response_id, pcm, rate, offset))
+
+
+class _SpeechFailure(ProviderError):
+    """A synthesizer failure (told apart from a language-model failure)."""
+
+
+async def fixed_text(text: str) -> AsyncGenerator[str, None]:
+    """A one-delta stream, for greetings and other scripted lines."""
+    yield text

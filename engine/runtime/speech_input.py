@@ -1,0 +1,184 @@
+"""The caller's speech: VAD, endpointing and streaming recognition of 16 kHz PCM16.
+
+A small state machine over VAD frames. Idle, it keeps ``pre_speech_pad_ms`` of audio
+so the recognizer hears the start of the first word; after ``min_speech_ms`` of
+speech it declares speech started and streams frames to the recognizer; after
+``end_silence_ms`` of silence it ends the turn and finalizes the transcript.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from engine.runtime.assistant import VadSettings
+from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcript
+from engine.runtime.ports.providers import (
+    INPUT_SAMPLE_RATE_HZ,
+    ProviderError,
+    Recognition,
+    RecognitionStream,
+    SpeechRecognizer,
+    VoiceActivityDetector,
+)
+
+_BYTES_PER_MS = INPUT_SAMPLE_RATE_HZ * 2 // 1000
+INTERIM_INTERVAL_SEC = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedUtterance:
+    """A caller turn that ended: its transcript and when speech stopped."""
+
+    utterance_id: str
+    recognition: Recognition
+    speech_ended_at: float  # monotonic
+    transcribed_at: float  # monotonic
+
+
+class SpeechInput:
+    """Turns a stream of 16 kHz PCM16 into speech events and finished utterances."""
+
+    def __init__(
+        self,
+        vad: VoiceActivityDetector,
+        recognizer: SpeechRecognizer,
+        settings: VadSettings,
+        emit: Callable[[Event], Awaitable[None]],
+        *,
+        interim_transcripts: Callable[[], bool],
+    ) -> None:
+        self._vad = vad
+        self._asr = recognizer
+        self._emit = emit
+        self._interims = interim_transcripts
+        self._frame_bytes = vad.frame_bytes
+        frame_ms = self._frame_bytes // _BYTES_PER_MS
+        self._frame_ms = frame_ms
+        self._start_frames = max(1, settings.min_speech_ms // frame_ms)
+        self._end_frames = max(1, settings.end_silence_ms // frame_ms)
+        self._pad: deque[bytes] = deque(maxlen=max(1, settings.pre_speech_pad_ms // frame_ms))
+        self._pending = b""
+        self._offset_ms = 0  # stream position of the next frame
+        self._voiced_run = 0
+        self._silent_run = 0
+        self._stream: RecognitionStream | None = None
+        self._utterance_id = ""
+        self._speech_ms = 0
+        self._last_interim = 0.0
+        self._last_voiced_at = 0.0  # monotonic time the last speech frame arrived
+        self._last_partial = ""
+
+    @property
+    def speaking(self) -> bool:
+        """True between speech start and end of turn."""
+        return self._stream is not None
+
+    @property
+    def speech_ms(self) -> int:
+        """Milliseconds of the current utterance so far (0 when not speaking)."""
+        return self._speech_ms if self._stream is not None else 0
+
+    @property
+    def utterance_id(self) -> str:
+        """Id of the current utterance (empty when not speaking)."""
+        return self._utterance_id if self._stream is not None else ""
+
+    async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
+        """Process audio; return the utterance it finished, if any."""
+        self._pending += pcm16k
+        finished: FinishedUtterance | None = None
+        while len(self._pending) >= self._frame_bytes:
+            frame = self._pending[: self._frame_bytes]
+            self._pending = self._pending[self._frame_bytes :]
+            done = await self._frame(frame)
+            finished = finished or done
+        return finished
+
+    async def end_turn(self) -> FinishedUtterance | None:
+        """The client says the caller finished (client-side VAD): finalize now."""
+        if self._stream is None:
+            return None
+        return await self._finish()
+
+    def cancel(self) -> None:
+        """Drop the utterance in progress (session end)."""
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+
+    async def _frame(self, frame: bytes) -> FinishedUtterance | None:
+        voiced = self._vad.is_speech(frame)
+        self._offset_ms += self._frame_ms
+        if self._stream is None:
+            self._pad.append(frame)
+            self._voiced_run = self._voiced_run + 1 if voiced else 0
+            if self._voiced_run >= self._start_frames:
+                await self._start()
+            return None
+        self._speech_ms += self._frame_ms
+        await self._stream.feed(frame)
+        if voiced:
+            self._silent_run = 0
+            self._last_voiced_at = time.monotonic()
+        else:
+            self._silent_run += 1
+        if self._silent_run >= self._end_frames:
+            return await self._finish()
+        await self._maybe_interim()
+        return None
+
+    async def _start(self) -> None:
+        self._utterance_id = f"u-{uuid.uuid4().hex[:12]}"
+        started_ms = self._offset_ms - self._voiced_run * self._frame_ms
+        self._stream = self._asr.start_utterance()
+        self._speech_ms = self._voiced_run * self._frame_ms
+        self._silent_run = 0
+        self._last_partial = ""
+        self._last_interim = self._last_voiced_at = time.monotonic()
+        await self._emit(SpeechStarted(self._utterance_id, max(0, started_ms)))
+        padding = b"".join(self._pad)
+        self._pad.clear()
+        self._voiced_run = 0
+        await self._stream.feed(padding)
+
+    async def _maybe_interim(self) -> None:
+        if self._stream is None or not self._interims():
+            return
+        now = time.monotonic()
+        if now - self._last_interim < INTERIM_INTERVAL_SEC:
+            return
+        self._last_interim = now
+        partial = self._stream.partial()
+        if partial and partial != self._last_partial:
+            self._last_partial = partial
+            await self._emit(Transcript(self._utterance_id, partial, is_final=False))
+
+    async def _finish(self) -> FinishedUtterance | None:
+        stream, self._stream = self._stream, None
+        assert stream is not None
+        stop_ms = self._offset_ms - self._silent_run * self._frame_ms
+        await self._emit(SpeechStopped(self._utterance_id, max(0, stop_ms)))
+        self._silent_run = 0
+        try:
+            recognition = await stream.finish()
+        except ProviderError:
+            stream.cancel()
+            raise
+        text = recognition.text.strip()
+        if not text:
+            return None
+        await self._emit(
+            Transcript(self._utterance_id, text, is_final=True, confidence=recognition.confidence)
+        )
+        return FinishedUtterance(
+            self._utterance_id,
+            Recognition(text, recognition.confidence),
+            # End of speech is when the last speech frame arrived, not when the
+            # trailing silence confirmed it.
+            speech_ended_at=self._last_voiced_at,
+            transcribed_at=time.monotonic(),
+        )

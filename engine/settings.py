@@ -1,0 +1,173 @@
+"""Every environment variable the engine reads, parsed and validated in one place.
+
+Nothing else in the code base reads ``os.environ``. A bad value stops start-up with
+one line that names the variable and says what is allowed (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+BackendMode = Literal["auto", "http", "disabled"]
+_BACKEND_MODES: tuple[BackendMode, ...] = ("auto", "http", "disabled")
+_T = TypeVar("_T")
+
+DEFAULT_AGENTS_DIR = Path(__file__).resolve().parent / "config" / "agents"
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the engine cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The engine's configuration, read once at start-up."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    shutdown_grace_sec: float = 10.0
+    max_sessions: int = 200
+    max_message_bytes: int = 256 * 1024
+    log_level: str = "INFO"
+    output_audio_lead_ms: int = 500
+
+    backend_mode: BackendMode = "auto"
+    backend_url: str | None = None
+    backend_api_key: str | None = None
+    backend_timeout_sec: float = 5.0
+    assistant_local_config_dir: Path = DEFAULT_AGENTS_DIR
+    assistant_config_cache_ttl_sec: float = 300.0
+
+    history_enabled: bool = True
+    history_queue_max_size: int = 1000
+    history_retry_max_attempts: int = 5
+    history_retry_backoff_sec: float = 0.5
+    history_finalize_drain_timeout_sec: float = 2.0
+    history_spool_path: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse ``environ`` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        r = _Reader(env)
+        mode = r.get("BACKEND_MODE", "auto", _choice(_BACKEND_MODES))
+        spool = r.get("HISTORY_SPOOL_PATH", str(_default_state_dir(env) / "history.sqlite3"), str)
+        return cls(
+            host=r.get("ENGINE_HOST", "127.0.0.1", _non_empty),
+            port=r.get("ENGINE_PORT", "50051", _int_range(0, 65535)),
+            shutdown_grace_sec=r.get("ENGINE_SHUTDOWN_GRACE_SEC", "10", _float_range(0, 3600)),
+            max_sessions=r.get("ENGINE_MAX_SESSIONS", "200", _int_range(1, 100_000)),
+            max_message_bytes=r.get(
+                "ENGINE_MAX_MESSAGE_BYTES", str(256 * 1024), _int_range(4096, 64 * 1024 * 1024)
+            ),
+            log_level=r.get("ENGINE_LOG_LEVEL", "INFO", _log_level),
+            output_audio_lead_ms=r.get(
+                "ENGINE_OUTPUT_AUDIO_LEAD_MS", "500", _int_range(0, 3_600_000)
+            ),
+            backend_mode=mode,
+            backend_url=r.get("BACKEND_URL", "", _url) or None,
+            backend_api_key=r.get("BACKEND_API_KEY", "", str) or None,
+            backend_timeout_sec=r.get("BACKEND_TIMEOUT_SEC", "5", _float_range(0.05, 300)),
+            assistant_local_config_dir=Path(
+                r.get("ASSISTANT_LOCAL_CONFIG_DIR", str(DEFAULT_AGENTS_DIR), _non_empty)
+            ),
+            assistant_config_cache_ttl_sec=r.get(
+                "ASSISTANT_CONFIG_CACHE_TTL_SEC", "300", _float_range(0, 7 * 86400)
+            ),
+            history_enabled=r.get("HISTORY_ENABLED", "true", _bool),
+            history_queue_max_size=r.get("HISTORY_QUEUE_MAX_SIZE", "1000", _int_range(1, 10**7)),
+            history_retry_max_attempts=r.get("HISTORY_RETRY_MAX_ATTEMPTS", "5", _int_range(1, 100)),
+            history_retry_backoff_sec=r.get(
+                "HISTORY_RETRY_BACKOFF_SEC", "0.5", _float_range(0, 600)
+            ),
+            history_finalize_drain_timeout_sec=r.get(
+                "HISTORY_FINALIZE_DRAIN_TIMEOUT_SEC", "2", _float_range(0, 600)
+            ),
+            history_spool_path=Path(spool) if spool else None,
+        )
+
+
+def _default_state_dir(env: Mapping[str, str]) -> Path:
+    # XDG-style state directory; an explicit HISTORY_SPOOL_PATH overrides it.
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "voice-engine"
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, default: str, parse: Callable[[str], _T]) -> _T:
+        raw = self._env.get(name, default).strip()
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _non_empty(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _choice(allowed: tuple[_T, ...]) -> Callable[[str], _T]:
+    def parse(raw: str) -> _T:
+        for option in allowed:
+            if raw.lower() == option:
+                return option
+        raise ValueError(f"allowed values are {', '.join(map(str, allowed))}")
+
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds from {lo:g} to {hi:g}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected a number of seconds from {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _url(raw: str) -> str:
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("allowed values are DEBUG, INFO, WARNING, ERROR")
+    return level
