@@ -146,7 +146,7 @@ def _agents_validate(args: argparse.Namespace) -> int:
 
 
 def _dev_backend(args: argparse.Namespace) -> int:
-    from engine.devbackend import serve as serve_backend
+    from engine.devbackend.app import serve as serve_backend
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve_backend(args.host, args.port, args.db, args.seed_dir, args.api_key))

@@ -78,7 +78,8 @@ class _Conversation:
         while (request := await self.requests.get()) is not None:
             yield request
 
-    def send(self, request: pb.ConverseRequest) -> None:
+    def send(self, request: pb.ConverseRequest | None) -> None:
+        """Queue a request; None half-closes the stream."""
         self.requests.put_nowait(request)
 
     def on_event(self, message: pb.ConverseResponse) -> None:
@@ -190,8 +191,9 @@ async def _stream_wav(conv: _Conversation, path: Path, realtime: bool) -> None:
     conv.send(pb.ConverseRequest(control=pb.Control(action=pb.CONTROL_ACTION_END_OF_TURN)))
     # Wait until the replies are over: nothing in flight and the stream quiet.
     conv.last_event_at = time.monotonic()
-    while conv.responding or time.monotonic() - conv.last_event_at < QUIET_AFTER_AUDIO_SEC:
-        await asyncio.sleep(0.1)  # noqa: ASYNC110 - a quiet period, not an event
+    # A quiet period is the absence of events, so this polls rather than awaits one.
+    while conv.responding or time.monotonic() - conv.last_event_at < QUIET_AFTER_AUDIO_SEC:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
 
 
 def _input_format(options: TalkOptions) -> pb.AudioFormat:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from engine.runtime.history.bridge import HistoryStatus
+
 
 class ResponseStatus(StrEnum):
     """How a response ended."""

@@ -113,32 +113,32 @@ class ResponseRunner:
         self._sentences.put_nowait(sentence)
 
     async def _speech_stage(self) -> None:
+        synthesized_ms = 0.0  # of all sentences so far; sentence spans are cut from it
+        pending = b""  # audio not yet sent: chunks run across sentence boundaries
+        rate = self._tts.sample_rate_hz if self._tts is not None else 0
+        chunk_bytes = rate * 2 * AUDIO_CHUNK_MS // 1000
         while (sentence := await self._sentences.get()) is not None:
             if self._tts is None:  # text-only session
                 self.state.spans.append(SpokenSpan(sentence, 0, 0))
                 continue
-            await self._speak(sentence, self._tts)
-
-    async def _speak(self, sentence: str, tts: SpeechSynthesizer) -> None:
-        rate = tts.sample_rate_hz
-        chunk_bytes = rate * 2 * AUDIO_CHUNK_MS // 1000
-        span = SpokenSpan(sentence, self.state.audio_ms, self.state.audio_ms)
-        self.state.spans.append(span)
-        pending = b""
-        try:
-            # aclosing: a barge-in must abort the synthesis now, not at GC time.
-            async with contextlib.aclosing(tts.synthesize(sentence)) as chunks:
-                async for pcm in chunks:
-                    pending += pcm
-                    while len(pending) >= chunk_bytes:
-                        await self._send_audio(pending[:chunk_bytes], rate, span)
-                        pending = pending[chunk_bytes:]
-        except ProviderError as exc:
-            raise _SpeechFailure(str(exc)) from exc
+            span = SpokenSpan(sentence, round(synthesized_ms), round(synthesized_ms))
+            self.state.spans.append(span)
+            try:
+                # aclosing: a barge-in must abort the synthesis now, not at GC time.
+                async with contextlib.aclosing(self._tts.synthesize(sentence)) as chunks:
+                    async for pcm in chunks:
+                        synthesized_ms += len(pcm) * 1000 / (2 * rate)
+                        span.end_ms = round(synthesized_ms)
+                        pending += pcm
+                        while len(pending) >= chunk_bytes:
+                            await self._send_audio(pending[:chunk_bytes], rate)
+                            pending = pending[chunk_bytes:]
+            except ProviderError as exc:
+                raise _SpeechFailure(str(exc)) from exc
         if pending:
-            await self._send_audio(pending, rate, span)
+            await self._send_audio(pending, rate)
 
-    async def _send_audio(self, pcm: bytes, rate: int, span: SpokenSpan) -> None:
+    async def _send_audio(self, pcm: bytes, rate: int) -> None:
         offset = self.state.audio_ms
         if self.state.first_audio_at is None:
             self.state.first_audio_at = time.monotonic()
@@ -150,9 +150,7 @@ class ResponseRunner:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        # Track audio in samples' worth of ms; rounding per chunk is below 1 ms.
         self.state.audio_ms += len(pcm) * 1000 // (2 * rate)
-        span.end_ms = self.state.audio_ms
         await self._emit(AudioChunk(self.state.response_id, pcm, rate, offset))
 
 

@@ -1,0 +1,274 @@
+"""HTTP control plane: the customer's backend over one pooled ``httpx.AsyncClient``.
+
+The contract is documented in ``docs/control-plane.openapi.yaml``. Reads retry briefly
+and fall back to the last good copy of an assistant; writes never retry here (the
+history bridge above owns retries and the spool), they only classify the failure as
+transient or permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from engine.runtime.assistant import AssistantConfigError, is_valid_assistant_id, parse_assistant
+from engine.runtime.ports.control_plane import (
+    AssistantNotFound,
+    CallRecord,
+    CallSummary,
+    ControlPlaneUnavailable,
+    FetchedAssistant,
+    PermanentWriteError,
+    TranscriptEntry,
+    TransientWriteError,
+)
+
+logger = logging.getLogger(__name__)
+
+_USER_AGENT = "voice-engine/0.1"
+_BODY_EXCERPT_CHARS = 200
+
+
+class _RetryableFetch(Exception):
+    """The backend is down or overloaded right now; worth another try within the budget."""
+
+
+class _UnusableAnswer(Exception):
+    """The backend answered 200 with something that is not a valid assistant."""
+
+
+class HttpControlPlane:
+    """Control plane backed by the customer's HTTP API (see docs/control-plane.md).
+
+    Fetch policy: 5xx, 429, timeouts and connection errors are retried with jittered
+    exponential backoff; a new attempt starts only while ``fetch_retry_budget_sec`` has
+    not run out, so the worst case is about budget + ``timeout_sec``. When the backend is
+    still failing, or answered 200 with a body that is not a valid assistant (not JSON,
+    not an object, schema error), the last good copy younger than
+    ``config_cache_ttl_sec`` is served as ``backend_cached``: a call that can start with
+    yesterday's prompt beats a call that cannot start. An explicit refusal (401, 403,
+    other 4xx) is never masked by the cache, and a 404 evicts the cached copy.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_sec: float,
+        history_enabled: bool = True,
+        config_cache_ttl_sec: float,
+        fetch_retry_budget_sec: float = 1.0,
+    ) -> None:
+        headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout_sec = timeout_sec
+        self._history_enabled = history_enabled
+        self._cache_ttl_sec = config_cache_ttl_sec
+        self._retry_budget_sec = fetch_retry_budget_sec
+        # id -> (document, monotonic time of the fetch); only ids that validated are stored.
+        self._cache: dict[str, tuple[Mapping[str, Any], float]] = {}
+        # One client for the life of the adapter: connection pooling and keep-alive.
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_sec),
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The backend's base URL."""
+        return str(self._client.base_url)
+
+    @property
+    def history_enabled(self) -> bool:
+        """False when HISTORY_ENABLED=false: writes become no-ops."""
+        return self._history_enabled
+
+    async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
+        """GET /v1/assistants/{id}; see the class docstring for retries and the cache.
+
+        Raises AssistantNotFound or ControlPlaneUnavailable.
+        """
+        # Validated before anything else: an invalid id never becomes part of a URL.
+        if not is_valid_assistant_id(assistant_id):
+            raise AssistantNotFound(f"invalid assistant id {assistant_id!r}")
+        started = time.monotonic()
+        retrying = AsyncRetrying(
+            stop=stop_before_delay(self._retry_budget_sec),
+            wait=wait_exponential(multiplier=0.05, min=0.05, max=0.4) + wait_random(0, 0.05),
+            retry=retry_if_exception_type(_RetryableFetch),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    document = await self._fetch_once(assistant_id)
+        except (_RetryableFetch, _UnusableAnswer) as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            problem = f"{exc} ({attempts} attempt(s) in {time.monotonic() - started:.2f} s)"
+            return self._cached_or_raise(assistant_id, problem)
+        self._cache[assistant_id] = (document, time.monotonic())
+        return FetchedAssistant(document=document, source="backend")
+
+    async def _fetch_once(self, assistant_id: str) -> Mapping[str, Any]:
+        path = f"/v1/assistants/{assistant_id}"
+        try:
+            # httpx timeouts are per phase; this bounds the whole exchange.
+            async with asyncio.timeout(self._timeout_sec):
+                response = await self._client.get(path)
+        except (TimeoutError, httpx.TimeoutException):
+            raise _RetryableFetch(
+                f"backend did not answer GET {path} within {self._timeout_sec:g} s"
+            ) from None
+        except httpx.RequestError as exc:
+            raise _RetryableFetch(f"backend unreachable for GET {path}: {_describe(exc)}") from None
+        status = response.status_code
+        if status == 404:
+            self._cache.pop(assistant_id, None)
+            raise AssistantNotFound(f"backend has no assistant {assistant_id!r}")
+        if status == 429 or status >= 500:
+            raise _RetryableFetch(f"backend answered {_status_text(response)} for GET {path}")
+        if status in (401, 403):
+            raise ControlPlaneUnavailable(
+                f"backend refused GET {path} with {_status_text(response)}: check BACKEND_API_KEY"
+            )
+        if status != 200:
+            raise ControlPlaneUnavailable(
+                f"backend refused GET {path} with {_status_text(response)}: {_excerpt(response)}"
+            )
+        try:
+            document = response.json()
+        except ValueError:
+            raise _UnusableAnswer(
+                f"backend answered GET {path} with a body that is not JSON: {_excerpt(response)}"
+            ) from None
+        if not isinstance(document, dict):
+            raise _UnusableAnswer(
+                f"backend answered GET {path} with JSON that is not an object "
+                f"({type(document).__name__})"
+            )
+        try:
+            parse_assistant(document, expected_id=assistant_id, origin="backend")
+        except AssistantConfigError as exc:
+            raise _UnusableAnswer(f"backend sent an invalid assistant: {exc}") from None
+        return document
+
+    def _cached_or_raise(self, assistant_id: str, problem: str) -> FetchedAssistant:
+        cached = self._cache.get(assistant_id)
+        if cached is not None:
+            document, fetched_at = cached
+            age = time.monotonic() - fetched_at
+            if age < self._cache_ttl_sec:
+                logger.warning(
+                    "serving cached assistant %r (%.0f s old): %s", assistant_id, age, problem
+                )
+                return FetchedAssistant(document=document, source="backend_cached")
+        raise ControlPlaneUnavailable(f"{problem}; no cached copy of {assistant_id!r}")
+
+    async def create_call(self, call: CallRecord) -> None:
+        """POST /v1/calls with Idempotency-Key: <call_id>."""
+        await self._write("/v1/calls", call.call_id, _to_json(call))
+
+    async def append_transcript(self, entry: TranscriptEntry) -> None:
+        """POST /v1/calls/{call_id}/transcripts with Idempotency-Key: <call_id>:<sequence>."""
+        path = f"/v1/calls/{quote(entry.call_id, safe='')}/transcripts"
+        await self._write(path, f"{entry.call_id}:{entry.sequence}", _to_json(entry))
+
+    async def finalize_call(self, summary: CallSummary) -> None:
+        """POST /v1/calls/{call_id}/finalize with Idempotency-Key: <call_id>:finalize."""
+        path = f"/v1/calls/{quote(summary.call_id, safe='')}/finalize"
+        await self._write(path, f"{summary.call_id}:finalize", _to_json(summary))
+
+    async def _write(self, path: str, idempotency_key: str, body: dict[str, Any]) -> None:
+        if not self._history_enabled:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_sec):
+                response = await self._client.post(
+                    path, json=body, headers={"Idempotency-Key": idempotency_key}
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise TransientWriteError(
+                f"backend did not answer POST {path} within {self._timeout_sec:g} s"
+            ) from None
+        except httpx.RequestError as exc:
+            raise TransientWriteError(
+                f"backend unreachable for POST {path}: {_describe(exc)}"
+            ) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status in (408, 429) or status >= 500:
+            raise TransientWriteError(
+                f"backend answered {_status_text(response)} for POST {path}",
+                retry_after_sec=_retry_after(response),
+            )
+        raise PermanentWriteError(
+            f"backend refused POST {path} with {_status_text(response)}: {_excerpt(response)}"
+        )
+
+    async def close(self) -> None:
+        """Close the pooled client; the adapter is unusable afterwards."""
+        await self._client.aclose()
+
+
+def _to_json(record: CallRecord | TranscriptEntry | CallSummary) -> dict[str, Any]:
+    # dataclasses.asdict would choke on a read-only Mapping (e.g. MappingProxyType).
+    return {f.name: _plain(getattr(record, f.name)) for f in fields(record)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_text(response: httpx.Response) -> str:
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+def _excerpt(response: httpx.Response) -> str:
+    text = " ".join(response.text.split())
+    if len(text) > _BODY_EXCERPT_CHARS:
+        text = text[:_BODY_EXCERPT_CHARS] + "..."
+    return repr(text) if text else "(empty body)"
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,484 @@
+"""The history bridge: call history to the backend without ever blocking a turn.
+
+``CallHistory.record`` numbers an entry, stores it in the spool (when there is one) and
+puts it on an in-memory queue with ``put_nowait``; the turn path never awaits the backend.
+A background worker delivers the queue with tenacity retries; whatever cannot be delivered
+live (full queue, exhausted retries, finalize drain timeout, shutdown) is handed to the
+spool's replayer, which delivers it in order once the backend answers, also after a
+restart. Writes carry (call id, sequence) idempotency keys, so a replay is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from engine.runtime.history.spool import (
+    HistorySpool,
+    HistoryWrite,
+    ReplayOutcome,
+    SpoolError,
+    SpoolReplayer,
+    backoff_delay,
+    is_transient,
+)
+from engine.runtime.ports.control_plane import (
+    CallRecord,
+    CallSummary,
+    ControlPlane,
+    TranscriptEntry,
+)
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["delivered", "spooled", "dropped", "dead_lettered"]
+
+
+class HistoryClosedError(RuntimeError):
+    """``record`` after ``finalize``: the call's history is already closed."""
+
+
+class HistorySettings(Protocol):
+    """The part of ``engine.settings.Settings`` the bridge reads."""
+
+    @property
+    def history_queue_max_size(self) -> int: ...
+    @property
+    def history_retry_max_attempts(self) -> int: ...
+    @property
+    def history_retry_backoff_sec(self) -> float: ...
+    @property
+    def history_finalize_drain_timeout_sec(self) -> float: ...
+    @property
+    def history_spool_path(self) -> Path | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStatus:
+    """Where one call's transcript entries are; goes into the ``ended`` message.
+
+    ``enqueued == delivered + pending + spooled + dropped + dead_lettered``; ``spooled``
+    entries are durable and will be replayed, ``dropped`` ones are lost (spool disabled).
+    """
+
+    enabled: bool
+    enqueued: int
+    delivered: int
+    pending: int
+    spooled: int
+    dropped: int
+    dead_lettered: int
+    finalized: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCounters:
+    """Process-wide write counts (create_call, transcript and finalize) for metrics.
+
+    ``delivered`` counts the live path, ``replayed`` the spool's replayer.
+    """
+
+    enqueued: int
+    delivered: int
+    retried: int
+    spooled: int
+    replayed: int
+    dead_lettered: int
+    dropped: int
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    call: CallHistory
+    body: HistoryWrite
+    row_id: int | None = None
+    released: bool = False  # handed to the replayer while still in the queue
+
+
+class CallHistory:
+    """One call's history: numbers its entries and tracks where each one is."""
+
+    def __init__(self, bridge: HistoryBridge, call: CallRecord, *, enabled: bool) -> None:
+        self.call = call
+        self._bridge = bridge
+        self._enabled = enabled
+        self._sequence = 0
+        self._live: dict[_Write, None] = {}  # queued or in flight, in order
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._inflight: _Write | None = None
+        self._diverted = False  # from now on every write goes through the replayer
+        self._finalizing: asyncio.Task[HistoryStatus] | None = None
+        self._finalized = False
+        self._counts: Counter[str] = Counter()
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    def record(
+        self,
+        role: Literal["user", "assistant"],
+        text: str,
+        *,
+        started_at: float,
+        ended_at: float,
+        interrupted: bool = False,
+        full_text: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TranscriptEntry:
+        """Number a final turn and hand it over; never waits for the backend."""
+        if self._finalizing is not None:
+            raise HistoryClosedError(f"call {self.call_id} is already finalized")
+        self._sequence += 1
+        entry = TranscriptEntry(
+            self.call_id, self._sequence, role, text, started_at, ended_at,
+            interrupted, full_text, dict(metadata or {}),
+        )  # fmt: skip
+        if self._enabled:
+            self._bridge._submit(self, entry)
+        return entry
+
+    async def finalize(self, end_reason: str) -> HistoryStatus:
+        """Drain (bounded), then send the finalize once; every caller gets the status."""
+        if not self._enabled:
+            return self.status()
+        if self._finalizing is None:
+            self._finalizing = self._bridge._start_finalize(self, end_reason)
+        # shield: a cancelled session must not cancel the finalize other callers await
+        return await asyncio.shield(self._finalizing)
+
+    def status(self) -> HistoryStatus:
+        """A snapshot of this call's transcript entries."""
+        c = self._counts
+        return HistoryStatus(
+            self._enabled, c["enqueued"], c["delivered"], c["pending"], c["spooled"],
+            c["dropped"], c["dead_lettered"], self._finalized,
+        )  # fmt: skip
+
+    def _track(self, write: _Write) -> None:
+        self._live[write] = None
+        self._drained.clear()
+        if isinstance(write.body, TranscriptEntry):
+            self._counts["enqueued"] += 1
+            self._counts["pending"] += 1
+
+    def _settle(self, body: HistoryWrite, outcome: Outcome, write: _Write | None) -> None:
+        # write is None for a row of the replayer (it was counted as spooled)
+        if write is not None:
+            del self._live[write]
+        if isinstance(body, TranscriptEntry):
+            self._counts["spooled" if write is None else "pending"] -= 1
+            self._counts[outcome] += 1
+        elif isinstance(body, CallSummary) and outcome == "delivered":
+            self._finalized = True
+        if not self._live:
+            self._drained.set()
+
+
+class HistoryBridge:
+    """Queues, retries and spools call history; one worker and one replayer per process.
+
+    One worker rather than one task per call: a single FIFO gives per-call order for free,
+    keeps the load on the customer's backend at one request at a time, and costs nothing
+    per call. Its weakness is head-of-line blocking, which is bounded: a failing call holds
+    the worker for at most one retry budget, then it is diverted (its writes go through
+    the replayer from then on) and, while the backend looks down, later writes go straight
+    to the spool instead of each paying the budget again. The replayer is a second,
+    independent consumer, so spooled history never waits behind live history.
+    """
+
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        *,
+        queue_max_size: int,
+        retry_max_attempts: int,
+        retry_backoff_sec: float,
+        finalize_drain_timeout_sec: float,
+        spool: HistorySpool | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._control_plane = control_plane
+        self._enabled = control_plane.history_enabled
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue(maxsize=queue_max_size)
+        self._max_attempts = retry_max_attempts
+        self._backoff = retry_backoff_sec
+        self._drain_timeout = finalize_drain_timeout_sec
+        self._spool = spool
+        self._clock = clock
+        self._calls: dict[str, CallHistory] = {}
+        self._counts: Counter[str] = Counter()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._finalizers: set[asyncio.Task[HistoryStatus]] = set()
+        self._replayer = (
+            SpoolReplayer(spool, self._send, self._on_replayed, backoff_sec=retry_backoff_sec,
+                          clock=clock)
+            if spool is not None else None
+        )  # fmt: skip
+        self._closing = asyncio.Event()
+        self._closed = False
+        self._backend_down = False  # set by exhausted retries, cleared by any success
+        if spool is not None and self._enabled:
+            self._finalize_orphans(spool)
+
+    @classmethod
+    def from_settings(cls, control_plane: ControlPlane, settings: HistorySettings) -> HistoryBridge:
+        """Build from settings; ``history_spool_path`` None disables the spool."""
+        path = settings.history_spool_path
+        spool = HistorySpool(path) if path is not None and control_plane.history_enabled else None
+        return cls(
+            control_plane,
+            queue_max_size=settings.history_queue_max_size,
+            retry_max_attempts=settings.history_retry_max_attempts,
+            retry_backoff_sec=settings.history_retry_backoff_sec,
+            finalize_drain_timeout_sec=settings.history_finalize_drain_timeout_sec,
+            spool=spool,
+        )
+
+    async def start(self) -> None:
+        """Start the worker (and the replayer when there is a spool); idempotent."""
+        if self._tasks or not self._enabled or self._closed:
+            return
+        self._tasks.append(asyncio.create_task(self._run_worker(), name="history-worker"))
+        if self._replayer is not None:
+            self._tasks.append(asyncio.create_task(self._replayer.run(), name="history-replay"))
+
+    def open_call(self, record: CallRecord) -> CallHistory:
+        """Begin a call's history; its create-call write is queued, not awaited."""
+        call = CallHistory(self, record, enabled=self._enabled)
+        if self._enabled:
+            if record.call_id in self._calls:
+                raise ValueError(f"call {record.call_id} is already open")
+            self._calls[record.call_id] = call
+            self._submit(call, record)
+        return call
+
+    def counters(self) -> HistoryCounters:
+        """Process-wide counts since start-up."""
+        c = self._counts
+        return HistoryCounters(
+            c["enqueued"], c["delivered"], c["retried"], c["spooled"], c["replayed"],
+            c["dead_lettered"], c["dropped"],
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        """Stop the tasks and hand everything undelivered to the spool, then close it."""
+        if self._closed:
+            return
+        self._closing.set()
+        for call in self._calls.values():
+            call._drained.set()  # wakes finalizers waiting for a drain; they re-check
+        await asyncio.gather(*self._finalizers, return_exceptions=True)
+        if self._spool is None and self._tasks:
+            # Without a spool a queued write is lost at exit: give the worker a chance.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), self._drain_timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._closed = True
+        lost = self._counts["dropped"]
+        for call in list(self._calls.values()):
+            for write in list(call._live):
+                self._release(write, log=False)
+        if self._counts["dropped"] > lost:  # one line, not one per write
+            logger.error("history: %d queued writes LOST at shutdown (no spool)",
+                         self._counts["dropped"] - lost)  # fmt: skip
+        if self._spool is not None:
+            self._spool.close()
+
+    # -- accepting writes ----------------------------------------------------------------
+
+    def _submit(self, call: CallHistory, body: HistoryWrite) -> None:
+        self._counts["enqueued"] += 1
+        write = _Write(call, body)
+        call._track(write)
+        if self._closed:
+            self._lose(write, "the history bridge is closed")
+            return
+        if self._spool is not None:
+            full = self._queue.full()
+            to_replayer = call._diverted or self._backend_down or full
+            try:
+                # Stored before record() returns: this is what survives a SIGKILL.
+                write.row_id = self._spool.add(body, replay=to_replayer, now=self._clock())
+            except SpoolError as exc:
+                logger.error("history spool write failed, %r kept in memory: %s", body, exc)
+            else:
+                if to_replayer:
+                    if full and not call._diverted:
+                        logger.warning("history queue full: call %s spills", call.call_id)
+                    self._handed_over(write)
+                    return
+        try:
+            self._queue.put_nowait(write)
+        except asyncio.QueueFull:
+            self._lose(write, "history queue full and no spool")
+
+    def _start_finalize(self, call: CallHistory, end_reason: str) -> asyncio.Task[HistoryStatus]:
+        task = asyncio.create_task(self._finalize(call, end_reason), name="history-finalize")
+        self._finalizers.add(task)
+        task.add_done_callback(self._finalizers.discard)
+        return task
+
+    async def _finalize(self, call: CallHistory, end_reason: str) -> HistoryStatus:
+        deadline = asyncio.get_running_loop().time() + self._drain_timeout
+        await self._wait_drained(call, deadline)
+        ended_at = self._clock()
+        summary = CallSummary(
+            call.call_id, ended_at, max(0.0, ended_at - call.call.started_at), call._sequence,
+            end_reason, pending_entries=call._counts["pending"] + call._counts["spooled"],
+        )  # fmt: skip
+        if self._spool is not None and call._live:
+            # Drain timed out: the rest (and the finalize after it) goes to the replayer.
+            self._divert(call)
+        self._submit(call, summary)
+        await self._wait_drained(call, deadline)
+        return call.status()
+
+    async def _wait_drained(self, call: CallHistory, deadline: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while call._live and not self._closing.is_set():
+                    await call._drained.wait()
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _settle(self, body: HistoryWrite, outcome: Outcome, write: _Write | None = None) -> None:
+        call = write.call if write is not None else self._calls.get(body.call_id)
+        if call is None:  # a call of a previous process
+            return
+        call._settle(body, outcome, write)
+        if isinstance(body, CallSummary) and outcome != "spooled":
+            self._calls.pop(call.call_id, None)
+
+    def _release(self, write: _Write, *, log: bool = True) -> None:
+        """Hand a live write to the replayer (or count it lost when there is no spool)."""
+        if self._spool is None or write.row_id is None:
+            self._lose(write, "undeliverable and no spool", log=log)
+            return
+        self._spool.hand_to_replayer([write.row_id])
+        self._handed_over(write)
+
+    def _handed_over(self, write: _Write) -> None:
+        # From here on the call's writes go through the replayer, keeping them in order.
+        write.released = write.call._diverted = True
+        self._counts["spooled"] += 1
+        self._settle(write.body, "spooled", write)
+        self._wake_replayer()
+
+    def _lose(self, write: _Write, reason: str, *, log: bool = True) -> None:
+        write.released = True
+        self._counts["dropped"] += 1
+        if log:
+            logger.error("history write LOST (%s): %r", reason, write.body)
+        self._settle(write.body, "dropped", write)
+
+    def _divert(self, call: CallHistory) -> None:
+        for write in list(call._live):
+            if write is not call._inflight and write.row_id is not None:
+                self._release(write)
+        call._diverted = True
+
+    def _on_replayed(self, body: HistoryWrite, outcome: ReplayOutcome) -> None:
+        self._counts[outcome] += 1
+        if outcome == "replayed":
+            self._backend_down = False
+            self._settle(body, "delivered")
+        elif outcome == "dead_lettered":
+            self._settle(body, "dead_lettered")
+
+    def _wake_replayer(self) -> None:
+        if self._replayer is not None:
+            self._replayer.wake()
+
+    def _dead_letter(self, body: HistoryWrite, row_id: int | None, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if self._spool is not None and row_id is not None:
+            self._spool.dead_letter(row_id, reason, now=self._clock())
+        self._counts["dead_lettered"] += 1
+        logger.error("history write refused by the backend (%s): %r", reason, body)
+
+    def _finalize_orphans(self, spool: HistorySpool) -> None:
+        # Calls a dead process left open get the finalize it never sent.
+        for orphan in spool.orphaned_calls():
+            ended_at = orphan.last_ended_at or orphan.started_at
+            summary = CallSummary(
+                orphan.call_id, ended_at, max(0.0, ended_at - orphan.started_at),
+                orphan.turn_count, "engine_restarted", orphan.pending_entries,
+            )  # fmt: skip
+            spool.add(summary, replay=True, now=self._clock())
+            logger.warning("call %s was open at the last exit; finalizing it", orphan.call_id)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def _run_worker(self) -> None:
+        while True:
+            write = await self._queue.get()
+            try:
+                if not write.released:
+                    await self._deliver_live(write)
+            except Exception:  # the worker must outlive any one write
+                logger.exception("history worker failed on %r", write.body)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver_live(self, write: _Write) -> None:
+        call = write.call
+        if call._diverted or (self._backend_down and self._spool is not None):
+            self._release(write)
+            return
+        call._inflight = write
+        try:
+            await AsyncRetrying(
+                stop=stop_after_attempt(self._max_attempts),
+                wait=self._retry_wait,
+                retry=retry_if_exception(is_transient),
+                before_sleep=self._count_retry,
+                reraise=True,
+            )(self._send, write.body)
+        except Exception as exc:
+            if not is_transient(exc):
+                self._dead_letter(write.body, write.row_id, exc)
+                self._settle(write.body, "dead_lettered", write)
+            else:
+                logger.warning("history call %s: retries exhausted (%s)", call.call_id, exc)
+                if self._spool is not None:
+                    self._backend_down = True
+                self._release(write)
+        else:
+            if self._spool is not None and write.row_id is not None:
+                self._spool.delete(write.row_id)
+            self._counts["delivered"] += 1
+            self._backend_down = False
+            self._settle(write.body, "delivered", write)
+        finally:
+            call._inflight = None
+            if call._diverted:
+                self._wake_replayer()  # its last live row may just have settled
+
+    async def _send(self, body: HistoryWrite) -> None:
+        if isinstance(body, TranscriptEntry):
+            await self._control_plane.append_transcript(body)
+        elif isinstance(body, CallRecord):
+            await self._control_plane.create_call(body)
+        else:
+            await self._control_plane.finalize_call(body)
+
+    def _retry_wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return backoff_delay(self._backoff, state.attempt_number, error)
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self._counts["retried"] += 1

@@ -1,0 +1,159 @@
+"""The server process: health, reflection for foreign clients, settings errors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from voiceengine.v1 import converse_pb2 as pb
+
+from tests.helpers.converse import ConverseClient, expect_rpc_error
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = "voiceengine.v1.VoiceEngineService"
+
+
+def _buf() -> str:
+    local = REPO / ".tools" / "node_modules" / ".bin" / "buf"
+    found = str(local) if local.exists() else shutil.which("buf")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("buf is missing: `make buf-lint` installs it")
+        pytest.skip("buf is not installed (`make buf-lint` installs it)")
+    return found
+
+
+class EngineProcess:
+    """`voice-engine serve` in a child process on a free loopback port."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.target = f"127.0.0.1:{port}"
+
+
+async def _spawn(tmp_path: Path, **env: str) -> EngineProcess:
+    full_env = {
+        **os.environ,
+        "ENGINE_HOST": "127.0.0.1",
+        "ENGINE_PORT": "0",
+        "BACKEND_MODE": "disabled",
+        "HISTORY_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine", "serve",
+        env=full_env, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    async with asyncio.timeout(30):
+        while line := (await proc.stderr.readline()).decode():
+            if match := re.search(r"listening on [\d.]+:(\d+)", line):
+                return EngineProcess(proc, int(match.group(1)))
+    raise AssertionError("the engine exited before listening")
+
+
+@pytest.fixture
+async def engine_process(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    spawned: list[EngineProcess] = []
+
+    async def spawn(**env: str) -> EngineProcess:
+        process = await _spawn(tmp_path, **env)
+        spawned.append(process)
+        return process
+
+    yield spawn
+    for process in spawned:
+        if process.proc.returncode is None:
+            process.proc.kill()
+            await process.proc.wait()
+
+
+async def _health(target: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return int(response.status)
+
+
+async def test_health_reports_serving(engine: str) -> None:
+    assert await _health(engine) == health_pb2.HealthCheckResponse.SERVING
+    assert await _health(engine, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service_to_a_client_that_is_not_ours(engine: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        _buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+        "--list-methods", f"http://{engine}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert f"{SERVICE}/Converse" in out.decode().split()
+
+
+async def test_a_foreign_client_can_hold_a_text_session(engine: str) -> None:
+    # buf curl streams the messages, then half-closes (= the caller hung up).
+    body = '{"start": {"assistantId": "default", "options": {"textOnly": true}}}'
+    proc = await asyncio.create_subprocess_exec(
+        _buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", body,
+        f"http://{engine}/{SERVICE}/Converse",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert '"started"' in text and '"assistantId"' not in text
+    assert '"ended"' in text and "END_REASON_CLIENT_ENDED" in text
+
+
+async def test_a_bad_setting_stops_startup_with_one_clear_line(tmp_path: Path) -> None:
+    for env, needle in (
+        ({"BACKEND_MODE": "sometimes"}, "BACKEND_MODE='sometimes' is invalid: allowed values"),
+        ({"ENGINE_PORT": "abc"}, "ENGINE_PORT='abc' is invalid: expected an integer"),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine", "serve",
+            env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        lines = err.decode().strip().splitlines()
+        assert proc.returncode == 2
+        assert len(lines) == 1 and needle in lines[0]
+
+
+async def test_sigterm_drains_live_sessions_then_exits_zero(engine_process) -> None:  # type: ignore[no-untyped-def]
+    process = await engine_process(ENGINE_SHUTDOWN_GRACE_SEC="1")
+    async with grpc.aio.insecure_channel(process.target) as channel:
+        live = ConverseClient(channel)
+        live.start("default", options=pb.SessionOptions(text_only=True))
+        await live.until("response_done")
+
+        process.proc.send_signal(signal.SIGTERM)
+        # While draining: NOT_SERVING, and new sessions are turned away.
+        async with asyncio.timeout(10):
+            while await _health(process.target) != health_pb2.HealthCheckResponse.NOT_SERVING:
+                await asyncio.sleep(0.05)
+        late = ConverseClient(channel)
+        late.start("default")
+        error = await expect_rpc_error(late)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+        # The live session may still talk during the grace period...
+        live.send(text=pb.TextInput(text="what are your opening hours"))
+        done = (await live.until("response_done")).response_done
+        assert done.status == pb.RESPONSE_STATUS_COMPLETED
+        # ...then it is ended with a reason that says so.
+        ended = (await live.until("ended", timeout=15)).ended
+        assert ended.reason == pb.END_REASON_SERVER_SHUTDOWN
+        assert await live.status() == grpc.StatusCode.OK
+    assert await asyncio.wait_for(process.proc.wait(), 30) == 0
