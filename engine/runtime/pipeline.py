@@ -112,7 +112,7 @@ class DuplexPipeline:
         if config.system_prompt:
             self._context.append(ChatMessage("system", config.system_prompt))
         self._active: _ActiveResponse | None = None
-        self._finished: dict[str, ResponseState] = {}
+        self._last_task: asyncio.Task[None] | None = None
         self.turn_count = 0
 
     # --- input -------------------------------------------------------------------
@@ -185,6 +185,10 @@ class DuplexPipeline:
         if self._speech is not None:
             self._speech.cancel()
         await self.interrupt()
+        # A response that finished generating may still be recording its history entry;
+        # let it, so that nothing reaches the history after the call is finalized.
+        if self._last_task is not None and not self._last_task.done():
+            await self._last_task
 
     @property
     def synthesizer(self) -> SpeechSynthesizer | None:
@@ -248,6 +252,7 @@ class DuplexPipeline:
         )
         task = asyncio.create_task(self._run(runner, timing), name=f"response {state.response_id}")
         self._active = _ActiveResponse(runner, task, timing)
+        self._last_task = task
 
     async def _run(self, runner: ResponseRunner, timing: _TurnTiming) -> None:
         await runner.run()

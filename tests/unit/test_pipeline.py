@@ -1,0 +1,231 @@
+"""DuplexPipeline behaviour with fake providers that implement the ports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from engine.runtime import events as ev
+from engine.runtime.assistant import AssistantConfig, InterruptionSettings, VadSettings
+from engine.runtime.pipeline import DuplexPipeline
+from engine.runtime.ports.providers import ChatMessage, Recognition
+
+RATE = 16000
+FRAME = b"\x10\x27" * 320  # 20 ms of "speech" for the fake VAD
+SILENCE = b"\x00\x00" * 320
+
+
+class FakeVad:
+    frame_bytes = 640
+
+    def is_speech(self, frame: bytes) -> bool:
+        return any(frame)
+
+
+class FakeStream:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.fed = 0
+        self.cancelled = False
+
+    async def feed(self, pcm16k: bytes) -> None:
+        self.fed += len(pcm16k)
+
+    def partial(self) -> str:
+        return self.text.split()[0]
+
+    async def finish(self) -> Recognition:
+        return Recognition(self.text, 0.9)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeRecognizer:
+    def __init__(self, text: str = "what are your opening hours") -> None:
+        self.text = text
+        self.streams: list[FakeStream] = []
+
+    def start_utterance(self) -> FakeStream:
+        self.streams.append(FakeStream(self.text))
+        return self.streams[-1]
+
+
+class FakeSpeech:
+    def __init__(self) -> None:
+        self.asr = FakeRecognizer()
+
+    def vad(self) -> FakeVad:
+        return FakeVad()
+
+    def recognizer(self) -> FakeRecognizer:
+        return self.asr
+
+
+class EchoLlm:
+    """Replies with a long, fixed answer, word by word."""
+
+    reply = "We are open from noon to ten. We are closed on Mondays. Bookings are welcome."
+
+    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        for word in self.reply.split(" "):
+            yield word + " "
+
+
+class ToneTts:
+    """1 s of audio per sentence in 50 ms chunks."""
+
+    sample_rate_hz = RATE
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        for _ in range(20):
+            yield b"\x01\x00" * (RATE // 20)
+            await asyncio.sleep(0)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def record(self, role: str, text: str, **kw: Any) -> None:
+        self.entries.append({"role": role, "text": text, **kw})
+
+
+def _config(**changes: Any) -> AssistantConfig:
+    base = AssistantConfig(
+        id="t",
+        name="t",
+        vad=VadSettings(min_speech_ms=60, end_silence_ms=200),
+        interruption=InterruptionSettings(enabled=True, min_speech_ms=100),
+    )
+    return replace(base, **changes)
+
+
+class Harness:
+    def __init__(self, config: AssistantConfig | None = None, lead_ms: int = 200) -> None:
+        self.events: list[ev.Event] = []
+        self.recorder = Recorder()
+        self.speech = FakeSpeech()
+        self.pipeline = DuplexPipeline(
+            config or _config(),
+            llm=EchoLlm(),
+            synthesizer=ToneTts(),
+            speech=self.speech,
+            recorder=self.recorder,
+            emit=self._emit,
+            audio_lead_ms=lead_ms,
+        )
+        self._arrived: asyncio.Queue[ev.Event] = asyncio.Queue()
+
+    async def _emit(self, event: ev.Event) -> None:
+        self.events.append(event)
+        self._arrived.put_nowait(event)
+
+    async def wait_for(self, kind: type[ev.Event], timeout: float = 5.0) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self._arrived.get()
+                if isinstance(event, kind):
+                    return event
+
+    async def speak(self, speech_frames: int, silence_frames: int = 0) -> None:
+        for _ in range(speech_frames):
+            await self.pipeline.user_audio(FRAME)
+        for _ in range(silence_frames):
+            await self.pipeline.user_audio(SILENCE)
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]
+
+
+async def test_speech_then_silence_is_one_turn_with_a_spoken_answer() -> None:
+    h = Harness(lead_ms=60_000)
+    await h.speak(speech_frames=30, silence_frames=15)
+    final = await h.wait_for(ev.Transcript)
+    assert final.is_final and final.text == "what are your opening hours"
+    done = await h.wait_for(ev.ResponseDone)
+    assert done.status is ev.ResponseStatus.COMPLETED
+    kinds = h.kinds()
+    assert kinds.index("SpeechStarted") < kinds.index("SpeechStopped") < kinds.index("Transcript")
+    assert [e["role"] for e in h.recorder.entries] == ["user", "assistant"]
+    metrics = await h.wait_for(ev.TurnMetrics)
+    assert metrics.end_of_speech_to_final_transcript_ms is not None
+
+
+async def test_silence_alone_produces_no_turn() -> None:
+    h = Harness()
+    await h.speak(speech_frames=0, silence_frames=100)
+    assert h.events == []
+
+
+async def test_a_blip_shorter_than_min_speech_is_not_speech() -> None:
+    h = Harness()
+    await h.speak(speech_frames=2, silence_frames=20)
+    assert h.events == []
+
+
+async def test_barge_in_cuts_the_reply_and_keeps_only_what_was_heard() -> None:
+    h = Harness(lead_ms=200)
+    await h.pipeline.user_text("hello")
+    first_audio = await h.wait_for(ev.AudioChunk)
+    # Let some audio play, then the caller talks over it for longer than min_speech_ms.
+    await h.wait_for(ev.AudioChunk)
+    await h.wait_for(ev.AudioChunk)
+    await h.speak(speech_frames=6)
+    interrupted = await h.wait_for(ev.Interrupted)
+    done = await h.wait_for(ev.ResponseDone)
+    assert interrupted.response_id == first_audio.response_id == done.response_id
+    assert done.status is ev.ResponseStatus.INTERRUPTED
+    assert EchoLlm.reply.startswith(done.heard_text) and len(done.heard_text) < len(done.text)
+    after = h.events[h.events.index(interrupted) :]
+    assert not [
+        e for e in after if isinstance(e, ev.AudioChunk) and e.response_id == done.response_id
+    ]
+    assistant = [e for e in h.recorder.entries if e["role"] == "assistant"][-1]
+    assert assistant["interrupted"] is True
+    assert assistant["text"] == done.heard_text and assistant["full_text"] == done.text
+
+
+async def test_playback_reports_decide_what_was_heard() -> None:
+    h = Harness(lead_ms=60_000)  # all audio is sent at once; only the report says what played
+    await h.pipeline.user_text("hello")
+    chunk = await h.wait_for(ev.AudioChunk)
+    h.pipeline.playback(chunk.response_id, 0)
+    assert await h.pipeline.interrupt()
+    done = await h.wait_for(ev.ResponseDone)
+    assert done.heard_text == ""
+    assert done.audio_ms == 0
+
+
+async def test_with_interruption_disabled_the_assistant_keeps_talking() -> None:
+    config = _config(interruption=InterruptionSettings(enabled=False, min_speech_ms=100))
+    h = Harness(config, lead_ms=200)
+    await h.pipeline.user_text("hello")
+    await h.wait_for(ev.AudioChunk)
+    await h.speak(speech_frames=10)
+    done = await h.wait_for(ev.ResponseDone, timeout=10)
+    assert done.status is ev.ResponseStatus.COMPLETED
+    assert not [e for e in h.events if isinstance(e, ev.Interrupted)]
+
+
+async def test_close_mid_reply_records_it_as_interrupted_and_leaves_no_task() -> None:
+    h = Harness(lead_ms=200)
+    before = asyncio.all_tasks()
+    await h.pipeline.user_text("hello")
+    await h.wait_for(ev.AudioChunk)
+    await h.pipeline.close()
+    assert asyncio.all_tasks() == before
+    assert h.recorder.entries[-1]["role"] == "assistant"
+    assert h.recorder.entries[-1]["interrupted"] is True
+    assert not h.pipeline.responding
+
+
+async def test_client_end_of_turn_finalizes_at_once() -> None:
+    h = Harness(lead_ms=60_000)
+    await h.speak(speech_frames=10)
+    await h.pipeline.end_of_turn()
+    final = await h.wait_for(ev.Transcript)
+    assert final.is_final
+    assert h.speech.asr.streams[0].fed > 0

@@ -1,0 +1,84 @@
+"""Sentence splitting, heard-text estimation and the scripted LLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.llm.scripted import ScriptedLanguageModel
+from engine.runtime.ports.providers import ChatMessage, ProviderConfigError
+from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
+
+
+def _split(deltas: list[str]) -> list[str]:
+    splitter = SentenceSplitter()
+    out: list[str] = []
+    for delta in deltas:
+        out.extend(splitter.push(delta))
+    rest = splitter.flush()
+    return [*out, rest] if rest else out
+
+
+def test_sentences_are_released_as_soon_as_they_end() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("We are open ") == []
+    assert splitter.push("from noon. We ") == ["We are open from noon."]
+    assert splitter.flush() == "We"
+
+
+def test_decimal_points_and_abbreviations_inside_words_do_not_split() -> None:
+    assert _split(["It costs 3.50 dollars. ", "See you at 7.30 tonight!"]) == [
+        "It costs 3.50 dollars.",
+        "See you at 7.30 tonight!",
+    ]
+
+
+def test_short_fragments_after_the_first_sentence_are_merged() -> None:
+    assert _split(["Hello there. ", "Ok. ", "Then we will see you on Sunday. "]) == [
+        "Hello there.",
+        "Ok. Then we will see you on Sunday.",
+    ]
+
+
+def test_heard_text_keeps_whole_sentences_and_a_proportional_part_of_the_cut_one() -> None:
+    spans = [
+        SpokenSpan("One two three four.", 0, 1000),
+        SpokenSpan("Five six seven eight.", 1000, 2000),
+    ]
+    assert heard_text(spans, 0) == ""
+    assert heard_text(spans, 1000) == "One two three four."
+    assert heard_text(spans, 1500) == "One two three four. Five six"
+    assert heard_text(spans, 5000) == "One two three four. Five six seven eight."
+
+
+async def test_the_scripted_model_answers_by_the_first_matching_rule() -> None:
+    model = ScriptedLanguageModel.from_options(
+        {
+            "rules": [
+                {"patterns": [r"\bhours?\b"], "reply": "Noon to ten."},
+                {"patterns": "book", "reply": "For how many?"},
+            ],
+            "fallback": "Pardon?",
+        }
+    )
+    history = [ChatMessage("user", "Book a table"), ChatMessage("assistant", "For how many?")]
+    deltas = [d async for d in model.stream_reply([*history, ChatMessage("user", "Your HOURS?")])]
+    assert "".join(deltas) == "Noon to ten."
+    assert len(deltas) == 3  # streamed word by word
+    assert model.reply_for("something else") == "Pardon?"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"rules": [{"patterns": ["("], "reply": "x"}]}, "llm.rules[0].patterns[0]"),
+        ({"rules": [{"patterns": ["a"]}]}, "llm.rules[0].reply"),
+        ({"rules": [{"patterns": [], "reply": "x"}]}, "llm.rules[0].patterns"),
+        ({"rules": "nope"}, "llm.rules"),
+        ({"temperature": 1}, "llm.temperature"),
+        ({"fallback": ""}, "llm.fallback"),
+    ],
+)
+def test_bad_scripted_options_name_the_field(options: dict[str, object], field: str) -> None:
+    with pytest.raises(ProviderConfigError) as error:
+        ScriptedLanguageModel.from_options(options)
+    assert str(error.value).startswith(f"{field}: ")
