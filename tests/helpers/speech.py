@@ -1,0 +1,45 @@
+"""Test speech: sentences spoken by the engine's own TTS, padded and in any wire format."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapters.tts.espeak import EspeakSynthesizer
+from engine.audio.codec import StreamResampler, mulaw_encode
+from engine.audio.formats import AudioEncoding, AudioFormat
+
+
+async def spoken(
+    text: str,
+    fmt: AudioFormat,
+    *,
+    lead_ms: int = 400,
+    tail_ms: int = 1200,
+    noise_level: int = 40,
+    seed: int = 7,
+) -> bytes:
+    """``text`` as a caller would send it: silence with light noise around the speech."""
+    synthesizer = EspeakSynthesizer(voice="en-us+f3", rate_wpm=160)
+    resampler = StreamResampler(synthesizer.sample_rate_hz, fmt.sample_rate_hz)
+    pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text)]
+    speech = np.frombuffer(b"".join([*pieces, resampler.flush()]), dtype=np.int16)
+    rate = fmt.sample_rate_hz
+    lead = np.zeros(rate * lead_ms // 1000, dtype=np.int16)
+    tail = np.zeros(rate * tail_ms // 1000, dtype=np.int16)
+    signal = np.concatenate([lead, speech, tail]).astype(np.int32)
+    noise = np.random.default_rng(seed).normal(0, noise_level, signal.size).astype(np.int32)
+    pcm = np.clip(signal + noise, -32768, 32767).astype("<i2").tobytes()
+    return mulaw_encode(pcm) if fmt.encoding is AudioEncoding.MULAW else pcm
+
+
+def silence(fmt: AudioFormat, ms: int, *, noise_level: int = 40, seed: int = 3) -> bytes:
+    """``ms`` of light noise in ``fmt``."""
+    n = fmt.sample_rate_hz * ms // 1000
+    noise = np.random.default_rng(seed).normal(0, noise_level, n).astype("<i2").tobytes()
+    return mulaw_encode(noise) if fmt.encoding is AudioEncoding.MULAW else noise
+
+
+def chunks(data: bytes, fmt: AudioFormat, ms: int = 20) -> list[bytes]:
+    """``data`` cut into ``ms`` chunks."""
+    size = fmt.bytes_for_ms(ms)
+    return [data[i : i + size] for i in range(0, len(data), size)]
