@@ -69,7 +69,8 @@ class EngineServer:
             ]
         )
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(
-            ConverseServicer(engine.sessions), self._server
+            ConverseServicer(engine.sessions, idle_timeout_sec=engine.settings.idle_timeout_sec),
+            self._server,
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

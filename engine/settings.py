@@ -34,6 +34,7 @@ class Settings:
     max_message_bytes: int = 256 * 1024
     log_level: str = "INFO"
     output_audio_lead_ms: int = 500
+    idle_timeout_sec: float = 300.0
 
     backend_mode: BackendMode = "auto"
     backend_url: str | None = None
@@ -65,6 +66,7 @@ class Settings:
                 "ENGINE_MAX_MESSAGE_BYTES", str(256 * 1024), _int_range(4096, 64 * 1024 * 1024)
             ),
             log_level=r.get("ENGINE_LOG_LEVEL", "INFO", _log_level),
+            idle_timeout_sec=r.get("ENGINE_IDLE_TIMEOUT_SEC", "300", _float_range(1, 86400)),
             output_audio_lead_ms=r.get(
                 "ENGINE_OUTPUT_AUDIO_LEAD_MS", "500", _int_range(0, 3_600_000)
             ),

@@ -61,8 +61,9 @@ class ProtocolViolation(Exception):
 class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
     """VoiceEngineService over a SessionManager."""
 
-    def __init__(self, sessions: SessionManager) -> None:
+    def __init__(self, sessions: SessionManager, *, idle_timeout_sec: float = 300.0) -> None:
         self._sessions = sessions
+        self._idle_timeout_sec = idle_timeout_sec
 
     async def Converse(
         self,
@@ -78,7 +79,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         except SessionRejected as exc:
             await context.abort(_REJECT_CODES[exc.kind], exc.message)
 
-        edge = _SessionEdge(session, in_fmt, out_fmt)
+        edge = _SessionEdge(session, in_fmt, out_fmt, idle_timeout_sec=self._idle_timeout_sec)
         try:
             yield edge.started(request)
             await session.pipeline.start()
@@ -149,8 +150,16 @@ def _session_request(
 class _SessionEdge:
     """Per-session protocol state: audio conversion and request dispatch."""
 
-    def __init__(self, session: Session, in_fmt: AudioFormat, out_fmt: AudioFormat) -> None:
+    def __init__(
+        self,
+        session: Session,
+        in_fmt: AudioFormat,
+        out_fmt: AudioFormat,
+        *,
+        idle_timeout_sec: float,
+    ) -> None:
         self._session = session
+        self._idle_timeout_sec = idle_timeout_sec
         self._in_fmt = in_fmt
         self._out_fmt = out_fmt
         self._input = InputConverter(in_fmt)
@@ -186,7 +195,15 @@ class _SessionEdge:
         """Feed client messages to the session; end it on `end`, half-close or violation."""
         session = self._session
         try:
-            async for request in requests:
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(requests), self._idle_timeout_sec)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    detail = f"no message from the client for {self._idle_timeout_sec:g} s"
+                    await session.end(ev.EndReason.IDLE_TIMEOUT, detail)
+                    return
                 if session.ended:
                     return
                 await self._dispatch(request)

@@ -203,3 +203,14 @@ async def test_the_session_limit_is_resource_exhausted(
     second.start("default")
     error = await expect_rpc_error(second)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_silent_client_is_ended_after_the_idle_timeout(
+    start_engine: StartEngine, channel_to: ChannelTo
+) -> None:
+    target = await start_engine(ENGINE_IDLE_TIMEOUT_SEC="1")
+    client = ConverseClient(channel_to(target))
+    client.start("default", options=pb.SessionOptions(text_only=True))
+    ended = (await client.until("ended", timeout=15)).ended
+    assert ended.reason == pb.END_REASON_IDLE_TIMEOUT
+    assert await client.status() == grpc.StatusCode.OK
