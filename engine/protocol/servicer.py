@@ -7,7 +7,6 @@ order; the handler itself yields the session's events until `ended`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -80,6 +79,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
             await context.abort(_REJECT_CODES[exc.kind], exc.message)
 
         edge = _SessionEdge(session, in_fmt, out_fmt, idle_timeout_sec=self._idle_timeout_sec)
+        reader: asyncio.Task[None] | None = None
         try:
             yield edge.started(request)
             await session.pipeline.start()
@@ -90,12 +90,15 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
             if edge.violation is not None:
                 await context.abort(edge.violation.code, edge.violation.message)
         finally:
-            with contextlib.suppress(UnboundLocalError):
+            if reader is not None:
                 reader.cancel()
-            if not session.ended:
-                # The client went away without `end`: still finalize the call's history.
-                await asyncio.shield(session.end(ev.EndReason.STREAM_BROKEN, "stream broken"))
-            self._sessions.release(session)
+            try:
+                if not session.ended:
+                    # The client went away without `end`: still finalize its history.
+                    ending = session.end(ev.EndReason.STREAM_BROKEN, "the client went away")
+                    await asyncio.shield(ending)
+            finally:
+                self._sessions.release(session)
 
 
 async def _first_start(requests: AsyncIterator[pb.ConverseRequest]) -> pb.StartSession:

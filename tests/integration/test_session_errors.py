@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -214,3 +215,26 @@ async def test_a_silent_client_is_ended_after_the_idle_timeout(
     ended = (await client.until("ended", timeout=15)).ended
     assert ended.reason == pb.END_REASON_IDLE_TIMEOUT
     assert await client.status() == grpc.StatusCode.OK
+
+
+async def test_a_client_that_vanishes_frees_its_session_slot(
+    start_engine: StartEngine, channel_to: ChannelTo
+) -> None:
+    target = await start_engine(ENGINE_MAX_SESSIONS="1", ENGINE_OUTPUT_AUDIO_LEAD_MS="300")
+    gone = ConverseClient(channel_to(target))
+    gone.start("default")
+    await gone.until("audio")
+    gone.call.cancel()
+    # The slot comes back once the engine has ended the abandoned session.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        again = ConverseClient(channel_to(target))
+        again.start("default", options=pb.SessionOptions(text_only=True))
+        try:
+            await again.until("started")
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert loop.time() < deadline, "the abandoned session was never released"
+            await asyncio.sleep(0.05)
