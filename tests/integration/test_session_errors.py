@@ -147,33 +147,32 @@ async def test_an_empty_text_turn_is_an_error_event_and_the_session_goes_on(
     assert done.status == pb.RESPONSE_STATUS_COMPLETED
 
 
-async def test_a_malformed_local_assistant_names_file_and_field(
-    start_engine: StartEngine, channel_to: ChannelTo, tmp_path: Path
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("id: broken\nvad:\n  aggressiveness: 9\n", ["broken.yaml", "vad.aggressiveness"]),
+        ("id: broken\nvad: [unclosed\n", ["broken.yaml", "(yaml) line"]),
+        ("id: broken\ntts:\n  provider: espeak\n  rate_wpm: 5\n", ["tts.rate_wpm"]),
+        ("id: broken\nllm:\n  provider: scripted\n  rules: [{reply: hi}]\n", ["llm.rules[0]"]),
+    ],
+)
+async def test_a_malformed_local_assistant_is_a_failed_precondition_naming_the_field(
+    start_engine: StartEngine,
+    channel_to: ChannelTo,
+    tmp_path: Path,
+    yaml_text: str,
+    expected: list[str],
 ) -> None:
     agents = tmp_path / "agents"
     agents.mkdir()
-    (agents / "broken.yaml").write_text("id: broken\nvad:\n  aggressiveness: 9\n")
+    (agents / "broken.yaml").write_text(yaml_text)
     target = await start_engine(ASSISTANT_LOCAL_CONFIG_DIR=str(agents))
     client = ConverseClient(channel_to(target))
     client.start("broken")
     error = await expect_rpc_error(client)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    details = error.details() or ""
-    assert "broken.yaml" in details and "vad.aggressiveness" in details
-
-
-async def test_invalid_provider_options_name_the_field(
-    start_engine: StartEngine, channel_to: ChannelTo, tmp_path: Path
-) -> None:
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "slow.yaml").write_text("id: slow\ntts:\n  provider: espeak\n  rate_wpm: 5\n")
-    target = await start_engine(ASSISTANT_LOCAL_CONFIG_DIR=str(agents))
-    client = ConverseClient(channel_to(target))
-    client.start("slow")
-    error = await expect_rpc_error(client)
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "tts.rate_wpm" in (error.details() or "")
+    for needle in expected:
+        assert needle in (error.details() or "")
 
 
 async def test_a_bad_session_does_not_disturb_another(
