@@ -49,6 +49,7 @@ class Settings:
     history_retry_backoff_sec: float = 0.5
     history_finalize_drain_timeout_sec: float = 2.0
     history_spool_path: Path | None = None
+    history_workers: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +91,7 @@ class Settings:
                 "HISTORY_FINALIZE_DRAIN_TIMEOUT_SEC", "2", _float_range(0, 600)
             ),
             history_spool_path=Path(spool) if spool else None,
+            history_workers=r.get("HISTORY_WORKERS", "4", _int_range(1, 64)),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,44 @@ async def _kill(spool: HistorySpool) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     spool.close()
+
+
+class JitteryControlPlane(FakeControlPlane):
+    """Answers each write after a random short delay, so concurrent writes overtake."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self._random = random.Random(seed)
+
+    async def _write(self, body: Write) -> None:
+        await asyncio.sleep(self._random.random() * 0.003)
+        await super()._write(body)
+
+
+@pytest.mark.parametrize("workers", [2, 4, 8])
+async def test_several_workers_keep_each_call_in_order(make_bridge, workers: int) -> None:
+    backend = JitteryControlPlane(seed=workers)
+    bridge = make_bridge(control_plane=backend, workers=workers)
+    await bridge.start()
+    calls = [bridge.open_call(call_record(f"c{n}")) for n in range(6)]
+    for _ in range(5):
+        for call in calls:
+            say(call, 2)
+    await asyncio.gather(*(call.finalize("hangup") for call in calls))
+    for n in range(6):
+        assert_complete(backend, f"c{n}", turns=10)
+
+
+async def test_a_stuck_call_does_not_hold_up_the_others(make_bridge, backend) -> None:
+    bridge = make_bridge(workers=2)
+    await bridge.start()
+    stuck = bridge.open_call(call_record("stuck"))
+    backend.gate.clear()  # the stuck call's create_call hangs at the gate
+    await backend.waiting.wait()
+    backend.gate = asyncio.Event()  # later writes pass a fresh, open gate
+    backend.gate.set()
+    other = bridge.open_call(call_record("other"))
+    say(other, 3)
+    await eventually(lambda: backend.sequences("other") == [1, 2, 3])
+    assert backend.of_call("stuck") == []
+    say(stuck, 1)

@@ -59,6 +59,8 @@ class HistorySettings(Protocol):
     @property
     def history_finalize_drain_timeout_sec(self) -> float: ...
     @property
+    def history_workers(self) -> int: ...
+    @property
     def history_spool_path(self) -> Path | None: ...
 
 
@@ -116,6 +118,9 @@ class CallHistory:
         self._drained = asyncio.Event()
         self._drained.set()
         self._inflight: _Write | None = None
+        # Workers take this call's writes in queue order and deliver them one at a time:
+        # asyncio.Lock wakes its waiters first-in, first-out.
+        self._in_order = asyncio.Lock()
         self._diverted = False  # from now on every write goes through the replayer
         self._finalizing: asyncio.Task[HistoryStatus] | None = None
         self._finalized = False
@@ -188,13 +193,16 @@ class CallHistory:
 class HistoryBridge:
     """Queues, retries and spools call history; one worker and one replayer per process.
 
-    One worker rather than one task per call: a single FIFO gives per-call order for free,
-    keeps the load on the customer's backend at one request at a time, and costs nothing
-    per call. Its weakness is head-of-line blocking, which is bounded: a failing call holds
-    the worker for at most one retry budget, then it is diverted (its writes go through
-    the replayer from then on) and, while the backend looks down, later writes go straight
-    to the spool instead of each paying the budget again. The replayer is a second,
-    independent consumer, so spooled history never waits behind live history.
+    One queue and a small, fixed pool of workers (``workers``, HISTORY_WORKERS) rather
+    than a task per call: the queue's FIFO plus a per-call lock (taken in queue order)
+    gives per-call order, the load on the customer's backend is bounded by the pool, and
+    nothing is spent per call. With one worker, throughput is one request round trip at a
+    time (a 50 ms backend caps the process at 20 writes/s); a few workers lift that and
+    stop one slow call from holding up the others. Head-of-line blocking is bounded too:
+    a failing call holds a worker for at most one retry budget, then it is diverted (its
+    writes go through the replayer from then on) and, while the backend looks down, later
+    writes go straight to the spool instead of each paying the budget again. The replayer
+    is a separate consumer, so spooled history never waits behind live history.
     """
 
     def __init__(
@@ -206,8 +214,12 @@ class HistoryBridge:
         retry_backoff_sec: float,
         finalize_drain_timeout_sec: float,
         spool: HistorySpool | None,
+        workers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._workers = workers
         self._control_plane = control_plane
         self._enabled = control_plane.history_enabled
         self._queue: asyncio.Queue[_Write] = asyncio.Queue(maxsize=queue_max_size)
@@ -243,13 +255,15 @@ class HistoryBridge:
             retry_backoff_sec=settings.history_retry_backoff_sec,
             finalize_drain_timeout_sec=settings.history_finalize_drain_timeout_sec,
             spool=spool,
+            workers=settings.history_workers,
         )
 
     async def start(self) -> None:
         """Start the worker (and the replayer when there is a spool); idempotent."""
         if self._tasks or not self._enabled or self._closed:
             return
-        self._tasks.append(asyncio.create_task(self._run_worker(), name="history-worker"))
+        for n in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._run_worker(), name=f"history-worker-{n}"))
         if self._replayer is not None:
             self._tasks.append(asyncio.create_task(self._replayer.run(), name="history-replay"))
 
@@ -427,8 +441,10 @@ class HistoryBridge:
         while True:
             write = await self._queue.get()
             try:
-                if not write.released:
-                    await self._deliver_live(write)
+                # Taken before any await: the lock's FIFO keeps the queue's order per call.
+                async with write.call._in_order:
+                    if not write.released:
+                        await self._deliver_live(write)
             except Exception:  # the worker must outlive any one write
                 logger.exception("history worker failed on %r", write.body)
             finally:
