@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engine.runtime.history.bridge import HistoryStatus
+from engine.runtime.history.call import HistoryStatus
 
 
 class ResponseStatus(StrEnum):

@@ -19,7 +19,7 @@ from engine.runtime.assistant import (
     parse_assistant,
 )
 from engine.runtime.events import EndReason, ErrorEvent, Event, SessionEnded
-from engine.runtime.history.bridge import HistoryStatus
+from engine.runtime.history.call import HistoryStatus
 from engine.runtime.pipeline import DuplexPipeline, TurnRecorder
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
