@@ -417,7 +417,10 @@ class PocketsphinxRecognizer:
         self,
         phrases: Sequence[str] = (),
         *,
-        pool_size: int = 4,
+        # Idle decoders kept per phrase set. A domain decoder is small and ~10 ms to build,
+        # but with fewer kept than concurrent callers every overlapping utterance builds
+        # (and then drops) one; 16 covers the concurrency measured in BENCHMARKS.md.
+        pool_size: int = 16,
         executor: Executor | None = None,
     ) -> None:
         key = tuple(" ".join(_words(phrase)) for phrase in phrases)
