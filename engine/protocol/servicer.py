@@ -38,6 +38,7 @@ MAX_CHUNK_MS = 200
 MAX_TEXT_BYTES = 4096
 MAX_METADATA_KEYS = 64
 START_TIMEOUT_SEC = 10.0
+HALF_CLOSE_SETTLE_SEC = 0.05
 
 _REJECT_CODES = {
     RejectKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -226,7 +227,11 @@ class _SessionEdge:
             self.violation = ProtocolViolation(grpc.StatusCode.INTERNAL, "internal error")
             await session.end(ev.EndReason.PROTOCOL_ERROR, "internal error")
             return
-        # Half-close means the caller hung up.
+        # grpc.aio ends the request iterator the same way for a half-close and for a
+        # cancelled RPC; the cancellation reaches this handler a moment later. Wait that
+        # moment: if the RPC was cancelled, this task is cancelled here and the handler
+        # records STREAM_BROKEN; otherwise it was a half-close, i.e. the caller hung up.
+        await asyncio.sleep(HALF_CLOSE_SETTLE_SEC)
         await session.end(ev.EndReason.CLIENT_ENDED, "the client closed its stream")
 
     async def _dispatch(self, request: pb.ConverseRequest) -> None:

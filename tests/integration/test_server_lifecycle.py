@@ -27,8 +27,8 @@ def _buf() -> str:
     found = str(local) if local.exists() else shutil.which("buf")
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("buf is missing: `make buf-lint` installs it")
-        pytest.skip("buf is not installed (`make buf-lint` installs it)")
+            pytest.fail("buf is missing: `bash scripts/test.sh` installs it")
+        pytest.skip("buf is not installed (`bash scripts/test.sh` installs it)")
     return found
 
 

@@ -1,0 +1,13 @@
+# Shared by scripts/run.sh and scripts/test.sh: create .venv and install the project.
+# ensure_venv EXTRAS  ("" for the runtime only, "[test]" for the test tools too)
+ensure_venv() {
+  local extras="$1" stamp=".venv/.installed${1//[^a-z]/-}"
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".${extras}"
+    touch "$stamp"
+  fi
+}

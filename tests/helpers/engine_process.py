@@ -1,0 +1,94 @@
+"""`python -m engine serve` in a child process, for tests that must kill or restart it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+_LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+
+
+class EngineProcess:
+    """A running engine subprocess on a free loopback port; its stderr is kept in ``log``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: list[str]) -> None:
+        self.proc = proc
+        self.port = port
+        self.target = f"127.0.0.1:{port}"
+        self.log = log
+        self._reader: asyncio.Task[None] | None = None
+
+    def _keep_reading(self) -> None:
+        # The pipe must be drained, or a chatty engine (retry warnings) blocks on stderr.
+        async def read() -> None:
+            assert self.proc.stderr is not None
+            while line := await self.proc.stderr.readline():
+                self.log.append(line.decode(errors="replace"))
+
+        self._reader = asyncio.create_task(read(), name=f"engine-{self.proc.pid}-stderr")
+
+    async def kill(self) -> int:
+        """SIGKILL: no shutdown code runs, exactly like a crash or an OOM kill."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        code = await asyncio.wait_for(self.proc.wait(), 30)
+        await self._stop_reading()
+        return code
+
+    async def _stop_reading(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._reader, 5)
+            self._reader = None
+
+
+async def spawn_engine(cwd: Path, **env: str) -> EngineProcess:
+    """Start an engine subprocess (loopback, ENGINE_PORT=0) and wait until it listens."""
+    full_env = {
+        **os.environ,
+        "ENGINE_HOST": "127.0.0.1",
+        "ENGINE_PORT": "0",
+        "BACKEND_MODE": "disabled",
+        "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine", "serve",
+        env=full_env, stderr=asyncio.subprocess.PIPE, cwd=cwd,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while raw := await proc.stderr.readline():
+                line = raw.decode(errors="replace")
+                log.append(line)
+                if match := _LISTENING.search(line):
+                    process = EngineProcess(proc, int(match.group(1)), log)
+                    process._keep_reading()
+                    return process
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise
+    await proc.wait()
+    raise AssertionError("the engine exited before listening:\n" + "".join(log))
+
+
+@asynccontextmanager
+async def engine_processes(cwd: Path) -> AsyncIterator[list[EngineProcess]]:
+    """Collects spawned engines; any still running at the end are killed."""
+    spawned: list[EngineProcess] = []
+    try:
+        yield spawned
+    finally:
+        for process in spawned:
+            await process.kill()

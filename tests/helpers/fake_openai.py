@@ -1,0 +1,148 @@
+"""A fake OpenAI-compatible chat-completions server on 127.0.0.1, for adapter tests.
+
+It records every request and plays the scenario it was last told to: a streamed
+reply (optionally slow), an HTTP error, a stall before the first token, raw SSE
+lines (malformed ones too), or a connection dropped mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_STALL_LIMIT_SEC = 30.0  # a stalled reply ends by itself at the latest after this
+_POLL_SEC = 0.01
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the server received."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class Scenario:
+    """What the server does with the next requests."""
+
+    status: int = 200
+    error_body: str = ""
+    events: list[str] = field(default_factory=list)  # raw SSE text, written one by one
+    gap_sec: float = 0.0  # between events
+    then: str = "end"  # after the events: "end", "stall" (until the client leaves), "drop"
+
+
+def chunk(content: str | None = None, *, role: str | None = None, finish: str | None = None) -> str:
+    """One ``data:`` event of a streamed chat completion."""
+    delta: dict[str, str] = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+DONE = "data: [DONE]\n\n"
+
+
+class FakeOpenAI:
+    """The server's state: its scenario, the requests seen, and how each stream ended."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.scenario = Scenario()
+        self.requests: list[RecordedRequest] = []
+        self.events_sent = 0
+        self.client_left = asyncio.Event()  # the client closed the connection mid-reply
+
+    def reply(self, deltas: list[str], *, gap_sec: float = 0.0) -> None:
+        """Stream ``deltas`` like OpenAI: a role-only chunk, the text, finish, [DONE]."""
+        events = [chunk(role="assistant"), *(chunk(d) for d in deltas)]
+        events += [chunk(finish="stop"), DONE]
+        self.scenario = Scenario(events=events, gap_sec=gap_sec)
+
+    def fail(self, status: int, body: str) -> None:
+        """Answer with an HTTP error."""
+        self.scenario = Scenario(status=status, error_body=body)
+
+    def stall(self, events: list[str] | None = None) -> None:
+        """Send the headers (and ``events``), then nothing until the client leaves."""
+        self.scenario = Scenario(events=events or [], then="stall")
+
+    def raw(self, events: list[str], *, then: str = "end") -> None:
+        """Send exactly these SSE texts, then end, stall or drop the connection."""
+        self.scenario = Scenario(events=events, then=then)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = {"unparsable": await request.text()}
+        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+        scenario = self.scenario
+        if scenario.status != 200:
+            return web.Response(
+                status=scenario.status, text=scenario.error_body, content_type="application/json"
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for index, event in enumerate(scenario.events):
+                if index and scenario.gap_sec:
+                    if await self._client_left_within(request, scenario.gap_sec):
+                        return response
+                await response.write(event.encode())
+                self.events_sent += 1
+            if scenario.then == "stall":
+                await self._client_left_within(request, _STALL_LIMIT_SEC)
+            elif scenario.then == "drop":
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.client_left.set()
+            raise
+        return response
+
+    async def _client_left_within(self, request: web.Request, seconds: float) -> bool:
+        """Wait up to ``seconds``; True (and recorded) as soon as the client leaves."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                self.client_left.set()
+                return True
+            await asyncio.sleep(_POLL_SEC)
+        return False
+
+
+@asynccontextmanager
+async def running_fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """Serve a FakeOpenAI in the current event loop; ``base_url`` ends in ``/v1``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    fake = FakeOpenAI(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake._handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
