@@ -184,6 +184,7 @@ class _DecoderPool:
 
     def __init__(self, model: _DomainModel | None, max_idle: int) -> None:
         self.model = model
+        self.cmn_init = ""  # a fresh decoder's cepstral mean, set by the first acquire
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._idle: list[Any] = []
@@ -203,6 +204,8 @@ class _DecoderPool:
             raise
         with self._lock:
             self._created += 1
+            if not self.cmn_init:
+                self.cmn_init = decoder.get_cmn(False)
         return decoder
 
     def release(self, decoder: Any, reusable: bool) -> None:
@@ -316,6 +319,10 @@ class _PocketsphinxStream:
                 self._decoder = self._pool.acquire()
             except Exception as exc:  # RuntimeError/ValueError from the C library
                 raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
+            # Each utterance starts from the model's initial cepstral mean rather than the
+            # last caller's estimate: a pooled decoder carries no state between sessions.
+            if self._pool.cmn_init:
+                self._decoder.set_cmn(self._pool.cmn_init)
             self._checked(self._decoder.start_utt)
         self._checked(self._decoder.process_raw, pcm, False, False)
         if self._kept_audio is not None:
@@ -332,10 +339,12 @@ class _PocketsphinxStream:
             return Recognition(text="", confidence=0.0)  # never fed
         try:
             self._checked(decoder.end_utt)
-            text = self._text(decoder)
+            text = self._text(decoder)  # the live pass: it fed the partials
             confidence = _CONFIDENCE_GRAMMAR if self._pool.model else _CONFIDENCE_GENERIC
-            if not text and self._kept_audio:
-                text = self._batch_grammar_pass(decoder, bytes(self._kept_audio))
+            if self._kept_audio:
+                # The final transcript comes from the batch pass when it finds a path;
+                # the live result only when it does not.
+                text = self._batch_grammar_pass(decoder, bytes(self._kept_audio)) or text
             if not text and self._kept_audio:
                 text, confidence = self._trigram_pass(decoder, bytes(self._kept_audio))
         finally:
@@ -346,11 +355,13 @@ class _PocketsphinxStream:
     def _batch_grammar_pass(self, decoder: Any, audio: bytes) -> str:
         """Decode ``audio`` again with the grammar and whole-utterance (batch) CMN.
 
-        Live cepstral mean normalization starts from the model's initial estimate and
-        adapts as it goes; on a fresh decoder or a new channel (8 kHz telephony) that
-        estimate is far off for the first words, and the grammar finds no path. The
-        whole utterance's own mean fixes that. Costs one more decode of the utterance
-        (about 25 ms of CPU per second of audio), and only when the first pass failed.
+        Live cepstral mean normalization starts from an initial estimate and adapts as
+        it goes; on a new channel (8 kHz telephony, another caller) that estimate is off
+        for the first words, and the grammar finds no path or a wrong one. The whole
+        utterance's own mean fixes that: on mixed 8-48 kHz and mu-law test speech, exact
+        transcripts went from 94% (live only) to 100% (benchmarks/asr_cost.py and
+        docs/BENCHMARKS.md). Costs one more decode of the utterance at its end, about
+        25 ms of CPU per second of audio.
         """
         if self._pool.model is None:
             return ""
