@@ -1,14 +1,18 @@
 """The provider factory: which adapter serves each provider name an assistant uses.
 
 Embedded providers need nothing but pip: `scripted` (LLM), `espeak` (TTS),
-`pocketsphinx` (ASR), `webrtc` (VAD). Built providers are cached per spec where
-building is costly (a recognizer's language model) and the object is shareable.
+`pocketsphinx` (ASR), `webrtc` (VAD). `openai` is any OpenAI-compatible streaming
+chat-completions server (OpenAI, vLLM, Ollama, llama.cpp), reached through one pooled
+HTTP client per process. Built providers are cached per spec where building is costly
+(a recognizer's language model) and the object is shareable.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import httpx
 
 from engine.runtime.ports.providers import (
     LanguageModel,
@@ -27,7 +31,9 @@ def _key(spec: ProviderSpec) -> str:
 class EmbeddedProviderFactory:
     """ProviderFactory over the embedded, offline adapters."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, llm_api_key: str | None = None) -> None:
+        self._llm_api_key = llm_api_key
+        self._http: httpx.AsyncClient | None = None
         self._recognizers: dict[str, SpeechRecognizer] = {}
         self._synthesizers: dict[str, SpeechSynthesizer] = {}
 
@@ -36,7 +42,31 @@ class EmbeddedProviderFactory:
             from adapters.llm.scripted import ScriptedLanguageModel
 
             return ScriptedLanguageModel.from_options(spec.options)
-        raise ProviderConfigError(f"llm.provider: unknown provider {spec.provider!r} (scripted)")
+        if spec.provider == "openai":
+            from adapters.llm.openai_compatible import OpenAICompatibleLanguageModel
+
+            return OpenAICompatibleLanguageModel.from_options(
+                spec.options, client=self._http_client(), api_key=self._llm_api_key
+            )
+        raise ProviderConfigError(
+            f"llm.provider: unknown provider {spec.provider!r} (scripted, openai)"
+        )
+
+    def _http_client(self) -> httpx.AsyncClient:
+        # One pooled client for every session's LLM requests; built on first use so
+        # engines that only use embedded providers open no HTTP machinery.
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                trust_env=False,
+            )
+        return self._http
+
+    async def close(self) -> None:
+        """Release the shared HTTP client."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def synthesizer(self, spec: ProviderSpec) -> SpeechSynthesizer:
         key = _key(spec)
@@ -75,6 +105,6 @@ class EmbeddedProviderFactory:
         return WebRtcVad.from_options(options)
 
     def validate(self, llm: ProviderSpec, tts: ProviderSpec) -> None:
-        """Build the cheap providers once to surface option errors at start-up."""
+        """Build the cheap providers once to surface option errors (no requests made)."""
         self.language_model(llm)
         self.synthesizer(tts)

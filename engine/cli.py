@@ -139,6 +139,7 @@ def _agents_validate(args: argparse.Namespace) -> int:
             factory.validate(item.config.llm, item.config.tts)
         except ValueError as exc:
             problems.append(f"{item.path}: {exc}")
+    asyncio.run(factory.close())
     for problem in problems:
         print(problem, file=sys.stderr)
     print(f"{len(loaded) + len(errors)} file(s) checked in {directory}, {len(problems)} invalid")

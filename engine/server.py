@@ -34,11 +34,13 @@ class Engine:
     control_plane: ControlPlane
     history: HistoryBridge
     sessions: SessionManager
+    providers: EmbeddedProviderFactory
 
     async def close(self) -> None:
-        """Spool what history is still queued, then release the backend client."""
+        """Spool what history is still queued, then release the HTTP clients."""
         await self.history.close()
         await self.control_plane.close()
+        await self.providers.close()
 
 
 async def bootstrap(settings: Settings) -> Engine:
@@ -46,14 +48,15 @@ async def bootstrap(settings: Settings) -> Engine:
     control_plane = build_control_plane(settings)
     history = HistoryBridge.from_settings(control_plane, settings)
     await history.start()
+    providers = EmbeddedProviderFactory(llm_api_key=settings.llm_api_key)
     sessions = SessionManager(
         control_plane,
-        EmbeddedProviderFactory(),
+        providers,
         history,
         max_sessions=settings.max_sessions,
         audio_lead_ms=settings.output_audio_lead_ms,
     )
-    return Engine(settings, control_plane, history, sessions)
+    return Engine(settings, control_plane, history, sessions, providers)
 
 
 class EngineServer:

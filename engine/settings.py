@@ -50,6 +50,7 @@ class Settings:
     history_finalize_drain_timeout_sec: float = 2.0
     history_spool_path: Path | None = None
     history_workers: int = 4
+    llm_api_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +93,7 @@ class Settings:
             ),
             history_spool_path=Path(spool) if spool else None,
             history_workers=r.get("HISTORY_WORKERS", "4", _int_range(1, 64)),
+            llm_api_key=r.get("LLM_API_KEY", "", str) or None,
         )
 
 

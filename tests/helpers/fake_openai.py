@@ -39,6 +39,7 @@ class Scenario:
     events: list[str] = field(default_factory=list)  # raw SSE text, written one by one
     gap_sec: float = 0.0  # between events
     then: str = "end"  # after the events: "end", "stall" (until the client leaves), "drop"
+    hold_headers: bool = False  # stall before even the response headers
 
 
 def chunk(content: str | None = None, *, role: str | None = None, finish: str | None = None) -> str:
@@ -84,6 +85,10 @@ class FakeOpenAI:
         """Send the headers (and ``events``), then nothing until the client leaves."""
         self.scenario = Scenario(events=events or [], then="stall")
 
+    def hang(self) -> None:
+        """Accept the request, then send nothing at all (no headers) until the client leaves."""
+        self.scenario = Scenario(hold_headers=True)
+
     def raw(self, events: list[str], *, then: str = "end") -> None:
         """Send exactly these SSE texts, then end, stall or drop the connection."""
         self.scenario = Scenario(events=events, then=then)
@@ -95,6 +100,9 @@ class FakeOpenAI:
             body = {"unparsable": await request.text()}
         self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
         scenario = self.scenario
+        if scenario.hold_headers:
+            await self._client_left_within(request, _STALL_LIMIT_SEC)
+            return web.Response(status=504)
         if scenario.status != 200:
             return web.Response(
                 status=scenario.status, text=scenario.error_body, content_type="application/json"
@@ -103,19 +111,22 @@ class FakeOpenAI:
         await response.prepare(request)
         try:
             for index, event in enumerate(scenario.events):
-                if index and scenario.gap_sec:
-                    if await self._client_left_within(request, scenario.gap_sec):
-                        return response
+                pause = scenario.gap_sec if index else 0.0
+                if pause and await self._client_left_within(request, pause):
+                    return response
                 await response.write(event.encode())
                 self.events_sent += 1
             if scenario.then == "stall":
                 await self._client_left_within(request, _STALL_LIMIT_SEC)
-            elif scenario.then == "drop":
+                return response
+            if scenario.then == "drop":
                 assert request.transport is not None
-                request.transport.close()
+                request.transport.abort()
                 return response
             await response.write_eof()
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
+            self.client_left.set()
+        except asyncio.CancelledError:
             self.client_left.set()
             raise
         return response
@@ -139,9 +150,9 @@ async def running_fake_openai() -> AsyncIterator[FakeOpenAI]:
     fake = FakeOpenAI(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake._handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
-    await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+    await web.SockSite(runner, sock).start()
     try:
         yield fake
     finally:
