@@ -56,6 +56,9 @@ class InProcessBackend:
         pass
 
 
+WORKERS = 4  # set from --workers; the engine's default (HISTORY_WORKERS)
+
+
 def make_bridge(
     control_plane: ControlPlane, spool_path: Path | None, size: int, drain_sec: float = 1.0
 ) -> HistoryBridge:
@@ -66,6 +69,7 @@ def make_bridge(
         retry_backoff_sec=0.5,
         finalize_drain_timeout_sec=drain_sec,
         spool=HistorySpool(spool_path) if spool_path else None,
+        workers=WORKERS,
     )
 
 
@@ -107,6 +111,9 @@ async def delivery_rate(
 
 
 async def main(args: argparse.Namespace) -> None:
+    global WORKERS
+    WORKERS = args.workers
+    print(f"history workers: {WORKERS}")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"record() cost over {args.entries} entries (worker idle):")
         for label, path in (("spool off", None), ("spool on ", Path(tmp) / "cost.sqlite3")):
@@ -137,6 +144,9 @@ if __name__ == "__main__":
     parser.add_argument("--max-sec", type=float, default=30.0, help="cap per delivery run")
     parser.add_argument("--backend", help="base URL of an HTTP backend (e.g. engine/devbackend)")
     parser.add_argument("--api-key", default=None, help="bearer token for --backend")
+    parser.add_argument(
+        "--workers", type=int, default=4, choices=range(1, 65), help="HISTORY_WORKERS"
+    )
     options = parser.parse_args()
     options.entries = max(1, min(options.entries, 1_000_000))
     asyncio.run(main(options))
