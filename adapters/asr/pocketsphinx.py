@@ -8,8 +8,9 @@ model got 1/12) and a trigram LM over the phrases (a last pass over the kept aud
 the grammar finds no path, so near-misses, phrase prefixes and several phrases in one
 breath still get a transcript). One phrase, not ``<phrase>+``: with repetition allowed,
 8 kHz speech of "what are your opening hours" came out as "when are you open when are
-you open". The final transcript comes from a batch-CMN pass over the whole utterance
-(see ``_batch_grammar_pass``); the live pass feeds the interim transcripts. Decoders
+you open". The final transcript comes from a second grammar pass over the whole utterance
+(one that starts from the cepstral mean of the whole utterance, see
+``_batch_grammar_pass``); the live pass feeds the interim transcripts. Domain decoders
 dither their input: upsampled 8 kHz telephony audio has empty bands above 4 kHz whose
 log energies otherwise swamp the features (the grammar then failed on most 8 kHz and
 mu-law utterances; with dither, 60/60 exact on mixed 8-48 kHz and mu-law test speech).
@@ -170,7 +171,7 @@ def _create_decoder(model: _DomainModel | None) -> Any:
     # 55% with it, 50% without). fwdflat stays on for the generic model: without it WER
     # rose to 66%, though it costs a ~100 ms GIL hold at the end of an utterance.
     if model is None:
-        return pocketsphinx.Decoder(loglevel="ERROR", bestpath=False, dither=True)
+        return pocketsphinx.Decoder(loglevel="ERROR", bestpath=False)
     # The Decoder reads its files while it is constructed; they need not outlive it.
     with tempfile.TemporaryDirectory(prefix="asr-domain-") as tmp:
         (Path(tmp) / "domain.dict").write_text(model.dictionary, encoding="utf-8")
@@ -327,9 +328,11 @@ class _PocketsphinxStream:
                 self._decoder = self._pool.acquire()
             except Exception as exc:  # RuntimeError/ValueError from the C library
                 raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
-            # Each utterance starts from the model's initial cepstral mean rather than the
-            # last caller's estimate: a pooled decoder carries no state between sessions.
-            if self._pool.cmn_init:
+            # With a domain model each utterance starts from the initial cepstral mean, not
+            # the last caller's estimate, so a pooled decoder carries no state between
+            # sessions (its second pass re-estimates the mean). The generic model has no
+            # second pass and decodes better from the last estimate, so it keeps it.
+            if self._pool.model is not None and self._pool.cmn_init:
                 self._decoder.set_cmn(self._pool.cmn_init)
             self._checked(self._decoder.start_utt)
         self._checked(self._decoder.process_raw, pcm, False, False)
@@ -361,20 +364,25 @@ class _PocketsphinxStream:
         return Recognition(text=text, confidence=confidence if text else 0.0)
 
     def _batch_grammar_pass(self, decoder: Any, audio: bytes) -> str:
-        """Decode ``audio`` again with the grammar and whole-utterance (batch) CMN.
+        """Decode ``audio`` again with the grammar, from the whole utterance's CMN.
 
         Live cepstral mean normalization starts from an initial estimate and adapts as
         it goes; on a new channel (8 kHz telephony, another caller) that estimate is off
         for the first words, and the grammar finds no path or a wrong one. The whole
         utterance's own mean fixes that: on mixed 8-48 kHz and mu-law test speech, exact
-        transcripts went from 94% (live only) to 100% (benchmarks/asr_cost.py and
-        docs/BENCHMARKS.md). Costs one more decode of the utterance at its end, about
-        25 ms of CPU per second of audio.
+        transcripts went from 94% (live only) to 100%. Costs one more decode of the
+        utterance at its end (about 15 ms of CPU per second of audio, ~30 ms of latency
+        for a 2 s question), sliced like live audio.
         """
         if self._pool.model is None:
             return ""
+        # The live pass has just seen the whole utterance, so its cepstral mean now fits
+        # this caller and channel: start the second pass from it. Decoded in slices like
+        # live audio, so the GIL goes back to the event loop between them.
+        decoder.set_cmn(decoder.get_cmn(False))
         self._checked(decoder.start_utt)
-        self._checked(decoder.process_raw, audio, False, True)
+        for start in range(0, len(audio), _SLICE_BYTES):
+            self._checked(decoder.process_raw, audio[start : start + _SLICE_BYTES])
         self._checked(decoder.end_utt)
         return self._text(decoder)
 

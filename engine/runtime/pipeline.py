@@ -177,7 +177,7 @@ class DuplexPipeline:
         await self._emit(
             ResponseDone(state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, heard_ms)
         )
-        self._remember_assistant(heard, active.turn, interrupted=True, full_text=state.text)
+        self._remember_assistant(heard, active.turn, state, interrupted=True, full_text=state.text)
         return True
 
     async def close(self) -> None:
@@ -266,15 +266,31 @@ class DuplexPipeline:
         )
         await self._emit(self._metrics(state, timing))
         if state.text:
-            self._remember_assistant(state.text, timing, interrupted=state.failed)
+            self._remember_assistant(state.text, timing, state, interrupted=state.failed)
 
     def _remember_assistant(
-        self, heard: str, timing: _TurnTiming, *, interrupted: bool, full_text: str | None = None
+        self,
+        heard: str,
+        timing: _TurnTiming,
+        state: ResponseState,
+        *,
+        interrupted: bool,
+        full_text: str | None = None,
     ) -> None:
         if heard:
             self._context.append(ChatMessage("assistant", heard))
         if not heard and not full_text:
             return
+        metrics = self._metrics(state, timing)
+        latency = {
+            name: value
+            for name, value in (
+                ("end_of_speech_to_final_transcript_ms", timing.transcript_ms),
+                ("llm_first_token_ms", metrics.llm_first_token_ms),
+                ("end_of_speech_to_first_audio_ms", metrics.end_of_speech_to_first_audio_ms),
+            )
+            if value is not None
+        }
         self._recorder.record(
             "assistant",
             heard,
@@ -282,7 +298,12 @@ class DuplexPipeline:
             ended_at=time.time(),
             interrupted=interrupted,
             full_text=full_text if interrupted else None,
-            metadata={"utterance_id": timing.utterance_id},
+            metadata={
+                "utterance_id": timing.utterance_id,
+                "response_id": state.response_id,
+                "audio_ms": state.audio_ms,
+                "latency_ms": latency,
+            },
         )
 
     def _metrics(self, state: ResponseState, timing: _TurnTiming) -> TurnMetrics:

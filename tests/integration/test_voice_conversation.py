@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -13,6 +14,8 @@ from voiceengine.v1 import converse_pb2 as pb
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
 from engine.audio.codec import StreamResampler
 from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.devbackend.testing import running_refbackend
+from engine.settings import DEFAULT_AGENTS_DIR as AGENTS
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
 from tests.helpers.speech import chunks, silence, spoken
@@ -183,3 +186,51 @@ def test_resampled_speech_keeps_its_energy() -> None:
     tone = (np.sin(np.arange(16000) / 5) * 8000).astype("<i2").tobytes()
     out = np.frombuffer(resampler.process(tone) + resampler.flush(), dtype=np.int16)
     assert np.abs(out).mean() > 2000
+
+
+async def test_the_client_may_end_the_turn_itself(client: ConverseClient) -> None:
+    """Client-side VAD: no trailing silence, an explicit end of turn instead."""
+    fmt = AudioFormat(AudioEncoding.LINEAR16, 16000)
+    client.start("default", options=pb.SessionOptions(text_only=True))
+    await client.until("metrics")
+    speech = await spoken("can i see the menu", fmt, tail_ms=100)
+    await _send_audio(client, speech, fmt)
+    client.send(control=pb.Control(action=pb.CONTROL_ACTION_END_OF_TURN))
+    final = await client.until("transcript")
+    assert final.transcript.is_final and final.transcript.text == "can i see the menu"
+    done = (await client.until("response_done")).response_done
+    assert "menu" in done.text
+
+
+async def test_barge_in_leaves_only_the_heard_words_in_history(
+    start_engine: StartEngine, channel_to: ChannelTo, tmp_path: Path
+) -> None:
+    async with running_refbackend(tmp_path / "backend.sqlite3", seed_dir=AGENTS) as backend:
+        target = await start_engine(
+            BACKEND_URL=backend.url, BACKEND_MODE="http", ENGINE_OUTPUT_AUDIO_LEAD_MS="300"
+        )
+        client = ConverseClient(channel_to(target))
+        fmt = AudioFormat(AudioEncoding.LINEAR16, 16000)
+        client.start("default")
+        started = (await client.until("started")).started
+        await client.until("audio")
+        speech = await spoken("where are you located", fmt, lead_ms=200, tail_ms=1000)
+        for piece in chunks(speech, fmt, ms=40):
+            client.send(audio=pb.AudioInput(data=piece))
+            await asyncio.sleep(0.04)
+        done = (await client.until("response_done")).response_done
+        assert done.status == pb.RESPONSE_STATUS_INTERRUPTED
+        await client.until("response_done")  # the answer to the question
+        client.send(end=pb.EndSession())
+        history = (await client.until("ended")).ended.history
+        assert history.finalized and history.delivered == 3
+
+        call = await backend.get_call(started.call_id)
+        greeting, question, answer = call["transcripts"]
+        assert greeting["role"] == "assistant" and greeting["interrupted"] is True
+        assert greeting["text"] == done.heard_text
+        assert len(greeting["text"]) < len(greeting["full_text"])
+        assert greeting["full_text"].startswith(greeting["text"])
+        assert question["text"] == "where are you located"
+        assert question["metadata"]["confidence"] > 0
+        assert answer["metadata"]["latency_ms"]["end_of_speech_to_first_audio_ms"] >= 0

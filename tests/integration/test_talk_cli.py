@@ -1,0 +1,53 @@
+"""`voice-engine talk` against a real engine: printed events, reply.wav, exit codes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.audio.wav import read_wav, write_wav
+from engine.talk import TalkOptions, talk
+from tests.helpers.speech import spoken
+
+
+async def test_text_turns_print_the_conversation_and_write_the_reply_audio(
+    engine: str, tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    reply = tmp_path / "reply.wav"
+    options = TalkOptions(
+        target=engine,
+        assistant_id="default",
+        texts=["what are your opening hours"],
+        out=reply,
+        output_rate_hz=24000,
+    )
+    assert await talk(options, out=out) == 0
+    printed = out.getvalue()
+    assert "assistant=default (Bella Vista front desk, config: local)" in printed
+    assert "user: what are your opening hours" in printed
+    assert "We are open from noon to ten in the evening" in printed
+    assert "ended client_ended" in printed
+    pcm, rate = read_wav(reply)
+    assert rate == 24000
+    assert len(pcm) / 2 / rate > 5.0  # the greeting and the answer
+
+
+async def test_a_wav_question_is_transcribed_and_answered(engine: str, tmp_path: Path) -> None:
+    question = tmp_path / "question.wav"
+    fmt = AudioFormat(AudioEncoding.LINEAR16, 8000)
+    write_wav(question, await spoken("where are you located", fmt), 8000)
+    out = io.StringIO()
+    options = TalkOptions(target=engine, assistant_id="default", wav=question)
+    assert await talk(options, out=out) == 0
+    printed = out.getvalue()
+    assert "user: where are you located" in printed
+    assert "twelve Harbour Street" in printed
+
+
+async def test_an_error_prints_the_status_and_exits_non_zero(engine: str) -> None:
+    out = io.StringIO()
+    options = TalkOptions(target=engine, assistant_id="nobody", texts=["hi"])
+    assert await talk(options, out=out) == 1
+    assert "error: NOT_FOUND: assistant 'nobody' not found" in out.getvalue()
