@@ -50,6 +50,7 @@ from engine.runtime.ports.providers import (
     ProviderError,
     Recognition,
     RecognitionStream,
+    reject_unknown_options,
 )
 
 __all__ = ["DecoderPoolStats", "PocketsphinxRecognizer"]
@@ -466,12 +467,7 @@ class PocketsphinxRecognizer:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PocketsphinxRecognizer:
         """Build from an assistant's ``asr:`` options; raise ProviderConfigError if invalid."""
-        unknown = sorted(str(key) for key in options if key not in _OPTION_KEYS)
-        if unknown:
-            allowed = ", ".join(sorted(_OPTION_KEYS))
-            raise ProviderConfigError(
-                f"asr.{unknown[0]}: unknown option for pocketsphinx (allowed: {allowed})"
-            )
+        reject_unknown_options("asr", "pocketsphinx", options, _OPTION_KEYS)
         phrases = options.get("phrases", [])
         if not isinstance(phrases, list | tuple) or not all(isinstance(p, str) for p in phrases):
             raise ProviderConfigError("asr.phrases: must be a list of strings")

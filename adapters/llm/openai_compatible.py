@@ -21,7 +21,12 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
-from engine.runtime.ports.providers import ChatMessage, ProviderConfigError, ProviderError
+from engine.runtime.ports.providers import (
+    ChatMessage,
+    ProviderConfigError,
+    ProviderError,
+    reject_unknown_options,
+)
 
 DEFAULT_TIMEOUT_SEC = 30.0
 DEFAULT_FIRST_TOKEN_TIMEOUT_SEC = 10.0
@@ -81,11 +86,7 @@ class OpenAICompatibleLanguageModel:
                 "llm.api_key: not allowed in an assistant definition;"
                 " the API key comes from the engine's settings"
             )
-        unknown = sorted(set(map(str, options)) - set(_OPTIONS))
-        if unknown:
-            raise ProviderConfigError(
-                f"llm.{unknown[0]}: unknown option (known: {', '.join(_OPTIONS)})"
-            )
+        reject_unknown_options("llm", "openai", options, _OPTIONS)
         base_url = _base_url(options.get("base_url"))
         model = options.get("model")
         if not isinstance(model, str) or not model.strip():

@@ -13,7 +13,11 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.runtime.ports.providers import ChatMessage, ProviderConfigError
+from engine.runtime.ports.providers import (
+    ChatMessage,
+    ProviderConfigError,
+    reject_unknown_options,
+)
 
 DEFAULT_FALLBACK = "Sorry, I did not catch that. Could you say it another way?"
 
@@ -36,9 +40,7 @@ class ScriptedLanguageModel:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ScriptedLanguageModel:
         """Build from the `llm:` section of an assistant definition."""
-        unknown = sorted(set(options) - {"rules", "fallback"})
-        if unknown:
-            raise ProviderConfigError(f"llm.{unknown[0]}: unknown option")
+        reject_unknown_options("llm", "scripted", options, ("rules", "fallback"))
         fallback = options.get("fallback", DEFAULT_FALLBACK)
         if not isinstance(fallback, str) or not fallback.strip():
             raise ProviderConfigError("llm.fallback: must be a non-empty string")

@@ -21,7 +21,11 @@ from typing import Any, TypeVar
 
 import espeakng_loader
 
-from engine.runtime.ports.providers import ProviderConfigError, ProviderError
+from engine.runtime.ports.providers import (
+    ProviderConfigError,
+    ProviderError,
+    reject_unknown_options,
+)
 
 __all__ = [
     "DEFAULT_PITCH",
@@ -291,12 +295,7 @@ class EspeakSynthesizer:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> EspeakSynthesizer:
         """Build from an assistant's ``tts:`` options; raise ProviderConfigError if invalid."""
-        unknown = sorted(str(key) for key in options if key not in _OPTION_KEYS)
-        if unknown:
-            allowed = ", ".join(sorted(_OPTION_KEYS))
-            raise ProviderConfigError(
-                f"tts.{unknown[0]}: unknown option for espeak (allowed: {allowed})"
-            )
+        reject_unknown_options("tts", "espeak", options, _OPTION_KEYS)
         return cls(
             voice=options.get("voice", DEFAULT_VOICE),
             rate_wpm=options.get("rate_wpm", DEFAULT_RATE_WPM),

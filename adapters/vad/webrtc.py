@@ -7,7 +7,11 @@ from typing import Any
 
 import webrtcvad
 
-from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ, ProviderConfigError
+from engine.runtime.ports.providers import (
+    INPUT_SAMPLE_RATE_HZ,
+    ProviderConfigError,
+    reject_unknown_options,
+)
 
 __all__ = ["WebRtcVad"]
 
@@ -40,12 +44,7 @@ class WebRtcVad:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> WebRtcVad:
         """Build from an assistant's ``vad:`` options; raise ProviderConfigError if invalid."""
-        unknown = sorted(str(key) for key in options if key not in _OPTION_KEYS)
-        if unknown:
-            allowed = ", ".join(sorted(_OPTION_KEYS))
-            raise ProviderConfigError(
-                f"vad.{unknown[0]}: unknown option for webrtc (allowed: {allowed})"
-            )
+        reject_unknown_options("vad", "webrtc", options, _OPTION_KEYS)
         return cls(
             aggressiveness=options.get("aggressiveness", 2),
             frame_ms=options.get("frame_ms", 20),

@@ -7,7 +7,7 @@ is converted to the client's format at the protocol edge.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -20,6 +20,18 @@ class ProviderError(Exception):
 
 class ProviderConfigError(ValueError):
     """A provider's options in an assistant definition are invalid."""
+
+
+def reject_unknown_options(
+    section: str, provider: str, options: Mapping[str, Any], allowed: Collection[str]
+) -> None:
+    """Raise ProviderConfigError naming the first option ``provider`` does not know."""
+    unknown = sorted(str(key) for key in options if key not in allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed))
+        raise ProviderConfigError(
+            f"{section}.{unknown[0]}: unknown option for {provider} (allowed: {known})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
