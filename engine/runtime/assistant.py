@@ -62,7 +62,8 @@ class AssistantConfig:
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
 
 
-_TOP_LEVEL = {
+# The top-level fields of an assistant definition (docs/control-plane.openapi.yaml lists them too).
+ASSISTANT_FIELDS = {
     "id",
     "name",
     "greeting",
@@ -82,7 +83,7 @@ def parse_assistant(
     """Validate a raw document (parsed YAML or JSON) into an AssistantConfig."""
     if not isinstance(document, Mapping):
         raise AssistantConfigError("(document)", "must be a mapping of fields", origin)
-    unknown = sorted(set(map(str, document)) - _TOP_LEVEL)
+    unknown = sorted(set(map(str, document)) - ASSISTANT_FIELDS)
     if unknown:
         raise AssistantConfigError(unknown[0], "unknown field", origin)
 
