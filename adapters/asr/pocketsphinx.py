@@ -10,7 +10,7 @@ breath still get a transcript). One phrase, not ``<phrase>+``: with repetition a
 8 kHz speech of "what are your opening hours" came out as "when are you open when are
 you open". The final transcript comes from a second grammar pass over the whole utterance
 (one that starts from the cepstral mean of the whole utterance, see
-``_batch_grammar_pass``); the live pass feeds the interim transcripts. Domain decoders
+``_end_utterance``); the live pass feeds the interim transcripts. Domain decoders
 dither their input: upsampled 8 kHz telephony audio has empty bands above 4 kHz whose
 log energies otherwise swamp the features (the grammar then failed on most 8 kHz and
 mu-law utterances; with dither, 60/60 exact on mixed 8-48 kHz and mu-law test speech).
@@ -286,7 +286,7 @@ class _PocketsphinxStream:
             raise ProviderError("pocketsphinx: utterance already finished or cancelled")
         self._finishing = True
         async with self._feeding:  # audio fed before finish() is part of the utterance
-            return await self._run(self._end_utterance)
+            return await self._end_utterance()
 
     def cancel(self) -> None:
         if self._cancelled or self._finishing:
@@ -345,60 +345,78 @@ class _PocketsphinxStream:
         hypothesis = self._decoder.hyp()
         self._partial = hypothesis.hypstr if hypothesis is not None else ""
 
-    def _end_utterance(self) -> Recognition:
+    def _end_live_pass(self) -> tuple[str, bytes] | None:
+        """End the live pass: its text and the kept audio (None when never fed)."""
         decoder = self._decoder
         if decoder is None:
-            return Recognition(text="", confidence=0.0)  # never fed
-        try:
-            self._checked(decoder.end_utt)
-            text = self._text(decoder)  # the live pass: it fed the partials
-            confidence = _CONFIDENCE_GRAMMAR if self._pool.model else _CONFIDENCE_GENERIC
-            if self._kept_audio:
-                # The final transcript comes from the batch pass when it finds a path;
-                # the live result only when it does not.
-                text = self._batch_grammar_pass(decoder, bytes(self._kept_audio)) or text
-            if not text and self._kept_audio:
-                text, confidence = self._trigram_pass(decoder, bytes(self._kept_audio))
-        finally:
-            self._release()
-        self._partial = text
-        return Recognition(text=text, confidence=confidence if text else 0.0)
-
-    def _batch_grammar_pass(self, decoder: Any, audio: bytes) -> str:
-        """Decode ``audio`` again with the grammar, from the whole utterance's CMN.
-
-        Live cepstral mean normalization starts from an initial estimate and adapts as
-        it goes; on a new channel (8 kHz telephony, another caller) that estimate is off
-        for the first words, and the grammar finds no path or a wrong one. The whole
-        utterance's own mean fixes that: on mixed 8-48 kHz and mu-law test speech, exact
-        transcripts went from 94% (live only) to 100%. Costs one more decode of the
-        utterance at its end (about 15 ms of CPU per second of audio, ~30 ms of latency
-        for a 2 s question), sliced like live audio.
-        """
-        if self._pool.model is None:
-            return ""
-        # The live pass has just seen the whole utterance, so its cepstral mean now fits
-        # this caller and channel: start the second pass from it. Decoded in slices like
-        # live audio, so the GIL goes back to the event loop between them.
-        decoder.set_cmn(decoder.get_cmn(False))
-        self._checked(decoder.start_utt)
-        for start in range(0, len(audio), _SLICE_BYTES):
-            self._checked(decoder.process_raw, audio[start : start + _SLICE_BYTES])
+            return None
         self._checked(decoder.end_utt)
-        return self._text(decoder)
+        audio = bytes(self._kept_audio) if self._kept_audio else b""
+        return self._text(decoder), audio
 
-    def _trigram_pass(self, decoder: Any, audio: bytes) -> tuple[str, float]:
-        """Decode ``audio`` again with the phrase trigram (grammar found no path)."""
-        decoder.activate_search(_TRIGRAM_SEARCH)
+    def _begin_pass(self, search: str, audio_cmn: bool) -> None:
+        decoder = self._decoder
+        if audio_cmn:
+            # The live pass has just seen the whole utterance, so its cepstral mean now
+            # fits this caller and channel: the second pass starts from it.
+            decoder.set_cmn(decoder.get_cmn(False))
+        decoder.activate_search(search)
+        self._checked(decoder.start_utt)
+
+    def _pass_slice(self, pcm: bytes) -> None:
+        self._checked(self._decoder.process_raw, pcm, False, False)
+
+    def _end_pass(self) -> str:
+        decoder = self._decoder
         try:
-            self._checked(decoder.start_utt)
-            for start in range(0, len(audio), _SLICE_BYTES):
-                # Sliced like live audio so the GIL is handed back between slices.
-                self._checked(decoder.process_raw, audio[start : start + _SLICE_BYTES])
             self._checked(decoder.end_utt)
-            return self._text(decoder), _CONFIDENCE_TRIGRAM
+            return self._text(decoder)
         finally:
             decoder.activate_search(_GRAMMAR_SEARCH)
+
+    async def _second_pass(self, audio: bytes, *, search: str, audio_cmn: bool) -> str:
+        """Decode the kept utterance again, a job per slice like live audio.
+
+        One job per 100 ms slice, not one job for the whole utterance: pocketsphinx
+        holds the GIL, and a thread decoding back to back starves the event loop (the
+        worst loop stall with four utterances ending together went from 2 ms to 28 ms
+        when the pass ran as one job).
+        """
+        await self._run(functools.partial(self._begin_pass, search, audio_cmn))
+        for start in range(0, len(audio), _SLICE_BYTES):
+            piece = audio[start : start + _SLICE_BYTES]
+            await self._run(functools.partial(self._pass_slice, piece))
+        return await self._run(self._end_pass)
+
+    async def _end_utterance(self) -> Recognition:
+        """The final transcript, from the passes described in the module docstring.
+
+        The second grammar pass starts from the whole utterance's cepstral mean. Live
+        CMN starts from an initial estimate and adapts as it goes; on a new channel
+        (8 kHz telephony, another caller) that estimate is off for the first words and
+        the grammar finds no path or a wrong one. On mixed 8-48 kHz and mu-law test
+        speech, exact transcripts went from 94% (live pass only) to 100%. It costs one
+        more decode of the utterance at its end: about 15 ms of CPU per second of audio
+        and ~30 ms of latency for a 2 s question.
+        """
+        try:
+            live = await self._run(self._end_live_pass)
+            if live is None:
+                return Recognition(text="", confidence=0.0)  # never fed
+            text, audio = live
+            confidence = _CONFIDENCE_GRAMMAR if self._pool.model else _CONFIDENCE_GENERIC
+            if audio and self._pool.model is not None:
+                second = await self._second_pass(audio, search=_GRAMMAR_SEARCH, audio_cmn=True)
+                text = second or text
+            if not text and audio:
+                # The grammar found no path: the phrase trigram still gives near-misses,
+                # prefixes and several phrases in one breath a transcript.
+                text = await self._second_pass(audio, search=_TRIGRAM_SEARCH, audio_cmn=False)
+                confidence = _CONFIDENCE_TRIGRAM
+        finally:
+            await self._run(self._release)
+        self._partial = text
+        return Recognition(text=text, confidence=confidence if text else 0.0)
 
     def _release(self) -> None:
         decoder, self._decoder = self._decoder, None
