@@ -32,11 +32,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
-import re
 import tempfile
 import threading
-from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -45,6 +42,7 @@ from typing import Any, TypeVar
 
 import pocketsphinx
 
+from adapters.asr.domain_model import DomainModel, domain_model, words
 from engine.runtime.ports.providers import (
     ProviderConfigError,
     ProviderError,
@@ -62,12 +60,10 @@ _SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw c
 _MAX_SECOND_PASS_BYTES = 30 * 32_000  # audio kept for the trigram pass: 30 s, ~1 MB
 _GRAMMAR_SEARCH = "phrases"
 _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constructed with
-_DISCOUNT = 0.1  # absolute discount: little mass for word orders never listed
 # No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
 # confidence is a prior per way the text was found.
 _CONFIDENCE_GRAMMAR, _CONFIDENCE_TRIGRAM, _CONFIDENCE_GENERIC = 0.9, 0.6, 0.5
 _OPTION_KEYS = frozenset({"phrases"})
-_WORD = re.compile(r"[a-z0-9']+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,93 +75,7 @@ class DecoderPoolStats:
     created: int
 
 
-@dataclass(frozen=True, slots=True)
-class _DomainModel:
-    """Immutable texts for a decoder that knows only the assistant's phrases."""
-
-    dictionary: str
-    trigram_arpa: str
-    grammar_jsgf: str
-
-
-def _words(text: str) -> list[str]:
-    return [w.strip("'") for w in _WORD.findall(text.lower()) if w.strip("'")]
-
-
-def _pronunciations(words: set[str]) -> dict[str, list[str]]:
-    """cmudict lines for ``words`` (alternates included), keyed by word."""
-    found: dict[str, list[str]] = defaultdict(list)
-    path = pocketsphinx.get_model_path("en-us/cmudict-en-us.dict")
-    with open(path, encoding="utf-8") as dictionary:
-        for line in dictionary:
-            entry = line.split(" ", 1)[0]
-            if entry.split("(", 1)[0] in words:
-                found[entry.split("(", 1)[0]].append(line.strip())
-    return found
-
-
-def _arpa(sentences: Sequence[Sequence[str]]) -> str:
-    """A backoff trigram in ARPA format: absolute discounting over add-one unigrams."""
-    counts: list[Counter[tuple[str, ...]]] = [Counter(), Counter(), Counter()]
-    for sentence in sentences:
-        tokens = ["<s>", *sentence, "</s>"]
-        for order in (1, 2, 3):
-            for i in range(len(tokens) - order + 1):
-                if order > 1 or i > 0:  # <s> is context only, never predicted
-                    counts[order - 1][tuple(tokens[i : i + order])] += 1
-    total = sum(counts[0].values())
-    probs: list[dict[tuple[str, ...], float]] = [
-        {gram: (n + 1) / (total + len(counts[0])) for gram, n in counts[0].items()}
-    ]
-    probs[0][("<s>",)] = 0.0
-    backoffs: dict[tuple[str, ...], float] = {}
-    for order in (2, 3):
-        followers: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
-        for gram, n in counts[order - 1].items():
-            followers[gram[:-1]].append((gram[-1], n))
-        level: dict[tuple[str, ...], float] = {}
-        for history, seen in followers.items():
-            history_total = sum(n for _, n in seen)
-            for word, n in seen:
-                level[(*history, word)] = (n - _DISCOUNT) / history_total
-            # The discounted mass goes to the lower order, renormalized over unseen words.
-            lower_seen = sum(probs[-1].get((*history[1:], word), 0.0) for word, _ in seen)
-            left = _DISCOUNT * len(seen) / history_total
-            backoffs[history] = left / max(1e-9, 1.0 - lower_seen)
-        probs.append(level)
-
-    def log10(p: float) -> str:
-        return f"{math.log10(p):.4f}" if p > 0 else "-99.0000"
-
-    lines = ["\\data\\", *(f"ngram {n}={len(level)}" for n, level in enumerate(probs, 1))]
-    for order, level in enumerate(probs, 1):
-        lines += ["", f"\\{order}-grams:"]
-        for gram, p in sorted(level.items()):
-            backoff = f" {log10(backoffs[gram])}" if gram in backoffs else ""
-            lines.append(f"{log10(p)} {' '.join(gram)}{backoff if order < 3 else ''}")
-    return "\n".join([*lines, "", "\\end\\", ""])
-
-
-@functools.lru_cache(maxsize=16)
-def _domain_model(phrases: tuple[str, ...]) -> _DomainModel | None:
-    """Build (once per phrase set; immutable, so safe to share) the domain model texts."""
-    sentences = [_words(phrase) for phrase in phrases]
-    prons = _pronunciations({w for sentence in sentences for w in sentence})
-    unknown = sorted({w for sentence in sentences for w in sentence if w not in prons})
-    if unknown:
-        _log.warning("asr.phrases: words not in the dictionary are ignored: %s", unknown)
-    sentences = [[w for w in sentence if w in prons] for sentence in sentences]
-    sentences = [sentence for sentence in sentences if sentence]
-    if not sentences:
-        return None
-    alternatives = " | ".join(f"( {' '.join(sentence)} )" for sentence in sentences)
-    grammar = "#JSGF V1.0;\ngrammar domain;\npublic <utterance> = <phrase>;\n"
-    grammar += f"<phrase> = {alternatives};\n"
-    dictionary = "".join(f"{line}\n" for lines in prons.values() for line in lines)
-    return _DomainModel(dictionary, _arpa(sentences), grammar)
-
-
-def _create_decoder(model: _DomainModel | None) -> Any:
+def _create_decoder(model: DomainModel | None) -> Any:
     """A new Decoder; with a domain model, the grammar is the active search."""
     # bestpath off: its lattice pass held the GIL ~80 ms at the end of every utterance and
     # did not improve accuracy on our test speech (grammar 12/12 either way, generic WER
@@ -192,7 +102,7 @@ def _create_decoder(model: _DomainModel | None) -> Any:
 class _DecoderPool:
     """Idle decoders of one model, lent out one per utterance (thread-safe)."""
 
-    def __init__(self, model: _DomainModel | None, max_idle: int) -> None:
+    def __init__(self, model: DomainModel | None, max_idle: int) -> None:
         self.model = model
         self.cmn_init = ""  # a fresh decoder's cepstral mean, set by the first acquire
         self._max_idle = max_idle
@@ -239,7 +149,7 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[key] = _DecoderPool(_domain_model(key) if key else None, pool_size)
+            pool = _POOLS[key] = _DecoderPool(domain_model(key) if key else None, pool_size)
     if pool.stats().created == 0:
         pool.release(pool.acquire(), reusable=True)  # fail at start-up, not mid-call
     return pool
@@ -469,7 +379,7 @@ class PocketsphinxRecognizer:
         pool_size: int = 16,
         executor: Executor | None = None,
     ) -> None:
-        key = tuple(" ".join(_words(phrase)) for phrase in phrases)
+        key = tuple(" ".join(words(phrase)) for phrase in phrases)
         key = tuple(phrase for phrase in dict.fromkeys(key) if phrase)  # order kept, deduped
         self._executor = executor
         try:
