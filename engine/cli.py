@@ -87,7 +87,16 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(settings))
+    from engine.runtime.history import SpoolError
+
+    try:
+        asyncio.run(serve(settings))
+    except SpoolError as exc:
+        print(
+            f"voice-engine: {exc}; give each engine process its own HISTORY_SPOOL_PATH",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -157,3 +157,24 @@ async def test_sigterm_drains_live_sessions_then_exits_zero(engine_process) -> N
         assert ended.reason == pb.END_REASON_SERVER_SHUTDOWN
         assert await live.status() == grpc.StatusCode.OK
     assert await asyncio.wait_for(process.proc.wait(), 30) == 0
+
+
+async def test_a_second_engine_on_the_same_spool_stops_with_one_clear_line(
+    engine_process, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # The spool is opened when history goes to a backend (port 9: nothing listens).
+    env = {
+        "BACKEND_MODE": "http",
+        "BACKEND_URL": "http://127.0.0.1:9",
+        "HISTORY_SPOOL_PATH": str(tmp_path / "s.db"),
+    }
+    await engine_process(**env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine", "serve",
+        env={**os.environ, "ENGINE_PORT": "0", **env},
+        stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    last = err.decode().strip().splitlines()[-1]
+    assert "held by another process" in last and "its own HISTORY_SPOOL_PATH" in last
