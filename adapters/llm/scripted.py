@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.runtime.ports.providers import (
     ChatMessage,
+    EndCall,
     ProviderConfigError,
     reject_unknown_options,
 )
@@ -24,10 +25,14 @@ DEFAULT_FALLBACK = "Sorry, I did not catch that. Could you say it another way?"
 
 @dataclass(frozen=True, slots=True)
 class ScriptedRule:
-    """Any of ``patterns`` matching the user's words selects ``reply``."""
+    """Any of ``patterns`` matching the user's words selects ``reply``.
+
+    ``end_call``: hang up once the reply has been spoken (e.g. after a goodbye).
+    """
 
     patterns: tuple[re.Pattern[str], ...]
     reply: str
+    end_call: bool = False
 
 
 class ScriptedLanguageModel:
@@ -49,25 +54,35 @@ class ScriptedLanguageModel:
             raise ProviderConfigError("llm.rules: must be a list of {patterns, reply}")
         return cls([_rule(i, raw) for i, raw in enumerate(raw_rules)], fallback.strip())
 
-    def reply_for(self, user_text: str) -> str:
-        """The reply the rules give to ``user_text``."""
+    def rule_for(self, user_text: str) -> ScriptedRule | None:
+        """The first rule matching ``user_text`` (None: the fallback answers)."""
         for rule in self._rules:
             if any(p.search(user_text) for p in rule.patterns):
-                return rule.reply
-        return self._fallback
+                return rule
+        return None
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    def reply_for(self, user_text: str) -> str:
+        """The reply the rules give to ``user_text``."""
+        rule = self.rule_for(user_text)
+        return rule.reply if rule is not None else self._fallback
+
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[str | EndCall, None]:
         """Yield the matching reply, a word (with its trailing space) at a time."""
         user_text = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        for word in re.findall(r"\S+\s*", self.reply_for(user_text)):
+        rule = self.rule_for(user_text)
+        for word in re.findall(r"\S+\s*", rule.reply if rule else self._fallback):
             yield word
+        if rule is not None and rule.end_call:
+            yield EndCall("the assistant said goodbye")
 
 
 def _rule(index: int, raw: object) -> ScriptedRule:
     where = f"llm.rules[{index}]"
     if not isinstance(raw, Mapping):
         raise ProviderConfigError(f"{where}: must be a mapping with patterns and reply")
-    unknown = sorted(set(map(str, raw)) - {"patterns", "reply"})
+    unknown = sorted(set(map(str, raw)) - {"patterns", "reply", "end_call"})
     if unknown:
         raise ProviderConfigError(f"{where}.{unknown[0]}: unknown field")
     reply = raw.get("reply")
@@ -86,4 +101,7 @@ def _rule(index: int, raw: object) -> ScriptedRule:
             compiled.append(re.compile(pattern, re.IGNORECASE))
         except re.error as exc:
             raise ProviderConfigError(f"{where}.patterns[{j}]: invalid regex: {exc}") from None
-    return ScriptedRule(tuple(compiled), reply.strip())
+    end_call = raw.get("end_call", False)
+    if not isinstance(end_call, bool):
+        raise ProviderConfigError(f"{where}.end_call: must be true or false")
+    return ScriptedRule(tuple(compiled), reply.strip(), end_call)

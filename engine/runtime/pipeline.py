@@ -27,6 +27,7 @@ from engine.runtime.events import (
 )
 from engine.runtime.ports.providers import (
     ChatMessage,
+    EndCall,
     LanguageModel,
     ProviderError,
     SpeechRecognizer,
@@ -98,7 +99,9 @@ class DuplexPipeline:
         emit: Callable[[Event], Awaitable[None]],
         interim_transcripts: bool = False,
         audio_lead_ms: int = 500,
+        on_end_call: Callable[[EndCall, float], None] | None = None,
     ) -> None:
+        self._on_end_call = on_end_call
         self._audio_lead_ms = audio_lead_ms
         self.config = config
         self._llm = llm
@@ -245,7 +248,9 @@ class DuplexPipeline:
         )
         self._start_response(self._llm.stream_reply(list(self._context)), timing)
 
-    def _start_response(self, deltas: AsyncGenerator[str, None], timing: _TurnTiming) -> None:
+    def _start_response(
+        self, deltas: AsyncGenerator[str | EndCall, None], timing: _TurnTiming
+    ) -> None:
         state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         runner = ResponseRunner(
             state, deltas, self._tts, self._emit, audio_lead_ms=self._audio_lead_ms
@@ -267,6 +272,9 @@ class DuplexPipeline:
         await self._emit(self._metrics(state, timing))
         if state.text:
             self._remember_assistant(state.text, timing, state, interrupted=state.failed)
+        if state.end_call is not None and not state.failed and self._on_end_call is not None:
+            # Spoken to the end: hang up once the client has played it out.
+            self._on_end_call(state.end_call, state.playback_left_sec(time.monotonic()))
 
     def _remember_assistant(
         self,

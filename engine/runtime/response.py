@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from engine.runtime.events import AssistantText, AudioChunk, ErrorEvent, Event
-from engine.runtime.ports.providers import ProviderError, SpeechSynthesizer
+from engine.runtime.ports.providers import EndCall, ProviderError, SpeechSynthesizer
 from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,14 @@ class ResponseState:
     first_sentence_at: float | None = None
     first_audio_at: float | None = None
     failed: bool = False
+    end_call: EndCall | None = None  # the model asked to hang up after this reply
     played_ms: int | None = None  # from the client's playback reports
+
+    def playback_left_sec(self, now: float) -> float:
+        """How much of the audio sent the client has still to play (estimated)."""
+        if self.first_audio_at is None:
+            return 0.0
+        return max(0.0, self.first_audio_at + self.audio_ms / 1000 - now)
 
     def heard_ms(self, now: float) -> int:
         """Audio the caller heard: the client's report, else sent audio capped by time."""
@@ -62,7 +69,7 @@ class ResponseRunner:
     def __init__(
         self,
         state: ResponseState,
-        deltas: AsyncGenerator[str, None],
+        deltas: AsyncGenerator[str | EndCall, None],
         synthesizer: SpeechSynthesizer | None,
         emit: Emit,
         *,
@@ -93,6 +100,9 @@ class ResponseRunner:
         try:
             async with contextlib.aclosing(self._deltas) as deltas:
                 async for delta in deltas:
+                    if isinstance(delta, EndCall):
+                        self.state.end_call = delta
+                        continue
                     if not delta:
                         continue
                     if self.state.first_token_at is None:

@@ -29,6 +29,7 @@ from engine.runtime.ports.control_plane import (
     ControlPlaneUnavailable,
 )
 from engine.runtime.ports.providers import (
+    EndCall,
     ProviderConfigError,
     ProviderFactory,
     ProviderSpec,
@@ -135,12 +136,25 @@ class Session:
             emit=self._emit,
             interim_transcripts=request.interim_transcripts,
             audio_lead_ms=audio_lead_ms,
+            on_end_call=self._assistant_hangs_up,
         )
+        self._hangup: asyncio.Task[None] | None = None
 
     async def _emit(self, event: Event) -> None:
         # Unbounded: real-time pacing of audio bounds what a response can queue, and
         # an `ended` must never wait for a client that stopped reading.
         self._events.put_nowait(event)
+
+    def _assistant_hangs_up(self, end_call: EndCall, playback_left_sec: float) -> None:
+        # A task of its own: ending the session waits for the response task that calls us.
+        async def hang_up() -> None:
+            await asyncio.sleep(playback_left_sec)
+            await self.end(
+                EndReason.ASSISTANT_ENDED, end_call.reason or "the assistant ended the call"
+            )
+
+        if self._hangup is None:
+            self._hangup = asyncio.create_task(hang_up(), name=f"hang up {self.session_id}")
 
     async def emit_error(self, code: str, message: str) -> None:
         """Tell the client about a non-fatal problem with its request."""
@@ -158,6 +172,9 @@ class Session:
 
     async def end(self, reason: EndReason, detail: str = "") -> SessionEnded:
         """Stop the call: cut any reply, finalize history, send `ended`. Idempotent."""
+        hangup = self._hangup
+        if hangup is not None and hangup is not asyncio.current_task():
+            hangup.cancel()  # ended some other way first; leave no task behind
         async with self._ending:
             if self._ended is not None:
                 return self._ended

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import pytest
 import yaml
@@ -10,7 +12,10 @@ from voiceengine.v1 import converse_pb2 as pb
 from adapters.llm.scripted import ScriptedLanguageModel
 from engine.runtime.assistant import parse_assistant
 from engine.settings import DEFAULT_AGENTS_DIR
+from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
+
+ChannelTo = Callable[[str], grpc.aio.Channel]
 
 
 def _default_replies() -> ScriptedLanguageModel:
@@ -150,4 +155,25 @@ async def test_half_close_ends_the_session_with_ended(client: ConverseClient) ->
     client.close_requests()
     ended = (await client.until("ended")).ended
     assert ended.reason == pb.END_REASON_CLIENT_ENDED
+    assert await client.status() == grpc.StatusCode.OK
+
+
+async def test_a_goodbye_rule_ends_the_call_after_it_is_spoken(
+    start_engine: StartEngine, channel_to: ChannelTo
+) -> None:
+    target = await start_engine(ENGINE_OUTPUT_AUDIO_LEAD_MS="300")
+    client = ConverseClient(channel_to(target))
+    client.start("default")
+    await client.until("metrics")  # the greeting is over
+    client.send(text=pb.TextInput(text="that is all, goodbye"))
+    done = (await client.until("response_done")).response_done
+    assert done.status == pb.RESPONSE_STATUS_COMPLETED
+    assert done.text.endswith("Goodbye.")
+    ended = (await client.until("ended")).ended
+    assert ended.reason == pb.END_REASON_ASSISTANT_ENDED
+    # The call ends only once the goodbye has had time to play out.
+    last_audio = client.of_kind("audio")[-1]
+    audio_end_ms = last_audio.session_time_ms + last_audio.audio.duration_ms
+    ended_at_ms = client.received[-1].session_time_ms
+    assert ended_at_ms >= audio_end_ms - 350  # the lead it was sent ahead, at most
     assert await client.status() == grpc.StatusCode.OK

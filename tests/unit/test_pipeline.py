@@ -10,7 +10,7 @@ from typing import Any
 from engine.runtime import events as ev
 from engine.runtime.assistant import AssistantConfig, InterruptionSettings, VadSettings
 from engine.runtime.pipeline import DuplexPipeline
-from engine.runtime.ports.providers import ChatMessage, Recognition
+from engine.runtime.ports.providers import ChatMessage, EndCall, Recognition
 
 RATE = 16000
 FRAME = b"\x10\x27" * 320  # 20 ms of "speech" for the fake VAD
@@ -104,18 +104,25 @@ def _config(**changes: Any) -> AssistantConfig:
 
 
 class Harness:
-    def __init__(self, config: AssistantConfig | None = None, lead_ms: int = 200) -> None:
+    def __init__(
+        self,
+        config: AssistantConfig | None = None,
+        lead_ms: int = 200,
+        llm: Any = None,
+        on_end_call: Any = None,
+    ) -> None:
         self.events: list[ev.Event] = []
         self.recorder = Recorder()
         self.speech = FakeSpeech()
         self.pipeline = DuplexPipeline(
             config or _config(),
-            llm=EchoLlm(),
+            llm=llm or EchoLlm(),
             synthesizer=ToneTts(),
             speech=self.speech,
             recorder=self.recorder,
             emit=self._emit,
             audio_lead_ms=lead_ms,
+            on_end_call=on_end_call,
         )
         self._arrived: asyncio.Queue[ev.Event] = asyncio.Queue()
 
@@ -229,3 +236,29 @@ async def test_client_end_of_turn_finalizes_at_once() -> None:
     final = await h.wait_for(ev.Transcript)
     assert final.is_final
     assert h.speech.asr.streams[0].fed > 0
+
+
+class GoodbyeLlm:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[str | EndCall, None]:
+        yield "Goodbye now. Take care and see you soon."
+        yield EndCall("goodbye")
+
+
+async def test_end_call_is_asked_for_only_when_the_reply_was_spoken_to_the_end() -> None:
+    calls: list[tuple[EndCall, float]] = []
+    h = Harness(lead_ms=60_000, llm=GoodbyeLlm(), on_end_call=lambda e, t: calls.append((e, t)))
+    await h.pipeline.user_text("bye")
+    await h.wait_for(ev.TurnMetrics)
+    [(end, left)] = calls
+    assert end.reason == "goodbye"
+    assert 0 < left <= 2.0  # two sentences of 1 s, all sent, none of it played yet
+
+    calls.clear()
+    h2 = Harness(lead_ms=200, llm=GoodbyeLlm(), on_end_call=lambda e, t: calls.append((e, t)))
+    await h2.pipeline.user_text("bye")
+    await h2.wait_for(ev.AudioChunk)
+    await h2.pipeline.interrupt()  # the caller talks over the goodbye: stay on the line
+    await h2.pipeline.close()
+    assert calls == []

@@ -42,11 +42,20 @@ class ChatMessage:
     content: str
 
 
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """Yielded by a LanguageModel after its reply: hang up once the reply is spoken."""
+
+    reason: str = ""
+
+
 class LanguageModel(Protocol):
     """A streaming chat model: messages in, text deltas out."""
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        """Yield the reply as text deltas; raise ProviderError on failure.
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str | EndCall, None]:
+        """Yield the reply as text deltas (and EndCall to end the call after it).
+
+        Raise ProviderError on failure.
 
         Closing the generator (barge-in) must stop all work at once.
         """
