@@ -19,7 +19,7 @@ echo "== buf lint"
 echo "== generated/ is up to date"
 rm -rf .tools/gen-check && mkdir -p .tools/gen-check
 GEN_OUT=.tools/gen-check scripts/gen_proto.sh .venv/bin/python
-if ! diff -r generated/voiceengine .tools/gen-check/voiceengine; then
+if ! diff -r -x __pycache__ generated/voiceengine .tools/gen-check/voiceengine; then
   echo "generated/ is stale: run 'scripts/gen_proto.sh' (or 'make proto') and commit it" >&2
   exit 1
 fi
