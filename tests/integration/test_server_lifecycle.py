@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -17,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voiceengine.v1 import converse_pb2 as pb
 
 from tests.helpers.converse import ConverseClient, expect_rpc_error
+from tests.helpers.engine_process import EngineProcess, engine_processes, spawn_engine
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "voiceengine.v1.VoiceEngineService"
@@ -32,50 +32,18 @@ def _buf() -> str:
     return found
 
 
-class EngineProcess:
-    """`voice-engine serve` in a child process on a free loopback port."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.target = f"127.0.0.1:{port}"
-
-
-async def _spawn(tmp_path: Path, **env: str) -> EngineProcess:
-    full_env = {
-        **os.environ,
-        "ENGINE_HOST": "127.0.0.1",
-        "ENGINE_PORT": "0",
-        "BACKEND_MODE": "disabled",
-        "HISTORY_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-        **env,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine", "serve",
-        env=full_env, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    async with asyncio.timeout(30):
-        while line := (await proc.stderr.readline()).decode():
-            if match := re.search(r"listening on [\d.]+:(\d+)", line):
-                return EngineProcess(proc, int(match.group(1)))
-    raise AssertionError("the engine exited before listening")
-
-
 @pytest.fixture
-async def engine_process(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
-    spawned: list[EngineProcess] = []
+async def engine_process(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[EngineProcess]]]:
+    """Spawn `voice-engine serve` children (tests/helpers/engine_process); all end with the test."""
+    async with engine_processes(tmp_path) as spawned:
 
-    async def spawn(**env: str) -> EngineProcess:
-        process = await _spawn(tmp_path, **env)
-        spawned.append(process)
-        return process
+        async def spawn(**env: str) -> EngineProcess:
+            env.setdefault("HISTORY_SPOOL_PATH", str(tmp_path / "spool.sqlite3"))
+            process = await spawn_engine(tmp_path, **env)
+            spawned.append(process)
+            return process
 
-    yield spawn
-    for process in spawned:
-        if process.proc.returncode is None:
-            process.proc.kill()
-            await process.proc.wait()
+        yield spawn
 
 
 async def _health(target: str, service: str = "") -> int:
