@@ -16,7 +16,7 @@ from voiceengine.v1 import converse_pb2 as pb
 from voiceengine.v1 import converse_pb2_grpc as pb_grpc
 
 from engine.audio.codec import InputConverter, OutputConverter
-from engine.audio.formats import AudioFormat
+from engine.audio.formats import AudioFormat, AudioFormatError
 from engine.protocol.mapping import (
     audio_format_from_proto,
     audio_format_to_proto,
@@ -268,10 +268,9 @@ class _SessionEdge:
                 f"({self._max_chunk_bytes} bytes) of {self._in_fmt}; send 20-100 ms chunks",
             )
         try:
-            self._in_fmt.check_chunk(data)
-        except ValueError as exc:
+            return self._input.process(data)  # checks the chunk is whole samples
+        except AudioFormatError as exc:
             raise ProtocolViolation(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        return self._input.process(data)
 
     async def _control(self, control: pb.Control) -> None:
         pipeline = self._session.pipeline
