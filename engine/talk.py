@@ -153,15 +153,17 @@ class _Conversation:
         self.response_done.clear()
 
 
-async def _drive(conv: _Conversation, read_line: Callable[[], str]) -> None:
+async def _drive(
+    conv: _Conversation, read_line: Callable[[], str], wav: tuple[bytes, int] | None
+) -> None:
     o = conv.options
     await conv.started.wait()
     if conv.greeting:
         await conv.wait_response()
-    if o.wav is not None:
-        await _stream_wav(conv, o.wav, o.realtime)
+    if wav is not None:
+        await _stream_wav(conv, *wav, o.realtime)
     texts = list(o.texts)
-    interactive = o.wav is None and not texts
+    interactive = wav is None and not texts
     while texts or interactive:
         if texts:
             text = texts.pop(0)
@@ -178,8 +180,7 @@ async def _drive(conv: _Conversation, read_line: Callable[[], str]) -> None:
     conv.send(None)
 
 
-async def _stream_wav(conv: _Conversation, path: Path, realtime: bool) -> None:
-    pcm, rate = read_wav(path)
+async def _stream_wav(conv: _Conversation, pcm: bytes, rate: int, realtime: bool) -> None:
     chunk = rate * 2 * CHUNK_MS // 1000
     t0 = time.monotonic()
     for i, start in enumerate(range(0, len(pcm), chunk)):
@@ -196,13 +197,6 @@ async def _stream_wav(conv: _Conversation, path: Path, realtime: bool) -> None:
         await asyncio.sleep(0.1)
 
 
-def _input_format(options: TalkOptions) -> pb.AudioFormat:
-    if options.wav is None:
-        return pb.AudioFormat(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=16000)
-    _, rate = read_wav(options.wav)
-    return pb.AudioFormat(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=rate)
-
-
 async def talk(
     options: TalkOptions,
     out: TextIO = sys.stdout,
@@ -210,12 +204,16 @@ async def talk(
 ) -> int:
     """Run one conversation; return the process exit code."""
     conv = _Conversation(options, out)
+    wav = read_wav(options.wav) if options.wav is not None else None
+    input_rate_hz = wav[1] if wav is not None else 16000
     conv.send(
         pb.ConverseRequest(
             start=pb.StartSession(
                 assistant_id=options.assistant_id,
                 metadata=options.metadata,
-                input_audio=_input_format(options),
+                input_audio=pb.AudioFormat(
+                    encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=input_rate_hz
+                ),
                 output_audio=pb.AudioFormat(
                     encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=options.output_rate_hz
                 ),
@@ -226,7 +224,7 @@ async def talk(
     async with grpc.aio.insecure_channel(options.target) as channel:
         stub = pb_grpc.VoiceEngineServiceStub(channel)
         call = stub.Converse(conv.request_stream())
-        driver = asyncio.create_task(_drive(conv, read_line))
+        driver = asyncio.create_task(_drive(conv, read_line, wav))
         try:
             async for message in call:
                 conv.on_event(message)
