@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -180,7 +181,8 @@ class DuplexPipeline:
         await self._emit(
             ResponseDone(state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, heard_ms)
         )
-        self._remember_assistant(heard, active.turn, state, interrupted=True, full_text=state.text)
+        metrics = self._metrics(state, active.turn)
+        self._remember_assistant(heard, metrics, active.turn, state, full_text=state.text)
         return True
 
     async def close(self) -> None:
@@ -269,9 +271,10 @@ class DuplexPipeline:
         await self._emit(
             ResponseDone(state.response_id, status, state.text, state.text, state.audio_ms)
         )
-        await self._emit(self._metrics(state, timing))
+        metrics = self._metrics(state, timing)
+        await self._emit(metrics)
         if state.text:
-            self._remember_assistant(state.text, timing, state, interrupted=state.failed)
+            self._remember_assistant(state.text, metrics, timing, state, failed=state.failed)
         if state.end_call is not None and not state.failed and self._on_end_call is not None:
             # Spoken to the end: hang up once the client has played it out.
             self._on_end_call(state.end_call, state.playback_left_sec(time.monotonic()))
@@ -279,33 +282,30 @@ class DuplexPipeline:
     def _remember_assistant(
         self,
         heard: str,
+        metrics: TurnMetrics,
         timing: _TurnTiming,
         state: ResponseState,
         *,
-        interrupted: bool,
         full_text: str | None = None,
+        failed: bool = False,
     ) -> None:
+        """History and context get what was heard; ``full_text`` is set on barge-in."""
         if heard:
             self._context.append(ChatMessage("assistant", heard))
         if not heard and not full_text:
             return
-        metrics = self._metrics(state, timing)
         latency = {
             name: value
-            for name, value in (
-                ("end_of_speech_to_final_transcript_ms", timing.transcript_ms),
-                ("llm_first_token_ms", metrics.llm_first_token_ms),
-                ("end_of_speech_to_first_audio_ms", metrics.end_of_speech_to_first_audio_ms),
-            )
-            if value is not None
+            for name, value in dataclasses.asdict(metrics).items()
+            if name.endswith("_ms") and value is not None
         }
         self._recorder.record(
             "assistant",
             heard,
             started_at=timing.wall_started_at,
             ended_at=time.time(),
-            interrupted=interrupted,
-            full_text=full_text if interrupted else None,
+            interrupted=failed or full_text is not None,
+            full_text=full_text,
             metadata={
                 "utterance_id": timing.utterance_id,
                 "response_id": state.response_id,
