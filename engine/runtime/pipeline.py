@@ -117,7 +117,6 @@ class DuplexPipeline:
             self._context.append(ChatMessage("system", config.system_prompt))
         self._active: _ActiveResponse | None = None
         self._last_task: asyncio.Task[None] | None = None
-        self.turn_count = 0
 
     # --- input -------------------------------------------------------------------
 
@@ -238,7 +237,6 @@ class DuplexPipeline:
         # A new turn while the assistant talks (typed, or speech with barge-in off but
         # a finished utterance) replaces the reply in flight.
         await self.interrupt()
-        self.turn_count += 1
         self._context.append(ChatMessage("user", text))
         now = time.time()
         self._recorder.record(

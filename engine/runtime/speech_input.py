@@ -82,11 +82,6 @@ class SpeechInput:
         """Milliseconds of the current utterance so far (0 when not speaking)."""
         return self._speech_ms if self._stream is not None else 0
 
-    @property
-    def utterance_id(self) -> str:
-        """Id of the current utterance (empty when not speaking)."""
-        return self._utterance_id if self._stream is not None else ""
-
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any."""
         self._pending += pcm16k
