@@ -15,6 +15,7 @@ from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
 from adapters.control_plane.factory import build_control_plane
 from adapters.providers import EmbeddedProviderFactory
+from engine.audio.conversion import SoxrAudioCodecs
 from engine.protocol.servicer import ConverseServicer
 from engine.runtime.history.bridge import HistoryBridge
 from engine.runtime.ports.control_plane import ControlPlane
@@ -55,6 +56,7 @@ async def bootstrap(settings: Settings) -> Engine:
         history,
         max_sessions=settings.max_sessions,
         audio_lead_ms=settings.output_audio_lead_ms,
+        codecs=SoxrAudioCodecs(),
     )
     return Engine(settings, control_plane, history, sessions, providers)
 
@@ -72,7 +74,11 @@ class EngineServer:
             ]
         )
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(
-            ConverseServicer(engine.sessions, idle_timeout_sec=engine.settings.idle_timeout_sec),
+            ConverseServicer(
+                engine.sessions,
+                idle_timeout_sec=engine.settings.idle_timeout_sec,
+                half_close_timeout_sec=engine.settings.half_close_timeout_sec,
+            ),
             self._server,
         )
         self._health = health.aio.HealthServicer()

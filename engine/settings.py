@@ -51,6 +51,7 @@ class Settings:
     history_spool_path: Path | None = None
     history_workers: int = 4
     llm_api_key: str | None = None
+    half_close_timeout_sec: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +72,9 @@ class Settings:
             idle_timeout_sec=r.get("ENGINE_IDLE_TIMEOUT_SEC", "300", _float_range(1, 86400)),
             output_audio_lead_ms=r.get(
                 "ENGINE_OUTPUT_AUDIO_LEAD_MS", "500", _int_range(0, 3_600_000)
+            ),
+            half_close_timeout_sec=r.get(
+                "ENGINE_HALF_CLOSE_TIMEOUT_SEC", "30", _float_range(0, 3600)
             ),
             backend_mode=mode,
             backend_url=r.get("BACKEND_URL", "", _url) or None,

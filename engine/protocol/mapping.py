@@ -34,6 +34,7 @@ _END_REASONS = {
     ev.EndReason.IDLE_TIMEOUT: pb.END_REASON_IDLE_TIMEOUT,
     ev.EndReason.STREAM_BROKEN: pb.END_REASON_STREAM_BROKEN,
     ev.EndReason.PROTOCOL_ERROR: pb.END_REASON_PROTOCOL_ERROR,
+    ev.EndReason.INPUT_CLOSED: pb.END_REASON_INPUT_CLOSED,
 }
 
 
@@ -133,7 +134,14 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
                 )
             )
         case ev.AudioChunk():
-            raise TypeError("audio chunks are converted by the session edge")
+            return pb.ConverseResponse(
+                audio=pb.AudioOutput(
+                    response_id=event.response_id,
+                    data=event.data,
+                    offset_ms=event.offset_ms,
+                    duration_ms=event.duration_ms,
+                )
+            )
 
 
 def _metrics(event: ev.TurnMetrics) -> pb.TurnMetrics:

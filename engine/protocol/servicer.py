@@ -15,8 +15,7 @@ import grpc
 from voiceengine.v1 import converse_pb2 as pb
 from voiceengine.v1 import converse_pb2_grpc as pb_grpc
 
-from engine.audio.codec import InputConverter, OutputConverter
-from engine.audio.formats import AudioFormat, AudioFormatError
+from engine.audio.formats import AudioFormat
 from engine.protocol.mapping import (
     audio_format_from_proto,
     audio_format_to_proto,
@@ -24,6 +23,7 @@ from engine.protocol.mapping import (
     event_to_proto,
 )
 from engine.runtime import events as ev
+from engine.runtime.ports.audio import InvalidAudio
 from engine.runtime.session import (
     RejectKind,
     Session,
@@ -38,6 +38,9 @@ MAX_CHUNK_MS = 200
 MAX_TEXT_BYTES = 4096
 MAX_METADATA_KEYS = 64
 START_TIMEOUT_SEC = 10.0
+# grpc.aio ends the request iterator the same way for a half-close and for a cancelled
+# RPC; the cancellation reaches the handler a moment later. A half-close is only taken
+# as such once this long has passed (mostly hidden behind the reply being streamed).
 HALF_CLOSE_SETTLE_SEC = 0.05
 
 _REJECT_CODES = {
@@ -61,9 +64,16 @@ class ProtocolViolation(Exception):
 class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
     """VoiceEngineService over a SessionManager."""
 
-    def __init__(self, sessions: SessionManager, *, idle_timeout_sec: float = 300.0) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        *,
+        idle_timeout_sec: float = 300.0,
+        half_close_timeout_sec: float = 30.0,
+    ) -> None:
         self._sessions = sessions
         self._idle_timeout_sec = idle_timeout_sec
+        self._half_close_timeout_sec = half_close_timeout_sec
 
     async def Converse(
         self,
@@ -79,15 +89,20 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         except SessionRejected as exc:
             await context.abort(_REJECT_CODES[exc.kind], exc.message)
 
-        edge = _SessionEdge(session, in_fmt, out_fmt, idle_timeout_sec=self._idle_timeout_sec)
+        edge = _SessionEdge(
+            session,
+            in_fmt,
+            out_fmt,
+            idle_timeout_sec=self._idle_timeout_sec,
+            half_close_timeout_sec=self._half_close_timeout_sec,
+        )
         reader: asyncio.Task[None] | None = None
         try:
             yield edge.started(request)
-            await session.pipeline.start()
+            await session.start()
             reader = asyncio.create_task(edge.read(request_iterator), name="converse reader")
             async for event in session.events():
-                for message in edge.to_proto(event):
-                    yield message
+                yield edge.to_proto(event)
             if edge.violation is not None:
                 await context.abort(edge.violation.code, edge.violation.message)
         finally:
@@ -147,6 +162,8 @@ def _session_request(
         metadata=dict(start.metadata),
         interim_transcripts=start.options.interim_transcripts,
         text_only=start.options.text_only,
+        input_audio=in_fmt,
+        output_audio=out_fmt,
     )
     return request, in_fmt, out_fmt
 
@@ -161,15 +178,14 @@ class _SessionEdge:
         out_fmt: AudioFormat,
         *,
         idle_timeout_sec: float,
+        half_close_timeout_sec: float,
     ) -> None:
         self._session = session
         self._idle_timeout_sec = idle_timeout_sec
+        self._half_close_timeout_sec = half_close_timeout_sec
         self._in_fmt = in_fmt
         self._out_fmt = out_fmt
-        self._input = InputConverter(in_fmt)
         self._max_chunk_bytes = in_fmt.bytes_for_ms(MAX_CHUNK_MS)
-        self._output: OutputConverter | None = None
-        self._output_response = ""
         self.violation: ProtocolViolation | None = None
 
     def started(self, request: SessionRequest) -> pb.ConverseResponse:
@@ -198,6 +214,7 @@ class _SessionEdge:
     async def read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
         """Feed client messages to the session; end it on `end`, half-close or violation."""
         session = self._session
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
@@ -227,28 +244,28 @@ class _SessionEdge:
             self.violation = ProtocolViolation(grpc.StatusCode.INTERNAL, "internal error")
             await session.end(ev.EndReason.PROTOCOL_ERROR, "internal error")
             return
-        # grpc.aio ends the request iterator the same way for a half-close and for a
-        # cancelled RPC; the cancellation reaches this handler a moment later. Wait that
-        # moment: if the RPC was cancelled, this task is cancelled here and the handler
-        # records STREAM_BROKEN; otherwise it was a half-close, i.e. the caller hung up.
-        await asyncio.sleep(HALF_CLOSE_SETTLE_SEC)
-        await session.end(ev.EndReason.CLIENT_ENDED, "the client closed its stream")
+        # Half-close: no more input. If the RPC was cancelled instead, this task is
+        # cancelled within HALF_CLOSE_SETTLE_SEC and the handler records STREAM_BROKEN.
+        settled_at = loop.time() + HALF_CLOSE_SETTLE_SEC
+        await session.finish_input(self._half_close_timeout_sec)
+        await asyncio.sleep(max(0.0, settled_at - loop.time()))
+        await session.end(ev.EndReason.INPUT_CLOSED, "the client closed its input")
 
     async def _dispatch(self, request: pb.ConverseRequest) -> None:
-        pipeline = self._session.pipeline
+        session = self._session
         match request.WhichOneof("request"):
             case "audio":
-                await pipeline.user_audio(self._audio(request.audio.data))
+                await self._audio(request.audio.data)
             case "text":
                 text = request.text.text.strip()
                 if not text or len(text.encode()) > MAX_TEXT_BYTES:
-                    await self._session.emit_error(
+                    await session.emit_error(
                         "invalid_request", f"text must be 1 to {MAX_TEXT_BYTES} bytes"
                     )
                     return
-                await pipeline.user_text(text)
+                await session.send_text(text)
             case "playback":
-                pipeline.playback(request.playback.response_id, request.playback.played_ms)
+                session.playback(request.playback.response_id, request.playback.played_ms)
             case "control":
                 await self._control(request.control)
             case "start":
@@ -260,7 +277,7 @@ class _SessionEdge:
             case _:
                 await self._session.emit_error("invalid_request", "an empty request was sent")
 
-    def _audio(self, data: bytes) -> bytes:
+    async def _audio(self, data: bytes) -> None:
         if len(data) > self._max_chunk_bytes:
             raise ProtocolViolation(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -268,61 +285,28 @@ class _SessionEdge:
                 f"({self._max_chunk_bytes} bytes) of {self._in_fmt}; send 20-100 ms chunks",
             )
         try:
-            return self._input.process(data)  # checks the chunk is whole samples
-        except AudioFormatError as exc:
+            await self._session.feed_audio(data)  # checks the chunk is whole samples
+        except InvalidAudio as exc:
             raise ProtocolViolation(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
     async def _control(self, control: pb.Control) -> None:
-        pipeline = self._session.pipeline
+        session = self._session
         match control.action:
             case pb.CONTROL_ACTION_INTERRUPT:
-                await pipeline.interrupt()
+                await session.interrupt()
             case pb.CONTROL_ACTION_END_OF_TURN:
-                await pipeline.end_of_turn()
+                await session.end_of_turn()
             case pb.CONTROL_ACTION_UPDATE_OPTIONS:
-                pipeline.interim_transcripts = control.options.interim_transcripts
-                if control.options.text_only != (pipeline.synthesizer is None):
-                    await self._session.emit_error(
-                        "invalid_request", "text_only cannot change during a session"
-                    )
-            case _:
-                await self._session.emit_error("invalid_request", "control.action is not set")
-
-    def to_proto(self, event: ev.Event) -> list[pb.ConverseResponse]:
-        """The messages for one runtime event (audio converted to the client's format)."""
-        if isinstance(event, ev.AudioChunk):
-            return self._audio_out(event)
-        messages: list[pb.ConverseResponse] = []
-        if isinstance(event, ev.ResponseDone) and event.response_id == self._output_response:
-            if self._output is not None and event.status is ev.ResponseStatus.COMPLETED:
-                tail = self._output.flush()
-                if tail:
-                    messages.append(self._audio_message(event.response_id, tail, event.audio_ms))
-            self._output = None
-            self._output_response = ""
-        messages.append(self._stamp(event_to_proto(event)))
-        return messages
-
-    def _audio_out(self, chunk: ev.AudioChunk) -> list[pb.ConverseResponse]:
-        if chunk.response_id != self._output_response or self._output is None:
-            self._output = OutputConverter(chunk.sample_rate_hz, self._out_fmt)
-            self._output_response = chunk.response_id
-        data = self._output.process(chunk.pcm)
-        if not data:
-            return []
-        return [self._audio_message(chunk.response_id, data, chunk.offset_ms)]
-
-    def _audio_message(self, response_id: str, data: bytes, offset_ms: int) -> pb.ConverseResponse:
-        return self._stamp(
-            pb.ConverseResponse(
-                audio=pb.AudioOutput(
-                    response_id=response_id,
-                    data=data,
-                    offset_ms=offset_ms,
-                    duration_ms=round(self._out_fmt.duration_ms(len(data))),
+                await session.update_options(
+                    interim_transcripts=control.options.interim_transcripts,
+                    text_only=control.options.text_only,
                 )
-            )
-        )
+            case _:
+                await session.emit_error("invalid_request", "control.action is not set")
+
+    def to_proto(self, event: ev.Event) -> pb.ConverseResponse:
+        """The message for one runtime event."""
+        return self._stamp(event_to_proto(event))
 
     def _stamp(self, message: pb.ConverseResponse) -> pb.ConverseResponse:
         elapsed = time.monotonic() - self._session.started_monotonic

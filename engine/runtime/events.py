@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 from engine.runtime.history.call import HistoryStatus
 
@@ -23,6 +24,7 @@ class EndReason(StrEnum):
     """Why a session ended."""
 
     CLIENT_ENDED = "client_ended"
+    INPUT_CLOSED = "input_closed"  # half-close: the reply to the last input was sent
     ASSISTANT_ENDED = "assistant_ended"
     SERVER_SHUTDOWN = "server_shutdown"
     IDLE_TIMEOUT = "idle_timeout"
@@ -58,12 +60,16 @@ class AssistantText:
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
-    """Synthesized PCM16 mono at ``sample_rate_hz`` (the synthesizer's rate)."""
+    """Reply audio in the client's output format: exactly ``duration_ms`` of samples
+    starting ``offset_ms`` into the response."""
 
     response_id: str
-    pcm: bytes
-    sample_rate_hz: int
+    data: bytes
     offset_ms: int
+    duration_ms: int
+
+    # Still queued when its response is interrupted: dropped, never sent.
+    droppable_on_interrupt: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +125,14 @@ Event = (
     | ErrorEvent
     | SessionEnded
 )
+
+
+def response_of(event: Event) -> str:
+    """The response an event belongs to ("" for session-level events)."""
+    response_id = getattr(event, "response_id", "")
+    return response_id if isinstance(response_id, str) else ""
+
+
+def droppable_on_interrupt(event: Event) -> bool:
+    """True for events of a response that are worthless once it is interrupted (its audio)."""
+    return bool(getattr(event, "droppable_on_interrupt", False))

@@ -26,6 +26,7 @@ from engine.runtime.events import (
     Transcript,
     TurnMetrics,
 )
+from engine.runtime.ports.audio import OutputEncoder
 from engine.runtime.ports.providers import (
     ChatMessage,
     EndCall,
@@ -101,8 +102,12 @@ class DuplexPipeline:
         interim_transcripts: bool = False,
         audio_lead_ms: int = 500,
         on_end_call: Callable[[EndCall, float], None] | None = None,
+        encoder: Callable[[int], OutputEncoder] | None = None,
+        overtake: Callable[[str, list[Event]], object] | None = None,
     ) -> None:
         self._on_end_call = on_end_call
+        self._encoder = encoder
+        self._overtake = overtake
         self._audio_lead_ms = audio_lead_ms
         self.config = config
         self._llm = llm
@@ -117,6 +122,11 @@ class DuplexPipeline:
             self._context.append(ChatMessage("system", config.system_prompt))
         self._active: _ActiveResponse | None = None
         self._last_task: asyncio.Task[None] | None = None
+        # Caller audio is processed by the reader and, when it stops arriving, by the
+        # clock (endpointing): one at a time.
+        self._input = asyncio.Lock()
+        self._last_audio_at = 0.0
+        self._clock: asyncio.Task[None] | None = None
 
     # --- input -------------------------------------------------------------------
 
@@ -137,17 +147,25 @@ class DuplexPipeline:
     async def user_audio(self, pcm16k: bytes) -> None:
         """Caller audio, 16 kHz PCM16: detect speech, barge in, end turns."""
         speech = self._speech_input()
-        try:
-            finished = await speech.feed(pcm16k)
-        except ProviderError as exc:
-            await self._emit(ErrorEvent("asr_failed", str(exc)))
-            return
-        await self._maybe_barge_in(speech)
-        if finished is not None:
-            await self._utterance_done(finished)
+        async with self._input:
+            self._last_audio_at = time.monotonic()
+            try:
+                finished = await speech.feed(pcm16k)
+            except ProviderError as exc:
+                await self._emit(ErrorEvent("asr_failed", str(exc)))
+                return
+            await self._maybe_barge_in(speech)
+            if finished is not None:
+                await self._utterance_done(finished)
+            elif speech.speaking and (self._clock is None or self._clock.done()):
+                self._clock = asyncio.create_task(self._endpoint_by_clock(), name="endpointing")
 
     async def end_of_turn(self) -> None:
         """Client-side VAD says the caller finished speaking."""
+        async with self._input:
+            await self._end_turn()
+
+    async def _end_turn(self) -> None:
         if self._speech is None:
             return
         try:
@@ -157,6 +175,31 @@ class DuplexPipeline:
             return
         if finished is not None:
             await self._utterance_done(finished)
+
+    async def _endpoint_by_clock(self) -> None:
+        # An utterance is open and audio stopped arriving (silence suppression, a file
+        # that ended): after the end-silence time with no audio, end the turn as if
+        # that silence had been received.
+        silence_sec = self.config.vad.end_silence_ms / 1000
+        while self._speech is not None and self._speech.speaking:
+            wait = self._last_audio_at + silence_sec - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            async with self._input:
+                if time.monotonic() - self._last_audio_at >= silence_sec:
+                    await self._end_turn()
+            return
+
+    async def finish_input(self) -> None:
+        """No more input will come (half-close): end the open utterance, await the reply.
+
+        Cancelling this wait leaves the reply running (the session's end cuts it).
+        """
+        await self.end_of_turn()
+        task = self._last_task
+        if task is not None and not task.done():
+            await asyncio.wait({task})
 
     def playback(self, response_id: str, played_ms: int) -> None:
         """The client reports how much of a response it has played."""
@@ -176,16 +219,26 @@ class DuplexPipeline:
         state = active.runner.state
         heard_ms = state.heard_ms(time.monotonic())
         heard = state.heard_text(heard_ms)
-        await self._emit(Interrupted(state.response_id, heard_ms))
-        await self._emit(
-            ResponseDone(state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, heard_ms)
-        )
+        cut: list[Event] = [
+            Interrupted(state.response_id, heard_ms),
+            ResponseDone(
+                state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, state.audio_ms
+            ),
+        ]
+        if self._overtake is not None:
+            # The fast lane: these overtake the response's audio still queued.
+            self._overtake(state.response_id, cut)
+        else:
+            for event in cut:
+                await self._emit(event)
         metrics = self._metrics(state, active.turn)
         self._remember_assistant(heard, metrics, active.turn, state, full_text=state.text)
         return True
 
     async def close(self) -> None:
         """Session end: stop everything; an unfinished reply is kept as interrupted."""
+        if self._clock is not None:
+            self._clock.cancel()
         if self._speech is not None:
             self._speech.cancel()
         await self.interrupt()
@@ -253,7 +306,12 @@ class DuplexPipeline:
     ) -> None:
         state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         runner = ResponseRunner(
-            state, deltas, self._tts, self._emit, audio_lead_ms=self._audio_lead_ms
+            state,
+            deltas,
+            self._tts,
+            self._emit,
+            audio_lead_ms=self._audio_lead_ms,
+            encoder=self._encoder,
         )
         task = asyncio.create_task(self._run(runner, timing), name=f"response {state.response_id}")
         self._active = _ActiveResponse(runner, task, timing)

@@ -15,16 +15,15 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from engine.runtime.audio_out import OutputChunk, OutputChunker, Pcm16Passthrough
 from engine.runtime.events import AssistantText, AudioChunk, ErrorEvent, Event
+from engine.runtime.ports.audio import OutputEncoder
 from engine.runtime.ports.providers import EndCall, ProviderError, SpeechSynthesizer
 from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], Awaitable[None]]
-# Output audio leaves in messages of about this length: message rate, not bytes,
-# bounds a gRPC server (DESIGN.md).
-AUDIO_CHUNK_MS = 100
 
 
 @dataclass(slots=True)
@@ -34,7 +33,8 @@ class ResponseState:
     response_id: str
     text: str = ""
     spans: list[SpokenSpan] = field(default_factory=list)
-    audio_ms: int = 0
+    audio_ms: int = 0  # audio sent, in the client's format
+    spoken: bool = True  # False for a text-only session: the text is all there is
     started_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     first_sentence_at: float | None = None
@@ -59,8 +59,13 @@ class ResponseState:
         return max(0, min(self.audio_ms, elapsed_ms))
 
     def heard_text(self, heard_ms: int) -> str:
-        """The words of the reply that fit in ``heard_ms`` of its audio."""
-        return heard_text(self.spans, heard_ms)
+        """The words of the reply that fit in ``heard_ms`` of its audio.
+
+        A text-only session has no audio: its caller got all the text generated.
+        """
+        if not self.spoken:
+            return self.text.strip()
+        return heard_text(self.spans, min(heard_ms, self.audio_ms))
 
 
 class ResponseRunner:
@@ -74,11 +79,14 @@ class ResponseRunner:
         emit: Emit,
         *,
         audio_lead_ms: int,
+        encoder: Callable[[int], OutputEncoder] | None = None,
     ) -> None:
         self.state = state
         self._lead_sec = audio_lead_ms / 1000
         self._deltas = deltas
         self._tts = synthesizer
+        self._encoder = encoder
+        state.spoken = synthesizer is not None
         self._emit = emit
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -124,11 +132,14 @@ class ResponseRunner:
 
     async def _speech_stage(self) -> None:
         synthesized_ms = 0.0  # of all sentences so far; sentence spans are cut from it
-        pending = b""  # audio not yet sent: chunks run across sentence boundaries
-        rate = self._tts.sample_rate_hz if self._tts is not None else 0
-        chunk_bytes = rate * 2 * AUDIO_CHUNK_MS // 1000
+        chunker: OutputChunker | None = None
+        rate = 0
+        if self._tts is not None:
+            rate = self._tts.sample_rate_hz
+            encoder = self._encoder(rate) if self._encoder is not None else None
+            chunker = OutputChunker(encoder or Pcm16Passthrough(rate))
         while (sentence := await self._sentences.get()) is not None:
-            if self._tts is None:  # text-only session
+            if self._tts is None or chunker is None:  # text-only session
                 self.state.spans.append(SpokenSpan(sentence, 0, 0))
                 continue
             span = SpokenSpan(sentence, round(synthesized_ms), round(synthesized_ms))
@@ -139,29 +150,29 @@ class ResponseRunner:
                     async for pcm in chunks:
                         synthesized_ms += len(pcm) * 1000 / (2 * rate)
                         span.end_ms = round(synthesized_ms)
-                        pending += pcm
-                        while len(pending) >= chunk_bytes:
-                            await self._send_audio(pending[:chunk_bytes], rate)
-                            pending = pending[chunk_bytes:]
+                        for chunk in chunker.push(pcm):
+                            await self._send_audio(chunk)
             except ProviderError as exc:
                 raise _SpeechFailure(str(exc)) from exc
-        if pending:
-            await self._send_audio(pending, rate)
+        if chunker is not None:
+            for chunk in chunker.finish():
+                await self._send_audio(chunk)
 
-    async def _send_audio(self, pcm: bytes, rate: int) -> None:
-        offset = self.state.audio_ms
+    async def _send_audio(self, chunk: OutputChunk) -> None:
         if self.state.first_audio_at is None:
             self.state.first_audio_at = time.monotonic()
         else:
             # Real-time pacing: keep the client at most ``audio_lead_ms`` ahead of
             # playback, so a barge-in finds the response still in flight and the
             # client never buffers more than the lead.
-            due = self.state.first_audio_at + offset / 1000 - self._lead_sec
+            due = self.state.first_audio_at + chunk.offset_ms / 1000 - self._lead_sec
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        self.state.audio_ms += len(pcm) * 1000 // (2 * rate)
-        await self._emit(AudioChunk(self.state.response_id, pcm, rate, offset))
+        self.state.audio_ms = chunk.offset_ms + chunk.duration_ms
+        await self._emit(
+            AudioChunk(self.state.response_id, chunk.data, chunk.offset_ms, chunk.duration_ms)
+        )
 
 
 class _SpeechFailure(ProviderError):

@@ -18,9 +18,12 @@ from engine.runtime.assistant import (
     is_valid_assistant_id,
     parse_assistant,
 )
+from engine.runtime.audio_out import PCM16_INPUT_FORMAT, PassthroughCodecs
 from engine.runtime.events import EndReason, ErrorEvent, Event, SessionEnded
 from engine.runtime.history.call import HistoryStatus
+from engine.runtime.outbox import Outbox
 from engine.runtime.pipeline import DuplexPipeline, TurnRecorder
+from engine.runtime.ports.audio import AudioCodecs, InputDecoder, OutputEncoder, WireFormat
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
     CallRecord,
@@ -79,6 +82,8 @@ class SessionRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     interim_transcripts: bool = False
     text_only: bool = False
+    input_audio: WireFormat = PCM16_INPUT_FORMAT
+    output_audio: WireFormat = PCM16_INPUT_FORMAT
 
 
 class _LazySpeech:
@@ -97,7 +102,12 @@ class _LazySpeech:
 
 
 class Session:
-    """One call: the resolved assistant, its pipeline, its history, its event stream."""
+    """One call: the resolved assistant, its pipeline, its history, its event stream.
+
+    The only door a transport uses: ``start``, ``feed_audio``, ``send_text``,
+    ``playback``, ``interrupt``, ``end_of_turn``, ``update_options``, ``finish_input``
+    and ``end`` in, ``events()`` out.
+    """
 
     def __init__(
         self,
@@ -108,15 +118,28 @@ class Session:
         history: HistoryService,
         *,
         audio_lead_ms: int,
+        codecs: AudioCodecs | None = None,
     ) -> None:
         self.session_id = str(uuid.uuid4())
         self.call_id = str(uuid.uuid4())
         self.config = config
         self.config_source: ConfigSource = source
+        self.request = request
         self.started_monotonic = time.monotonic()
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._outbox = Outbox()
         self._ended: SessionEnded | None = None
+        codecs = codecs or PassthroughCodecs()
+        self._decoder: InputDecoder = codecs.input_decoder(request.input_audio)
+        output_audio = request.output_audio
+
+        def encoder(source_rate_hz: int) -> OutputEncoder:
+            return codecs.output_encoder(source_rate_hz, output_audio)
+
         self._ending = asyncio.Lock()
+        # Build every provider first: a rejected start (invalid options) must not have
+        # opened, and so leaked, a call in the history.
+        llm = providers.language_model(config.llm)
+        synthesizer = None if request.text_only else providers.synthesizer(config.tts)
         self._history = history.open_call(
             CallRecord(
                 call_id=self.call_id,
@@ -126,10 +149,9 @@ class Session:
                 metadata=dict(request.metadata),
             )
         )
-        synthesizer = None if request.text_only else providers.synthesizer(config.tts)
         self.pipeline = DuplexPipeline(
             config,
-            llm=providers.language_model(config.llm),
+            llm=llm,
             synthesizer=synthesizer,
             speech=_LazySpeech(providers, config),
             recorder=self._history,
@@ -137,13 +159,13 @@ class Session:
             interim_transcripts=request.interim_transcripts,
             audio_lead_ms=audio_lead_ms,
             on_end_call=self._assistant_hangs_up,
+            encoder=encoder,
+            overtake=self._outbox.interrupt,
         )
         self._hangup: asyncio.Task[None] | None = None
 
     async def _emit(self, event: Event) -> None:
-        # Unbounded: real-time pacing of audio bounds what a response can queue, and
-        # an `ended` must never wait for a client that stopped reading.
-        self._events.put_nowait(event)
+        self._outbox.put(event)
 
     def _assistant_hangs_up(self, end_call: EndCall, playback_left_sec: float) -> None:
         # A task of its own: ending the session waits for the response task that calls us.
@@ -160,9 +182,57 @@ class Session:
         """Tell the client about a non-fatal problem with its request."""
         await self._emit(ErrorEvent(code, message))
 
+    # --- the transport's door ------------------------------------------------------
+
+    @property
+    def text_only(self) -> bool:
+        """True when the session speaks no audio (fixed at start)."""
+        return self.request.text_only
+
+    async def start(self) -> None:
+        """Begin the conversation (speak the greeting, if any)."""
+        await self.pipeline.start()
+
+    async def feed_audio(self, data: bytes) -> None:
+        """Caller audio in the session's input format; raises InvalidAudio."""
+        await self.pipeline.user_audio(self._decoder.decode(data))
+
+    async def send_text(self, text: str) -> None:
+        """A typed user turn."""
+        await self.pipeline.user_text(text)
+
+    def playback(self, response_id: str, played_ms: int) -> None:
+        """The client's report of how much of a response it has played."""
+        self.pipeline.playback(response_id, played_ms)
+
+    async def interrupt(self) -> None:
+        """Cut off the reply in flight, as a barge-in would."""
+        await self.pipeline.interrupt()
+
+    async def end_of_turn(self) -> None:
+        """The caller finished speaking (client-side VAD)."""
+        await self.pipeline.end_of_turn()
+
+    async def update_options(self, *, interim_transcripts: bool, text_only: bool) -> None:
+        """Change the options a session may change; an error event for the others."""
+        self.pipeline.interim_transcripts = interim_transcripts
+        if text_only != self.text_only:
+            await self.emit_error("invalid_request", "text_only cannot change during a session")
+
+    async def finish_input(self, timeout_sec: float) -> None:
+        """No more input will come (half-close): answer what was given.
+
+        The open utterance ends as END_OF_TURN would, and the reply to the last input
+        streams to its end, for at most ``timeout_sec``. The transport then calls
+        ``end(EndReason.INPUT_CLOSED)`` (which cuts a reply still running).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_sec):
+                await self.pipeline.finish_input()
+
     async def events(self) -> AsyncIterator[Event]:
         """The session's events, ending with SessionEnded."""
-        while (event := await self._events.get()) is not None:
+        async for event in self._outbox:
             yield event
 
     @property
@@ -182,7 +252,7 @@ class Session:
             history = await self._history.finalize(reason.value)
             self._ended = SessionEnded(reason, detail, history)
             await self._emit(self._ended)
-            self._events.put_nowait(None)
+            self._outbox.close()
             return self._ended
 
 
@@ -197,7 +267,9 @@ class SessionManager:
         *,
         max_sessions: int,
         audio_lead_ms: int = 500,
+        codecs: AudioCodecs | None = None,
     ) -> None:
+        self._codecs = codecs
         self._control_plane = control_plane
         self._providers = providers
         self._history = history
@@ -231,6 +303,7 @@ class SessionManager:
                 self._providers,
                 self._history,
                 audio_lead_ms=self._audio_lead_ms,
+                codecs=self._codecs,
             )
         except ProviderConfigError as exc:
             raise SessionRejected(

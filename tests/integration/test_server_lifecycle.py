@@ -70,7 +70,8 @@ async def test_reflection_lists_the_service_to_a_client_that_is_not_ours(engine:
 
 
 async def test_a_foreign_client_can_hold_a_text_session(engine: str) -> None:
-    # buf curl streams the messages, then half-closes (= the caller hung up).
+    # buf curl streams the messages, then half-closes: the engine answers (here: the
+    # greeting), then ends the session as INPUT_CLOSED with OK.
     body = '{"start": {"assistantId": "default", "options": {"textOnly": true}}}'
     proc = await asyncio.create_subprocess_exec(
         _buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", body,
@@ -81,7 +82,8 @@ async def test_a_foreign_client_can_hold_a_text_session(engine: str) -> None:
     assert proc.returncode == 0, err.decode()
     text = out.decode()
     assert '"started"' in text and '"assistantId"' not in text
-    assert '"ended"' in text and "END_REASON_CLIENT_ENDED" in text
+    assert '"responseDone"' in text
+    assert '"ended"' in text and "END_REASON_INPUT_CLOSED" in text
 
 
 async def test_a_bad_setting_stops_startup_with_one_clear_line(tmp_path: Path) -> None:

@@ -149,12 +149,12 @@ async def test_every_turn_reports_its_latencies(client: ConverseClient) -> None:
     assert not metrics.HasField("end_of_speech_to_final_transcript_ms")  # typed turn
 
 
-async def test_half_close_ends_the_session_with_ended(client: ConverseClient) -> None:
+async def test_half_close_ends_the_session_as_input_closed(client: ConverseClient) -> None:
     client.start("default", options=pb.SessionOptions(text_only=True))
     await client.until("started")
     client.close_requests()
     ended = (await client.until("ended")).ended
-    assert ended.reason == pb.END_REASON_CLIENT_ENDED
+    assert ended.reason == pb.END_REASON_INPUT_CLOSED
     assert await client.status() == grpc.StatusCode.OK
 
 

@@ -203,11 +203,20 @@ async def test_playback_reports_decide_what_was_heard() -> None:
     assert await h.pipeline.interrupt()
     done = await h.wait_for(ev.ResponseDone)
     assert done.heard_text == ""
-    assert done.audio_ms == 0
+    # audio_ms is what was sent, whatever was heard
+    sent = [e for e in h.events if isinstance(e, ev.AudioChunk)]
+    assert done.audio_ms == sum(c.duration_ms for c in sent) > 0
+    interrupted = next(e for e in h.events if isinstance(e, ev.Interrupted))
+    assert interrupted.heard_ms == 0
 
 
 async def test_with_interruption_disabled_the_assistant_keeps_talking() -> None:
-    config = _config(interruption=InterruptionSettings(enabled=False, min_speech_ms=100))
+    config = _config(
+        interruption=InterruptionSettings(enabled=False, min_speech_ms=100),
+        # The caller's words stay one open utterance for the whole reply (no audio
+        # arriving ends a turn only after the end-silence time).
+        vad=VadSettings(min_speech_ms=60, end_silence_ms=60_000),
+    )
     h = Harness(config, lead_ms=200)
     await h.pipeline.user_text("hello")
     await h.wait_for(ev.AudioChunk)

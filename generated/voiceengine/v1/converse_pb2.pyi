@@ -136,7 +136,7 @@ class _EndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndReason.V
     END_REASON_UNSPECIFIED: _EndReason.ValueType  # 0
     """Not set."""
     END_REASON_CLIENT_ENDED: _EndReason.ValueType  # 1
-    """The client sent `end` or half-closed the stream."""
+    """The client sent `end` (an immediate hang-up)."""
     END_REASON_ASSISTANT_ENDED: _EndReason.ValueType  # 2
     """The assistant ended the call (e.g. after a goodbye)."""
     END_REASON_SERVER_SHUTDOWN: _EndReason.ValueType  # 3
@@ -151,6 +151,10 @@ class _EndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndReason.V
     """The client broke the protocol (e.g. a second start, a malformed audio chunk); the
     RPC ends with an error status right after this message.
     """
+    END_REASON_INPUT_CLOSED: _EndReason.ValueType  # 7
+    """The client closed its side of the stream (half-close: no more input); the engine
+    answered what it was given, streamed that reply to the end, then ended with OK.
+    """
 
 class EndReason(_EndReason, metaclass=_EndReasonEnumTypeWrapper):
     """EndReason says why the session ended."""
@@ -158,7 +162,7 @@ class EndReason(_EndReason, metaclass=_EndReasonEnumTypeWrapper):
 END_REASON_UNSPECIFIED: EndReason.ValueType  # 0
 """Not set."""
 END_REASON_CLIENT_ENDED: EndReason.ValueType  # 1
-"""The client sent `end` or half-closed the stream."""
+"""The client sent `end` (an immediate hang-up)."""
 END_REASON_ASSISTANT_ENDED: EndReason.ValueType  # 2
 """The assistant ended the call (e.g. after a goodbye)."""
 END_REASON_SERVER_SHUTDOWN: EndReason.ValueType  # 3
@@ -172,6 +176,10 @@ history, never seen by the client.
 END_REASON_PROTOCOL_ERROR: EndReason.ValueType  # 6
 """The client broke the protocol (e.g. a second start, a malformed audio chunk); the
 RPC ends with an error status right after this message.
+"""
+END_REASON_INPUT_CLOSED: EndReason.ValueType  # 7
+"""The client closed its side of the stream (half-close: no more input); the engine
+answered what it was given, streamed that reply to the end, then ended with OK.
 """
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
 

@@ -1,0 +1,66 @@
+"""A session's outgoing events, in order, with a fast lane for interruption.
+
+Events queue here until the transport takes them. When a response is interrupted its
+queued audio is worthless (the client would play it and then be told to drop it), so
+``interrupt`` removes it and puts the interruption where that audio stood: the
+`interrupted` event overtakes the cut response's audio and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+
+from engine.runtime.events import Event, droppable_on_interrupt, response_of
+
+
+class Outbox:
+    """Unbounded FIFO of events, closed once with ``close``."""
+
+    def __init__(self) -> None:
+        # Unbounded: real-time pacing of audio bounds what a response can queue, and
+        # an `ended` must never wait for a client that stopped reading.
+        self._queue: deque[Event] = deque()
+        self._arrived = asyncio.Event()
+        self._closed = False
+
+    def put(self, event: Event) -> None:
+        """Queue an event behind everything already queued."""
+        self._queue.append(event)
+        self._arrived.set()
+
+    def interrupt(self, response_id: str, events: list[Event]) -> int:
+        """Drop ``response_id``'s droppable events and queue ``events`` in their place.
+
+        Returns how many queued events were dropped.
+        """
+        first: int | None = None
+        kept: deque[Event] = deque()
+        for event in self._queue:
+            if response_of(event) == response_id and droppable_on_interrupt(event):
+                if first is None:
+                    first = len(kept)
+                continue
+            kept.append(event)
+        dropped = len(self._queue) - len(kept)
+        at = len(kept) if first is None else first
+        for offset, event in enumerate(events):
+            kept.insert(at + offset, event)
+        self._queue = kept
+        self._arrived.set()
+        return dropped
+
+    def close(self) -> None:
+        """No more events: the iterator ends once the queue is empty."""
+        self._closed = True
+        self._arrived.set()
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            while self._queue:
+                yield self._queue.popleft()
+            if self._closed:
+                return
+            self._arrived.clear()
+            await self._arrived.wait()

@@ -1,0 +1,159 @@
+"""In-memory fakes of the runtime's ports, for unit tests of Session and SessionManager.
+
+Each implements the same Protocol as the real adapter; none talks to a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, Literal
+
+from engine.runtime.history.call import HistoryStatus
+from engine.runtime.ports.control_plane import (
+    AssistantNotFound,
+    CallRecord,
+    FetchedAssistant,
+)
+from engine.runtime.ports.providers import (
+    ChatMessage,
+    ProviderConfigError,
+    ProviderSpec,
+    Recognition,
+)
+
+TTS_RATE = 16_000
+
+
+class FakeControlPlane:
+    """Serves assistant documents from a dict; records nothing."""
+
+    def __init__(self, assistants: Mapping[str, Mapping[str, Any]]) -> None:
+        self._assistants = dict(assistants)
+
+    async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
+        try:
+            return FetchedAssistant(self._assistants[assistant_id], "local")
+        except KeyError:
+            raise AssistantNotFound(assistant_id) from None
+
+
+class WordsLlm:
+    """Replies with a fixed text, word by word."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        for word in self.reply.split(" "):
+            yield word + " "
+            await asyncio.sleep(0)
+
+
+class ToneTts:
+    """``ms_per_sentence`` of a constant tone per sentence, in 50 ms chunks."""
+
+    sample_rate_hz = TTS_RATE
+
+    def __init__(self, ms_per_sentence: int = 1000) -> None:
+        self.ms_per_sentence = ms_per_sentence
+
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
+        for _ in range(self.ms_per_sentence // 50):
+            yield b"\x01\x00" * (TTS_RATE // 20)
+            await asyncio.sleep(0)
+
+
+class EnergyVad:
+    """Any non-zero 20 ms frame is speech."""
+
+    frame_bytes = 640
+
+    def is_speech(self, frame: bytes) -> bool:
+        return any(frame)
+
+
+class _FixedStream:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def feed(self, pcm16k: bytes) -> None:
+        return None
+
+    def partial(self) -> str:
+        return ""
+
+    async def finish(self) -> Recognition:
+        return Recognition(self.text, 0.9)
+
+    def cancel(self) -> None:
+        return None
+
+
+class FixedRecognizer:
+    """Recognizes every utterance as ``text``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def start_utterance(self) -> _FixedStream:
+        return _FixedStream(self.text)
+
+
+class FakeProviders:
+    """A ProviderFactory; a provider named ``broken`` has invalid options."""
+
+    def __init__(self, reply: str = "Hello there. How can I help?", heard: str = "hello") -> None:
+        self.reply = reply
+        self.heard = heard
+        self.built: list[str] = []
+
+    def _check(self, section: str, spec: ProviderSpec) -> None:
+        if spec.provider == "broken":
+            raise ProviderConfigError(f"{section}.provider: broken on purpose")
+        self.built.append(section)
+
+    def language_model(self, spec: ProviderSpec) -> WordsLlm:
+        self._check("llm", spec)
+        return WordsLlm(self.reply)
+
+    def synthesizer(self, spec: ProviderSpec) -> ToneTts:
+        self._check("tts", spec)
+        return ToneTts()
+
+    def recognizer(self, spec: ProviderSpec) -> FixedRecognizer:
+        self._check("asr", spec)
+        return FixedRecognizer(self.heard)
+
+    def vad(self, spec: ProviderSpec) -> EnergyVad:
+        self._check("vad", spec)
+        return EnergyVad()
+
+
+class MemoryCallHistory:
+    """One call's entries, kept in memory."""
+
+    def __init__(self, record: CallRecord) -> None:
+        self.record_ = record
+        self.entries: list[dict[str, Any]] = []
+        self.end_reason: str | None = None
+
+    def record(self, role: Literal["user", "assistant"], text: str, **fields: Any) -> None:
+        assert self.end_reason is None, "recorded after finalize"
+        self.entries.append({"role": role, "text": text, **fields})
+
+    async def finalize(self, end_reason: str) -> HistoryStatus:
+        self.end_reason = end_reason
+        n = len(self.entries)
+        return HistoryStatus(True, n, n, 0, 0, 0, 0, True)
+
+
+class MemoryHistory:
+    """A history service that keeps every call it opened."""
+
+    def __init__(self) -> None:
+        self.calls: list[MemoryCallHistory] = []
+
+    def open_call(self, record: CallRecord) -> MemoryCallHistory:
+        self.calls.append(MemoryCallHistory(record))
+        return self.calls[-1]
