@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from engine.runtime.events import Event, droppable_on_interrupt, response_of
 
@@ -30,26 +30,27 @@ class Outbox:
         self._queue.append(event)
         self._arrived.set()
 
-    def interrupt(self, response_id: str, events: list[Event]) -> int:
-        """Drop ``response_id``'s droppable events and queue ``events`` in their place.
+    def interrupt(self, response_id: str, cut: Callable[[list[Event]], list[Event]]) -> None:
+        """Drop ``response_id``'s droppable events; queue ``cut(dropped)`` in their place.
 
-        Returns how many queued events were dropped.
+        ``cut`` gets what was dropped (so it can tell what really reached the client)
+        and returns the events that announce the interruption.
         """
         first: int | None = None
         kept: deque[Event] = deque()
+        dropped: list[Event] = []
         for event in self._queue:
             if response_of(event) == response_id and droppable_on_interrupt(event):
                 if first is None:
                     first = len(kept)
+                dropped.append(event)
                 continue
             kept.append(event)
-        dropped = len(self._queue) - len(kept)
         at = len(kept) if first is None else first
-        for offset, event in enumerate(events):
+        for offset, event in enumerate(cut(dropped)):
             kept.insert(at + offset, event)
         self._queue = kept
         self._arrived.set()
-        return dropped
 
     def close(self) -> None:
         """No more events: the iterator ends once the queue is empty."""

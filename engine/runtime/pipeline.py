@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 from engine.runtime.assistant import AssistantConfig
 from engine.runtime.events import (
+    AudioChunk,
     ErrorEvent,
     Event,
     Interrupted,
@@ -103,7 +104,7 @@ class DuplexPipeline:
         audio_lead_ms: int = 500,
         on_end_call: Callable[[EndCall, float], None] | None = None,
         encoder: Callable[[int], OutputEncoder] | None = None,
-        overtake: Callable[[str, list[Event]], object] | None = None,
+        overtake: Callable[[str, Callable[[list[Event]], list[Event]]], object] | None = None,
     ) -> None:
         self._on_end_call = on_end_call
         self._encoder = encoder
@@ -217,19 +218,30 @@ class DuplexPipeline:
         with contextlib.suppress(asyncio.CancelledError):
             await active.task
         state = active.runner.state
-        heard_ms = state.heard_ms(time.monotonic())
-        heard = state.heard_text(heard_ms)
-        cut: list[Event] = [
-            Interrupted(state.response_id, heard_ms),
-            ResponseDone(
-                state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, state.audio_ms
-            ),
-        ]
+        now = time.monotonic()
+        heard = ""
+
+        def cut(dropped: list[Event]) -> list[Event]:
+            # Audio still queued when the response was cut never reaches the client:
+            # what was sent ends where the first dropped chunk starts.
+            nonlocal heard
+            unsent = [e.offset_ms for e in dropped if isinstance(e, AudioChunk)]
+            sent_ms = min(unsent, default=state.audio_ms)
+            state.audio_ms = sent_ms
+            heard_ms = min(state.heard_ms(now), sent_ms)
+            heard = state.heard_text(heard_ms)
+            return [
+                Interrupted(state.response_id, heard_ms),
+                ResponseDone(
+                    state.response_id, ResponseStatus.INTERRUPTED, state.text, heard, sent_ms
+                ),
+            ]
+
         if self._overtake is not None:
             # The fast lane: these overtake the response's audio still queued.
             self._overtake(state.response_id, cut)
         else:
-            for event in cut:
+            for event in cut([]):
                 await self._emit(event)
         metrics = self._metrics(state, active.turn)
         self._remember_assistant(heard, metrics, active.turn, state, full_text=state.text)

@@ -65,6 +65,8 @@ def heard_text(spans: list[SpokenSpan], heard_ms: int) -> str:
     """
     words: list[str] = []
     for span in spans:
+        if span.end_ms <= span.start_ms and heard_ms <= span.start_ms:
+            break  # a sentence whose audio has not started was not heard
         if heard_ms >= span.end_ms:
             words.extend(span.text.split())
             continue
