@@ -72,7 +72,9 @@ class Trial:
 
     async def run(self, speech: bytes) -> float:
         loop = asyncio.get_running_loop()
-        self.send(start=pb.StartSession(assistant_id="default", input_audio=WIRE, output_audio=WIRE))
+        self.send(
+            start=pb.StartSession(assistant_id="default", input_audio=WIRE, output_audio=WIRE)
+        )
         greeting_done = False
         answer_ms = 0
         answer_id = ""

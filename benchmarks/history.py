@@ -21,7 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.runtime.history import HistoryBridge, HistorySpool
+from adapters.history.spool import HistorySpool
+from engine.runtime.history import HistoryBridge
 from engine.runtime.ports.control_plane import (
     CallRecord,
     CallSummary,
@@ -33,8 +34,6 @@ from engine.runtime.ports.control_plane import (
 
 class InProcessBackend:
     """A ControlPlane that accepts every write at once (the upper bound of the bridge)."""
-
-    history_enabled = True
 
     def __init__(self) -> None:
         self.entries = 0

@@ -7,24 +7,35 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
-from adapters.control_plane.factory import build_control_plane
+from adapters.control_plane.factory import build_control_plane, history_enabled
+from adapters.history.spool import HistorySpool
 from adapters.providers import EmbeddedProviderFactory
 from engine.audio.conversion import SoxrAudioCodecs
 from engine.protocol.servicer import ConverseServicer
 from engine.runtime.history.bridge import HistoryBridge
+from engine.runtime.ports.audio import AudioCodecs
 from engine.runtime.ports.control_plane import ControlPlane
+from engine.runtime.ports.history_store import HistoryStore
+from engine.runtime.ports.providers import ProviderFactory
 from engine.runtime.session import SessionManager
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = converse_pb2.DESCRIPTOR.services_by_name["VoiceEngineService"].full_name
+
+
+class Providers(ProviderFactory, Protocol):
+    """A provider factory that holds shared resources (HTTP clients) until ``close``."""
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -35,7 +46,7 @@ class Engine:
     control_plane: ControlPlane
     history: HistoryBridge
     sessions: SessionManager
-    providers: EmbeddedProviderFactory
+    providers: Providers
 
     async def close(self) -> None:
         """Spool what history is still queued, then release the HTTP clients."""
@@ -44,19 +55,40 @@ class Engine:
         await self.providers.close()
 
 
-async def bootstrap(settings: Settings) -> Engine:
-    """Build the real adapters and hand them to the runtime."""
-    control_plane = build_control_plane(settings)
-    history = HistoryBridge.from_settings(control_plane, settings)
+async def bootstrap(
+    settings: Settings,
+    *,
+    control_plane: ControlPlane | None = None,
+    providers: Providers | None = None,
+    history_store: HistoryStore | None = None,
+    codecs: AudioCodecs | None = None,
+) -> Engine:
+    """Build the real adapters and hand them to the runtime.
+
+    Each keyword is a door for tests: what is passed in is used instead of the adapter
+    the settings select. A control plane passed in gets history when HISTORY_ENABLED is
+    on; ``history_store`` replaces the SQLite spool at HISTORY_SPOOL_PATH.
+    """
+    if control_plane is None:
+        control_plane = build_control_plane(settings)
+        keep_history = history_enabled(settings)
+    else:
+        keep_history = settings.history_enabled
+    if history_store is None and keep_history and settings.history_spool_path is not None:
+        history_store = HistorySpool(settings.history_spool_path)
+    history = HistoryBridge.from_settings(
+        control_plane, settings, store=history_store if keep_history else None, enabled=keep_history
+    )
     await history.start()
-    providers = EmbeddedProviderFactory(llm_api_key=settings.llm_api_key)
+    if providers is None:
+        providers = EmbeddedProviderFactory(llm_api_key=settings.llm_api_key)
     sessions = SessionManager(
         control_plane,
         providers,
         history,
         max_sessions=settings.max_sessions,
         audio_lead_ms=settings.output_audio_lead_ms,
-        codecs=SoxrAudioCodecs(),
+        codecs=codecs or SoxrAudioCodecs(),
     )
     return Engine(settings, control_plane, history, sessions, providers)
 

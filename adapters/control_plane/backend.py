@@ -12,8 +12,6 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +24,12 @@ from tenacity import (
     wait_random,
 )
 
-from engine.runtime.assistant import AssistantConfigError, is_valid_assistant_id, parse_assistant
+from engine.runtime.assistant import (
+    AssistantConfig,
+    AssistantConfigError,
+    is_valid_assistant_id,
+    parse_assistant,
+)
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
     CallRecord,
@@ -37,6 +40,7 @@ from engine.runtime.ports.control_plane import (
     TranscriptEntry,
     TransientWriteError,
 )
+from engine.runtime.ports.history_store import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class HttpControlPlane:
         self._cache_ttl_sec = config_cache_ttl_sec
         self._retry_budget_sec = fetch_retry_budget_sec
         # id -> (document, monotonic time of the fetch); only ids that validated are stored.
-        self._cache: dict[str, tuple[Mapping[str, Any], float]] = {}
+        self._cache: dict[str, tuple[AssistantConfig, float]] = {}
         # One client for the life of the adapter: connection pooling and keep-alive.
         self._client = httpx.AsyncClient(
             base_url=base_url,
@@ -125,9 +129,9 @@ class HttpControlPlane:
             problem = f"{exc} ({attempts} attempt(s) in {time.monotonic() - started:.2f} s)"
             return self._cached_or_raise(assistant_id, problem)
         self._cache[assistant_id] = (document, time.monotonic())
-        return FetchedAssistant(document=document, source="backend")
+        return FetchedAssistant(document, source="backend")
 
-    async def _fetch_once(self, assistant_id: str) -> Mapping[str, Any]:
+    async def _fetch_once(self, assistant_id: str) -> AssistantConfig:
         path = f"/v1/assistants/{assistant_id}"
         try:
             # httpx timeouts are per phase; this bounds the whole exchange.
@@ -165,10 +169,9 @@ class HttpControlPlane:
                 f"({type(document).__name__})"
             )
         try:
-            parse_assistant(document, expected_id=assistant_id, origin="backend")
+            return parse_assistant(document, expected_id=assistant_id, origin="backend")
         except AssistantConfigError as exc:
             raise _UnusableAnswer(f"backend sent an invalid assistant: {exc}") from None
-        return document
 
     def _cached_or_raise(self, assistant_id: str, problem: str) -> FetchedAssistant:
         cached = self._cache.get(assistant_id)
@@ -179,22 +182,22 @@ class HttpControlPlane:
                 logger.warning(
                     "serving cached assistant %r (%.0f s old): %s", assistant_id, age, problem
                 )
-                return FetchedAssistant(document=document, source="backend_cached")
+                return FetchedAssistant(document, source="backend_cached")
         raise ControlPlaneUnavailable(f"{problem}; no cached copy of {assistant_id!r}")
 
     async def create_call(self, call: CallRecord) -> None:
         """POST /v1/calls with Idempotency-Key: <call_id>."""
-        await self._write("/v1/calls", call.call_id, _to_json(call))
+        await self._write("/v1/calls", call.call_id, to_json(call))
 
     async def append_transcript(self, entry: TranscriptEntry) -> None:
         """POST /v1/calls/{call_id}/transcripts with Idempotency-Key: <call_id>:<sequence>."""
         path = f"/v1/calls/{quote(entry.call_id, safe='')}/transcripts"
-        await self._write(path, f"{entry.call_id}:{entry.sequence}", _to_json(entry))
+        await self._write(path, f"{entry.call_id}:{entry.sequence}", to_json(entry))
 
     async def finalize_call(self, summary: CallSummary) -> None:
         """POST /v1/calls/{call_id}/finalize with Idempotency-Key: <call_id>:finalize."""
         path = f"/v1/calls/{quote(summary.call_id, safe='')}/finalize"
-        await self._write(path, f"{summary.call_id}:finalize", _to_json(summary))
+        await self._write(path, f"{summary.call_id}:finalize", to_json(summary))
 
     async def _write(self, path: str, idempotency_key: str, body: dict[str, Any]) -> None:
         if not self._history_enabled:
@@ -227,19 +230,6 @@ class HttpControlPlane:
     async def close(self) -> None:
         """Close the pooled client; the adapter is unusable afterwards."""
         await self._client.aclose()
-
-
-def _to_json(record: CallRecord | TranscriptEntry | CallSummary) -> dict[str, Any]:
-    # dataclasses.asdict would choke on a read-only Mapping (e.g. MappingProxyType).
-    return {f.name: _plain(getattr(record, f.name)) for f in fields(record)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _retry_after(response: httpx.Response) -> float | None:

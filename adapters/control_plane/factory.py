@@ -55,3 +55,8 @@ def build_control_plane(settings: Settings) -> ControlPlane:
     return NullControlPlane(
         settings.assistant_local_config_dir, history_enabled=settings.history_enabled
     )
+
+
+def history_enabled(settings: Settings) -> bool:
+    """True when call history is written: a backend to write to, and HISTORY_ENABLED on."""
+    return settings.history_enabled and choose_control_plane(settings) == "http"

@@ -201,7 +201,7 @@ class NullControlPlane:
             raise AssistantNotFound(f"invalid assistant id {assistant_id!r}")
         # File I/O and YAML parsing off the event loop: other calls keep streaming.
         loaded = await asyncio.to_thread(self._directory.load, assistant_id)
-        return FetchedAssistant(document=loaded.document, source="local")
+        return FetchedAssistant(loaded.config, source="local")
 
     async def create_call(self, call: CallRecord) -> None:
         """No-op: engine-only mode keeps no history."""

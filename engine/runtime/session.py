@@ -16,7 +16,6 @@ from engine.runtime.assistant import (
     AssistantConfig,
     AssistantConfigError,
     is_valid_assistant_id,
-    parse_assistant,
 )
 from engine.runtime.audio_out import PCM16_INPUT_FORMAT, PassthroughCodecs
 from engine.runtime.events import EndReason, ErrorEvent, Event, SessionEnded
@@ -343,15 +342,7 @@ class SessionManager:
             raise SessionRejected(
                 RejectKind.FAILED_PRECONDITION, f"assistant definition is invalid: {exc}"
             ) from exc
-        try:
-            config = parse_assistant(
-                fetched.document, expected_id=assistant_id, origin=fetched.source
-            )
-        except AssistantConfigError as exc:
-            raise SessionRejected(
-                RejectKind.FAILED_PRECONDITION, f"assistant definition is invalid: {exc}"
-            ) from exc
-        return config, fetched.source
+        return fetched.config, fetched.source
 
     async def drain(self, grace_sec: float) -> None:
         """Refuse new sessions; give live ones ``grace_sec`` to finish, then end them."""

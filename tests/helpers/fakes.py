@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
+from engine.runtime.assistant import parse_assistant
 from engine.runtime.history.call import HistoryStatus
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
@@ -33,9 +34,10 @@ class FakeControlPlane:
 
     async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
         try:
-            return FetchedAssistant(self._assistants[assistant_id], "local")
+            document = self._assistants[assistant_id]
         except KeyError:
             raise AssistantNotFound(assistant_id) from None
+        return FetchedAssistant(parse_assistant(document, expected_id=assistant_id), "local")
 
 
 class WordsLlm:

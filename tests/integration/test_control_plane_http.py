@@ -125,7 +125,7 @@ async def test_history_disabled_writes_send_nothing(backend: RefBackend) -> None
 async def test_fetch_returns_the_backend_document(plane: HttpControlPlane) -> None:
     fetched = await plane.fetch_assistant("support")
     assert fetched.source == "backend"
-    assert fetched.document["name"] == "Support desk"
+    assert fetched.config.name == "Support desk"
 
 
 async def test_unknown_assistant_is_not_found(plane: HttpControlPlane) -> None:
@@ -179,7 +179,7 @@ async def test_backend_down_serves_the_cached_copy(tmp_path: Path) -> None:
     try:  # the server is gone now: connections are refused
         fetched = await plane.fetch_assistant("support")
         assert fetched.source == "backend_cached"
-        assert fetched.document["name"] == "Support desk"
+        assert fetched.config.name == "Support desk"
     finally:
         await plane.close()
 

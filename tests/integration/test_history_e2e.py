@@ -21,8 +21,9 @@ import pytest
 from voiceengine.v1 import converse_pb2 as pb
 
 from adapters.control_plane.backend import HttpControlPlane
+from adapters.history.spool import HistorySpool
 from engine.devbackend.testing import RefBackend, running_refbackend
-from engine.runtime.history import HistoryBridge, HistorySpool
+from engine.runtime.history import HistoryBridge
 from engine.runtime.ports.control_plane import CallRecord, CallSummary
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient

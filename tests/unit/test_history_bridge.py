@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.runtime.history import HistoryBridge, HistoryClosedError, HistorySpool, HistoryStatus
+from adapters.history.spool import HistorySpool
+from engine.runtime.history import HistoryBridge, HistoryClosedError, HistoryStatus
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
     CallRecord,
@@ -27,8 +28,7 @@ Write = CallRecord | TranscriptEntry | CallSummary
 class FakeControlPlane:
     """Implements the ControlPlane port; records writes and misbehaves on request."""
 
-    def __init__(self, *, history_enabled: bool = True) -> None:
-        self._history_enabled = history_enabled
+    def __init__(self) -> None:
         self.writes: list[Write] = []
         self.attempts = 0
         self.down = False  # every write raises TransientWriteError
@@ -37,10 +37,6 @@ class FakeControlPlane:
         self.gate = asyncio.Event()  # writes wait here while it is clear
         self.gate.set()
         self.waiting = asyncio.Event()  # a write is waiting at the gate
-
-    @property
-    def history_enabled(self) -> bool:
-        return self._history_enabled
 
     async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
         raise AssistantNotFound(assistant_id)
@@ -352,8 +348,8 @@ async def test_close_spools_the_queue_and_leaves_no_task(make_bridge, backend, s
 
 
 async def test_disabled_history_accepts_calls_and_writes_nothing(make_bridge) -> None:
-    backend = FakeControlPlane(history_enabled=False)
-    bridge = make_bridge(control_plane=backend)
+    backend = FakeControlPlane()
+    bridge = make_bridge(control_plane=backend, enabled=False)
     await bridge.start()
     call = bridge.open_call(call_record("a"))
     assert say(call, 2)[1].sequence == 2

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime.history import HistorySpool, SpoolInUseError
-from engine.runtime.history.spool import decode, encode
+from adapters.history.spool import HistorySpool, decode, encode
+from engine.runtime.history import SpoolInUseError
 from engine.runtime.ports.control_plane import CallRecord, CallSummary, TranscriptEntry
 
 NOW = 2000.0
@@ -123,7 +123,7 @@ def test_rows_survive_a_sigkill_of_the_writing_process(path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal
-        from engine.runtime.history import HistorySpool
+        from adapters.history.spool import HistorySpool
         from engine.runtime.ports.control_plane import CallRecord, TranscriptEntry
         spool = HistorySpool({str(path)!r})
         spool.add(CallRecord("a", "support", "s", 1000.0), replay=False, now=1.0)

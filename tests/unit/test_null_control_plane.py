@@ -48,14 +48,14 @@ def agents(tmp_path: Path) -> Path:
 async def test_fetch_reads_the_yaml_file(agents: Path) -> None:
     fetched = await NullControlPlane(agents).fetch_assistant("support")
     assert fetched.source == "local"
-    assert fetched.document["name"] == "Support desk"
-    assert fetched.document["id"] == "support"
+    assert fetched.config.name == "Support desk"
+    assert fetched.config.id == "support"
 
 
 async def test_yml_suffix_is_accepted(agents: Path) -> None:
     (agents / "sales.yml").write_text("name: Sales\n")
     fetched = await NullControlPlane(agents).fetch_assistant("sales")
-    assert fetched.document["name"] == "Sales"
+    assert fetched.config.name == "Sales"
 
 
 async def test_missing_file_is_not_found(agents: Path) -> None:

@@ -1,10 +1,10 @@
-"""Call history: a non-blocking bridge to the backend, backed by a durable local spool."""
+"""Call history: a non-blocking bridge to the backend, backed by a durable store (a port)."""
 
 from engine.runtime.history.bridge import HistoryBridge, HistoryCounters, HistorySettings
 from engine.runtime.history.call import CallHistory, HistoryClosedError, HistoryStatus
-from engine.runtime.history.spool import (
+from engine.runtime.ports.history_store import (
     DeadLetter,
-    HistorySpool,
+    HistoryStore,
     SpoolError,
     SpoolInUseError,
 )
@@ -16,8 +16,8 @@ __all__ = [
     "HistoryClosedError",
     "HistoryCounters",
     "HistorySettings",
-    "HistorySpool",
     "HistoryStatus",
+    "HistoryStore",
     "SpoolError",
     "SpoolInUseError",
 ]

@@ -17,32 +17,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from engine.runtime.history.call import (
-    CallHistory,
-    HistoryStatus,
-    Outcome,
-    _Write,
-)
-from engine.runtime.history.spool import (
-    HistorySpool,
-    HistoryWrite,
-    ReplayOutcome,
-    SpoolError,
-    SpoolReplayer,
-    backoff_delay,
-    is_transient,
-)
+from engine.runtime.history.call import CallHistory, HistoryStatus, Outcome, PendingWrite
+from engine.runtime.history.replayer import ReplayOutcome, SpoolReplayer
+from engine.runtime.history.retry import backoff_delay, is_transient
 from engine.runtime.ports.control_plane import (
     CallRecord,
     CallSummary,
     ControlPlane,
     TranscriptEntry,
 )
+from engine.runtime.ports.history_store import HistoryStore, HistoryWrite, SpoolError
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +48,6 @@ class HistorySettings(Protocol):
     def history_finalize_drain_timeout_sec(self) -> float: ...
     @property
     def history_workers(self) -> int: ...
-    @property
-    def history_spool_path(self) -> Path | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +89,8 @@ class HistoryBridge:
         retry_max_attempts: int,
         retry_backoff_sec: float,
         finalize_drain_timeout_sec: float,
-        spool: HistorySpool | None,
+        spool: HistoryStore | None,
+        enabled: bool = True,
         workers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -111,8 +98,8 @@ class HistoryBridge:
             raise ValueError("workers must be at least 1")
         self._workers = workers
         self._control_plane = control_plane
-        self._enabled = control_plane.history_enabled
-        self._queue: asyncio.Queue[_Write] = asyncio.Queue(maxsize=queue_max_size)
+        self._enabled = enabled
+        self._queue: asyncio.Queue[PendingWrite] = asyncio.Queue(maxsize=queue_max_size)
         self._max_attempts = retry_max_attempts
         self._backoff = retry_backoff_sec
         self._drain_timeout = finalize_drain_timeout_sec
@@ -134,17 +121,23 @@ class HistoryBridge:
             self._finalize_orphans(spool)
 
     @classmethod
-    def from_settings(cls, control_plane: ControlPlane, settings: HistorySettings) -> HistoryBridge:
-        """Build from settings; ``history_spool_path`` None disables the spool."""
-        path = settings.history_spool_path
-        spool = HistorySpool(path) if path is not None and control_plane.history_enabled else None
+    def from_settings(
+        cls,
+        control_plane: ControlPlane,
+        settings: HistorySettings,
+        *,
+        store: HistoryStore | None,
+        enabled: bool,
+    ) -> HistoryBridge:
+        """Build from settings around ``store`` (None: no durable spool)."""
         return cls(
             control_plane,
             queue_max_size=settings.history_queue_max_size,
             retry_max_attempts=settings.history_retry_max_attempts,
             retry_backoff_sec=settings.history_retry_backoff_sec,
             finalize_drain_timeout_sec=settings.history_finalize_drain_timeout_sec,
-            spool=spool,
+            spool=store,
+            enabled=enabled,
             workers=settings.history_workers,
         )
 
@@ -164,7 +157,7 @@ class HistoryBridge:
             if record.call_id in self._calls:
                 raise ValueError(f"call {record.call_id} is already open")
             self._calls[record.call_id] = call
-            self._submit(call, record)
+            self.submit(call, record)
         return call
 
     def counters(self) -> HistoryCounters:
@@ -181,7 +174,7 @@ class HistoryBridge:
             return
         self._closing.set()
         for call in self._calls.values():
-            call._drained.set()  # wakes finalizers waiting for a drain; they re-check
+            call.wake()  # wakes finalizers waiting for a drain; they re-check
         await asyncio.gather(*self._finalizers, return_exceptions=True)
         if self._spool is None and self._tasks:
             # Without a spool a queued write is lost at exit: give the worker a chance.
@@ -194,7 +187,7 @@ class HistoryBridge:
         self._closed = True
         lost = self._counts["dropped"]
         for call in list(self._calls.values()):
-            for write in list(call._live):
+            for write in call.live():
                 self._release(write, log=False)
         if self._counts["dropped"] > lost:  # one line, not one per write
             logger.error("history: %d queued writes LOST at shutdown (no spool)",
@@ -204,16 +197,17 @@ class HistoryBridge:
 
     # -- accepting writes ----------------------------------------------------------------
 
-    def _submit(self, call: CallHistory, body: HistoryWrite) -> None:
+    def submit(self, call: CallHistory, body: HistoryWrite) -> None:
+        """Take one of ``call``'s writes: store it, queue it; never waits for the backend."""
         self._counts["enqueued"] += 1
-        write = _Write(call, body)
-        call._track(write)
+        write = PendingWrite(call, body)
+        call.track(write)
         if self._closed:
             self._lose(write, "the history bridge is closed")
             return
         if self._spool is not None:
             full = self._queue.full()
-            to_replayer = call._diverted or self._backend_down or full
+            to_replayer = call.diverted or self._backend_down or full
             try:
                 # Stored before record() returns: this is what survives a SIGKILL.
                 write.row_id = self._spool.add(body, replay=to_replayer, now=self._clock())
@@ -221,7 +215,7 @@ class HistoryBridge:
                 logger.error("history spool write failed, %r kept in memory: %s", body, exc)
             else:
                 if to_replayer:
-                    if full and not call._diverted:
+                    if full and not call.diverted:
                         logger.warning("history queue full: call %s spills", call.call_id)
                     self._handed_over(write)
                     return
@@ -230,7 +224,8 @@ class HistoryBridge:
         except asyncio.QueueFull:
             self._lose(write, "history queue full and no spool")
 
-    def _start_finalize(self, call: CallHistory, end_reason: str) -> asyncio.Task[HistoryStatus]:
+    def start_finalize(self, call: CallHistory, end_reason: str) -> asyncio.Task[HistoryStatus]:
+        """Drain ``call`` (bounded by the drain timeout), then send its finalize once."""
         task = asyncio.create_task(self._finalize(call, end_reason), name="history-finalize")
         self._finalizers.add(task)
         task.add_done_callback(self._finalizers.discard)
@@ -241,33 +236,35 @@ class HistoryBridge:
         await self._wait_drained(call, deadline)
         ended_at = self._clock()
         summary = CallSummary(
-            call.call_id, ended_at, max(0.0, ended_at - call.call.started_at), call._sequence,
-            end_reason, pending_entries=call._counts["pending"] + call._counts["spooled"],
+            call.call_id, ended_at, max(0.0, ended_at - call.call.started_at), call.turn_count,
+            end_reason, pending_entries=call.pending_entries,
         )  # fmt: skip
-        if self._spool is not None and call._live:
+        if self._spool is not None and call.live():
             # Drain timed out: the rest (and the finalize after it) goes to the replayer.
             self._divert(call)
-        self._submit(call, summary)
+        self.submit(call, summary)
         await self._wait_drained(call, deadline)
         return call.status()
 
     async def _wait_drained(self, call: CallHistory, deadline: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
-                while call._live and not self._closing.is_set():
-                    await call._drained.wait()
+                while call.live() and not self._closing.is_set():
+                    await call.wait_drained()
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _settle(self, body: HistoryWrite, outcome: Outcome, write: _Write | None = None) -> None:
+    def _settle(
+        self, body: HistoryWrite, outcome: Outcome, write: PendingWrite | None = None
+    ) -> None:
         call = write.call if write is not None else self._calls.get(body.call_id)
         if call is None:  # a call of a previous process
             return
-        call._settle(body, outcome, write)
+        call.settle(body, outcome, write)
         if isinstance(body, CallSummary) and outcome != "spooled":
             self._calls.pop(call.call_id, None)
 
-    def _release(self, write: _Write, *, log: bool = True) -> None:
+    def _release(self, write: PendingWrite, *, log: bool = True) -> None:
         """Hand a live write to the replayer (or count it lost when there is no spool)."""
         if self._spool is None or write.row_id is None:
             self._lose(write, "undeliverable and no spool", log=log)
@@ -275,14 +272,14 @@ class HistoryBridge:
         self._spool.hand_to_replayer([write.row_id])
         self._handed_over(write)
 
-    def _handed_over(self, write: _Write) -> None:
+    def _handed_over(self, write: PendingWrite) -> None:
         # From here on the call's writes go through the replayer, keeping them in order.
-        write.released = write.call._diverted = True
+        write.released = write.call.diverted = True
         self._counts["spooled"] += 1
         self._settle(write.body, "spooled", write)
         self._wake_replayer()
 
-    def _lose(self, write: _Write, reason: str, *, log: bool = True) -> None:
+    def _lose(self, write: PendingWrite, reason: str, *, log: bool = True) -> None:
         write.released = True
         self._counts["dropped"] += 1
         if log:
@@ -290,10 +287,10 @@ class HistoryBridge:
         self._settle(write.body, "dropped", write)
 
     def _divert(self, call: CallHistory) -> None:
-        for write in list(call._live):
-            if write is not call._inflight and write.row_id is not None:
+        for write in call.live():
+            if write is not call.inflight and write.row_id is not None:
                 self._release(write)
-        call._diverted = True
+        call.diverted = True
 
     def _on_replayed(self, body: HistoryWrite, outcome: ReplayOutcome) -> None:
         self._counts[outcome] += 1
@@ -314,7 +311,7 @@ class HistoryBridge:
         self._counts["dead_lettered"] += 1
         logger.error("history write refused by the backend (%s): %r", reason, body)
 
-    def _finalize_orphans(self, spool: HistorySpool) -> None:
+    def _finalize_orphans(self, spool: HistoryStore) -> None:
         # Calls a dead process left open get the finalize it never sent.
         for orphan in spool.orphaned_calls():
             ended_at = orphan.last_ended_at or orphan.started_at
@@ -332,7 +329,7 @@ class HistoryBridge:
             write = await self._queue.get()
             try:
                 # Taken before any await: the lock's FIFO keeps the queue's order per call.
-                async with write.call._in_order:
+                async with write.call.in_order:
                     if not write.released:
                         await self._deliver_live(write)
             except Exception:  # the worker must outlive any one write
@@ -340,12 +337,12 @@ class HistoryBridge:
             finally:
                 self._queue.task_done()
 
-    async def _deliver_live(self, write: _Write) -> None:
+    async def _deliver_live(self, write: PendingWrite) -> None:
         call = write.call
-        if call._diverted or (self._backend_down and self._spool is not None):
+        if call.diverted or (self._backend_down and self._spool is not None):
             self._release(write)
             return
-        call._inflight = write
+        call.inflight = write
         try:
             await AsyncRetrying(
                 stop=stop_after_attempt(self._max_attempts),
@@ -370,8 +367,8 @@ class HistoryBridge:
             self._backend_down = False
             self._settle(write.body, "delivered", write)
         finally:
-            call._inflight = None
-            if call._diverted:
+            call.inflight = None
+            if call.diverted:
                 self._wake_replayer()  # its last live row may just have settled
 
     async def _send(self, body: HistoryWrite) -> None:

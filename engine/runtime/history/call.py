@@ -6,13 +6,10 @@ import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from engine.runtime.ports.control_plane import CallRecord, CallSummary, TranscriptEntry
-
-if TYPE_CHECKING:
-    from engine.runtime.history.bridge import HistoryBridge
-    from engine.runtime.history.spool import HistoryWrite
+from engine.runtime.ports.history_store import HistoryWrite
 
 Outcome = Literal["delivered", "spooled", "dropped", "dead_lettered"]
 
@@ -40,29 +37,48 @@ class HistoryStatus:
 
 
 @dataclass(eq=False, slots=True)
-class _Write:
+class PendingWrite:
+    """One write of a call on its way: queued, in flight, or handed to the replayer."""
+
     call: CallHistory
     body: HistoryWrite
-    row_id: int | None = None
+    row_id: int | None = None  # its row in the history store
     released: bool = False  # handed to the replayer while still in the queue
 
 
-class CallHistory:
-    """One call's history: numbers its entries and tracks where each one is."""
+class HistorySink(Protocol):
+    """Where a call's history hands its writes (the bridge)."""
 
-    def __init__(self, bridge: HistoryBridge, call: CallRecord, *, enabled: bool) -> None:
+    def submit(self, call: CallHistory, body: HistoryWrite) -> None:
+        """Take a write; never waits for the backend."""
+        ...
+
+    def start_finalize(self, call: CallHistory, end_reason: str) -> asyncio.Task[HistoryStatus]:
+        """Drain the call (bounded), then send its finalize."""
+        ...
+
+
+class CallHistory:
+    """One call's history: numbers its entries and tracks where each one is.
+
+    The session uses ``record`` and ``finalize``; the bridge uses the rest (``track``,
+    ``settle``, ``live``, ``wait_drained``, ``wake``, ``in_order``, ``inflight``,
+    ``diverted``, ``turn_count``, ``pending_entries``).
+    """
+
+    def __init__(self, sink: HistorySink, call: CallRecord, *, enabled: bool) -> None:
         self.call = call
-        self._bridge = bridge
+        self._sink = sink
         self._enabled = enabled
         self._sequence = 0
-        self._live: dict[_Write, None] = {}  # queued or in flight, in order
+        self._live: dict[PendingWrite, None] = {}  # queued or in flight, in order
         self._drained = asyncio.Event()
         self._drained.set()
-        self._inflight: _Write | None = None
+        self.inflight: PendingWrite | None = None
         # Workers take this call's writes in queue order and deliver them one at a time:
         # asyncio.Lock wakes its waiters first-in, first-out.
-        self._in_order = asyncio.Lock()
-        self._diverted = False  # from now on every write goes through the replayer
+        self.in_order = asyncio.Lock()
+        self.diverted = False  # from now on every write goes through the replayer
         self._finalizing: asyncio.Task[HistoryStatus] | None = None
         self._finalized = False
         self._counts: Counter[str] = Counter()
@@ -91,7 +107,7 @@ class CallHistory:
             interrupted, full_text, dict(metadata or {}),
         )  # fmt: skip
         if self._enabled:
-            self._bridge._submit(self, entry)
+            self._sink.submit(self, entry)
         return entry
 
     async def finalize(self, end_reason: str) -> HistoryStatus:
@@ -99,7 +115,7 @@ class CallHistory:
         if not self._enabled:
             return self.status()
         if self._finalizing is None:
-            self._finalizing = self._bridge._start_finalize(self, end_reason)
+            self._finalizing = self._sink.start_finalize(self, end_reason)
         # shield: a cancelled session must not cancel the finalize other callers await
         return await asyncio.shield(self._finalizing)
 
@@ -111,15 +127,39 @@ class CallHistory:
             c["dropped"], c["dead_lettered"], self._finalized,
         )  # fmt: skip
 
-    def _track(self, write: _Write) -> None:
+    @property
+    def turn_count(self) -> int:
+        """Transcript entries numbered so far."""
+        return self._sequence
+
+    @property
+    def pending_entries(self) -> int:
+        """Entries not delivered yet (queued, in flight or stored for the replayer)."""
+        return self._counts["pending"] + self._counts["spooled"]
+
+    def live(self) -> list[PendingWrite]:
+        """Writes queued or in flight, in order."""
+        return list(self._live)
+
+    async def wait_drained(self) -> None:
+        """Return when no write is live (or ``wake`` was called)."""
+        await self._drained.wait()
+
+    def wake(self) -> None:
+        """Wake whoever waits in ``wait_drained`` (they re-check; shutdown)."""
+        self._drained.set()
+
+    def track(self, write: PendingWrite) -> None:
+        """A new write of this call is live."""
         self._live[write] = None
         self._drained.clear()
         if isinstance(write.body, TranscriptEntry):
             self._counts["enqueued"] += 1
             self._counts["pending"] += 1
 
-    def _settle(self, body: HistoryWrite, outcome: Outcome, write: _Write | None) -> None:
-        # write is None for a row of the replayer (it was counted as spooled)
+    def settle(self, body: HistoryWrite, outcome: Outcome, write: PendingWrite | None) -> None:
+        """A write reached its outcome; ``write`` is None for a row of the replayer."""
+        # (a replayer row was counted as spooled)
         if write is not None:
             del self._live[write]
         if isinstance(body, TranscriptEntry):

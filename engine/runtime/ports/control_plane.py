@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from engine.runtime.assistant import AssistantConfig
+
 ConfigSource = Literal["backend", "backend_cached", "local"]
 
 
@@ -43,9 +45,9 @@ class PermanentWriteError(ControlPlaneError):
 
 @dataclass(frozen=True, slots=True)
 class FetchedAssistant:
-    """An assistant definition as a raw document plus where it came from."""
+    """A validated assistant definition and where it came from."""
 
-    document: Mapping[str, Any]
+    config: AssistantConfig
     source: ConfigSource
 
 
@@ -95,15 +97,11 @@ class CallSummary:
 class ControlPlane(Protocol):
     """The customer's backend: assistant configs in, call history out."""
 
-    @property
-    def history_enabled(self) -> bool:
-        """False when history writes are no-ops (engine-only mode or HISTORY_ENABLED=false)."""
-        ...
-
     async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
-        """Return the assistant's definition.
+        """Return the assistant's validated definition.
 
-        Raises AssistantNotFound or ControlPlaneUnavailable.
+        Raises AssistantNotFound, ControlPlaneUnavailable, or AssistantConfigError when
+        the definition the source holds is invalid (the message names the field).
         """
         ...
 

@@ -1,48 +1,33 @@
-"""The durable side of the history bridge: a SQLite file that outlives the process, and
-the replayer that delivers it.
+"""The history store in SQLite: a file that outlives the process.
 
-Every history write is added here *before* the bridge acknowledges it and deleted once
-the backend has it, so a SIGKILL mid-call loses nothing that was already final. WAL with
-``synchronous=NORMAL`` makes a committed row survive the death of the process (not a
-power cut); commits do not fsync, which keeps an append in the tens of microseconds.
-
-A row is owned either by the live queue of the running process (``replay = 0``) or by the
-replayer (``replay = 1``). Opening the spool takes an exclusive lock file, so rows found
-at open time belong to a process that is gone and are all handed to the replayer.
+WAL with ``synchronous=NORMAL`` makes a committed row survive the death of the process
+(not a power cut); commits do not fsync, which keeps an append in the tens of
+microseconds. Opening the store takes an exclusive lock file, so rows found at open time
+belong to a process that is gone and are all handed to the replayer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import json
-import logging
 import os
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
 
-from engine.runtime.ports.control_plane import (
-    CallRecord,
-    CallSummary,
-    ControlPlaneUnavailable,
-    TranscriptEntry,
-    TransientWriteError,
+from engine.runtime.ports.control_plane import CallRecord, TranscriptEntry
+from engine.runtime.ports.history_store import (
+    DeadLetter,
+    HistoryWrite,
+    OrphanedCall,
+    SpooledWrite,
+    SpoolError,
+    SpoolInUseError,
+    from_json,
+    kind_of,
+    to_json,
 )
-
-logger = logging.getLogger(__name__)
-
-WriteKind = Literal["create_call", "transcript", "finalize"]
-HistoryWrite = CallRecord | TranscriptEntry | CallSummary
-ReplayOutcome = Literal["replayed", "retried", "dead_lettered"]
-MAX_WAIT_SEC = 30.0  # cap on any backoff and on a backend's Retry-After hint
-_MIN_REPLAY_WAIT_SEC = 0.05  # the replayer polls a down backend no faster than this
-_REPLAY_BATCH = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_writes (
@@ -86,73 +71,14 @@ LIMIT ?
 """
 
 
-class SpoolError(Exception):
-    """The spool file could not be read or written (disk full, corrupt file, ...)."""
-
-
-class SpoolInUseError(SpoolError):
-    """Another live process holds the spool; two engines must not share one file."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledWrite:
-    """One row of ``pending_writes`` on its way to the replayer."""
-
-    id: int
-    kind: WriteKind
-    call_id: str
-    sequence: int
-    payload: HistoryWrite
-    created_at: float
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A write the backend refused for good, kept with the reason for an operator."""
-
-    kind: WriteKind
-    call_id: str
-    sequence: int
-    payload: str
-    attempts: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class OrphanedCall:
-    """A call that was open (no finalize spooled) when the previous process died."""
-
-    call_id: str
-    started_at: float
-    turn_count: int
-    last_ended_at: float | None
-    pending_entries: int
-
-
-def kind_of(write: HistoryWrite) -> WriteKind:
-    """The spool kind of a port dataclass."""
-    if isinstance(write, TranscriptEntry):
-        return "transcript"
-    return "create_call" if isinstance(write, CallRecord) else "finalize"
-
-
 def encode(write: HistoryWrite) -> str:
-    """JSON for a port dataclass; values JSON cannot hold are kept as their ``str``."""
-    fields = {f.name: getattr(write, f.name) for f in dataclasses.fields(write)}
-    if "metadata" in fields:
-        fields["metadata"] = dict(fields["metadata"])
-    return json.dumps(fields, default=str, separators=(",", ":"))
+    """The stored payload; values JSON cannot hold are kept as their ``str``."""
+    return json.dumps(to_json(write), default=str, separators=(",", ":"))
 
 
 def decode(kind: str, payload: str) -> HistoryWrite:
     """The inverse of ``encode``."""
-    fields: dict[str, Any] = json.loads(payload)
-    if kind == "transcript":
-        return TranscriptEntry(**fields)
-    if kind == "create_call":
-        return CallRecord(**fields)
-    return CallSummary(**fields)
+    return from_json(kind, json.loads(payload))
 
 
 class HistorySpool:
@@ -293,90 +219,3 @@ def _lock(path: Path) -> int:
         os.close(fd)
         raise SpoolInUseError(f"history spool {path} is held by another process") from None
     return fd
-
-
-class SpoolReplayer:
-    """Delivers the replayer's rows of the spool, per call in order, until none are left.
-
-    A call's rows wait while the live path still owns one of its rows. A call whose row
-    fails is skipped for the rest of the pass, so one bad call cannot stall the others;
-    after a pass with a failure the replayer backs off exponentially (Retry-After is
-    honoured). A refused row becomes a dead letter. A row is deleted only once delivered:
-    a kill mid-replay at worst sends it twice, which the idempotency keys absorb.
-    """
-
-    def __init__(
-        self,
-        spool: HistorySpool,
-        send: Callable[[HistoryWrite], Awaitable[None]],
-        report: Callable[[HistoryWrite, ReplayOutcome], None],
-        *,
-        backoff_sec: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._spool = spool
-        self._send = send
-        self._report = report
-        self._backoff = max(backoff_sec, _MIN_REPLAY_WAIT_SEC)
-        self._clock = clock
-        self._wakeup = asyncio.Event()
-
-    def wake(self) -> None:
-        """Something may have become replayable; look again."""
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        """Replay until cancelled; sleeps on ``wake`` when the spool has nothing to give."""
-        failures = 0
-        while True:
-            self._wakeup.clear()
-            try:
-                rows = self._spool.replayable(_REPLAY_BATCH)
-                error = await self._replay(rows)
-            except SpoolError as exc:
-                logger.error("history spool unreadable, retrying: %s", exc)
-                rows, error = [], exc
-            if error is not None:
-                failures += 1
-                await asyncio.sleep(backoff_delay(self._backoff, failures, error))
-                continue
-            failures = 0
-            if not rows:
-                await self._wakeup.wait()
-
-    async def _replay(self, rows: list[SpooledWrite]) -> Exception | None:
-        failed_calls: set[str] = set()
-        error: Exception | None = None
-        for row in rows:
-            if row.call_id in failed_calls:
-                continue  # its later rows must not overtake the failed one
-            try:
-                await self._send(row.payload)
-            except Exception as exc:
-                if is_transient(exc):
-                    self._spool.record_failure(row.id)
-                    failed_calls.add(row.call_id)
-                    error = exc
-                    self._report(row.payload, "retried")
-                else:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    self._spool.dead_letter(row.id, reason, now=self._clock())
-                    logger.error("history write refused by the backend (%s): %r", reason, row)
-                    self._report(row.payload, "dead_lettered")
-                continue
-            self._spool.delete(row.id)
-            self._report(row.payload, "replayed")
-        return error
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying; OSError covers connection errors an adapter failed to wrap."""
-    return isinstance(exc, TransientWriteError | ControlPlaneUnavailable | OSError)
-
-
-def backoff_delay(base: float, attempt: int, error: BaseException | None) -> float:
-    """Exponential from ``base``; a Retry-After hint can only lengthen it; capped."""
-    delay = base * 2.0 ** (attempt - 1)
-    if isinstance(error, TransientWriteError) and error.retry_after_sec is not None:
-        delay = max(delay, error.retry_after_sec)
-    return min(delay, MAX_WAIT_SEC)

@@ -1,0 +1,1 @@
+"""History store adapters (the durable spool)."""
