@@ -85,19 +85,31 @@ class SessionRequest:
     output_audio: WireFormat = PCM16_INPUT_FORMAT
 
 
-class _LazySpeech:
-    """Builds VAD and ASR on first use: text-only sessions never pay for them."""
+class _SpeechProviders:
+    """VAD and ASR of a session.
 
-    def __init__(self, providers: ProviderFactory, config: AssistantConfig) -> None:
+    A voice session builds them with the session, so invalid speech options reject the
+    start; a text-only session builds them on first audio (most never send any).
+    """
+
+    def __init__(self, providers: ProviderFactory, config: AssistantConfig, *, now: bool) -> None:
         self._providers = providers
         self._config = config
+        self._vad = self._build_vad() if now else None
+        self._recognizer = providers.recognizer(config.asr) if now else None
 
-    def vad(self) -> VoiceActivityDetector:
+    def _build_vad(self) -> VoiceActivityDetector:
         options = {"aggressiveness": self._config.vad.aggressiveness}
         return self._providers.vad(ProviderSpec("webrtc", options))
 
+    def vad(self) -> VoiceActivityDetector:
+        vad, self._vad = self._vad, None  # one detector per SpeechInput
+        return vad if vad is not None else self._build_vad()
+
     def recognizer(self) -> SpeechRecognizer:
-        return self._providers.recognizer(self._config.asr)
+        if self._recognizer is None:
+            self._recognizer = self._providers.recognizer(self._config.asr)
+        return self._recognizer
 
 
 class Session:
@@ -139,6 +151,7 @@ class Session:
         # opened, and so leaked, a call in the history.
         llm = providers.language_model(config.llm)
         synthesizer = None if request.text_only else providers.synthesizer(config.tts)
+        speech = _SpeechProviders(providers, config, now=not request.text_only)
         self._history = history.open_call(
             CallRecord(
                 call_id=self.call_id,
@@ -152,7 +165,7 @@ class Session:
             config,
             llm=llm,
             synthesizer=synthesizer,
-            speech=_LazySpeech(providers, config),
+            speech=speech,
             recorder=self._history,
             emit=self._emit,
             interim_transcripts=request.interim_transcripts,

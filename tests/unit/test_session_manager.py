@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from engine.runtime import events as ev
 from engine.runtime.events import EndReason
-from engine.runtime.session import RejectKind, SessionManager, SessionRejected, SessionRequest
+from engine.runtime.session import (
+    RejectKind,
+    Session,
+    SessionManager,
+    SessionRejected,
+    SessionRequest,
+)
 from tests.helpers.fakes import FakeControlPlane, FakeProviders, MemoryHistory
 
 
@@ -41,6 +49,15 @@ async def test_a_broken_language_model_is_rejected_before_the_call_is_opened() -
     assert history.calls == []
 
 
+async def test_invalid_speech_options_reject_a_voice_start_before_the_call_is_opened() -> None:
+    history = MemoryHistory()
+    manager = _manager(history, shop=_assistant(asr={"provider": "broken"}))
+    with pytest.raises(SessionRejected) as rejected:
+        await manager.open(SessionRequest("shop"))
+    assert "asr.provider" in rejected.value.message
+    assert history.calls == []
+
+
 async def test_an_accepted_start_opens_exactly_one_call_and_ending_finalizes_it() -> None:
     history = MemoryHistory()
     manager = _manager(history, shop=_assistant())
@@ -60,3 +77,44 @@ async def test_an_unknown_assistant_is_not_found_and_opens_no_call() -> None:
         await manager.open(SessionRequest("nobody"))
     assert rejected.value.kind is RejectKind.NOT_FOUND
     assert history.calls == []
+
+
+SPEECH_20MS = b"\x10\x27" * 320  # 20 ms of 16 kHz PCM16 the fake VAD calls speech
+
+
+async def _voice_session(history: MemoryHistory, end_silence_ms: int) -> Session:
+    manager = _manager(
+        history, shop=_assistant(vad={"end_silence_ms": end_silence_ms, "min_speech_ms": 60})
+    )
+    return await manager.open(SessionRequest("shop"))
+
+
+async def test_an_utterance_left_open_is_ended_by_the_clock() -> None:
+    history = MemoryHistory()
+    session = await _voice_session(history, end_silence_ms=200)
+    events = aiter(session.events())
+    for _ in range(20):  # 400 ms of speech, then nothing at all
+        await session.feed_audio(SPEECH_20MS)
+    async with asyncio.timeout(10):
+        while not isinstance(event := await anext(events), ev.Transcript) or not event.is_final:
+            pass
+    assert event.text == "hello"
+    await session.end(EndReason.CLIENT_ENDED)
+    assert history.calls[0].entries[0]["role"] == "user"
+
+
+async def test_finishing_input_ends_the_open_utterance_and_answers_it() -> None:
+    history = MemoryHistory()
+    session = await _voice_session(history, end_silence_ms=10_000)
+    for _ in range(20):
+        await session.feed_audio(SPEECH_20MS)
+    await session.finish_input(10)
+    await session.end(EndReason.INPUT_CLOSED)
+    seen = [event async for event in session.events()]
+    done = [e for e in seen if isinstance(e, ev.ResponseDone)]
+    assert [d.status for d in done] == [ev.ResponseStatus.COMPLETED]
+    assert [(e["role"], e["text"].strip()) for e in history.calls[0].entries] == [
+        ("user", "hello"),
+        ("assistant", "Hello there. How can I help?"),
+    ]
+    assert history.calls[0].end_reason == "input_closed"
