@@ -156,7 +156,12 @@ def _agents_validate(args: argparse.Namespace) -> int:
 
 
 def _dev_backend(args: argparse.Namespace) -> int:
-    from engine.devbackend.app import serve as serve_backend
+    try:
+        from engine.devbackend.app import serve as serve_backend
+    except ModuleNotFoundError as exc:  # aiohttp is an extra
+        hint = "pip install 'voice-engine[refbackend]'"
+        print(f"dev-backend needs the refbackend extra: {hint} ({exc})", file=sys.stderr)
+        return 2
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve_backend(args.host, args.port, args.db, args.seed_dir, args.api_key))

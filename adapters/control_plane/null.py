@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from engine.runtime.assistant import (
+    ASSISTANT_ID_PATTERN,
     AssistantConfig,
     AssistantConfigError,
     is_valid_assistant_id,
@@ -94,7 +95,7 @@ class LocalAssistantDirectory:
                 errors.append(
                     AssistantConfigError(
                         "(file name)",
-                        "is not a valid assistant id (^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$)",
+                        f"is not a valid assistant id ({ASSISTANT_ID_PATTERN.pattern})",
                         str(path),
                     )
                 )

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import soxr
 
 from engine.audio.formats import AudioEncoding, AudioFormat, AudioFormatError
+from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ
 
 __all__ = [
     "PIPELINE_SAMPLE_RATE_HZ",
@@ -24,9 +25,8 @@ __all__ = [
     "mulaw_encode",
 ]
 
-# VAD and ASR take 16 kHz (engine.runtime.ports.providers.INPUT_SAMPLE_RATE_HZ); repeated
-# here so this helper package does not depend on the runtime.
-PIPELINE_SAMPLE_RATE_HZ: Final = 16_000
+# VAD and ASR take 16 kHz PCM16 (defined once, by the provider port).
+PIPELINE_SAMPLE_RATE_HZ: Final = INPUT_SAMPLE_RATE_HZ
 
 _PCM16: Final = np.dtype("<i2")
 

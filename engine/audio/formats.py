@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ
+
 __all__ = [
     "PCM16_16K",
     "SUPPORTED_SAMPLE_RATES_HZ",
@@ -96,4 +98,4 @@ class AudioFormat:
 
 
 # What VAD and ASR consume (ports.INPUT_SAMPLE_RATE_HZ).
-PCM16_16K = AudioFormat(AudioEncoding.LINEAR16, 16_000)
+PCM16_16K = AudioFormat(AudioEncoding.LINEAR16, INPUT_SAMPLE_RATE_HZ)

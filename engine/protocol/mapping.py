@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voiceengine.v1 import converse_pb2 as pb
 
-from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.audio.formats import PCM16_16K, AudioEncoding, AudioFormat
 from engine.runtime import events as ev
 from engine.runtime.ports.control_plane import ConfigSource
 
@@ -46,7 +46,7 @@ def audio_format_from_proto(message: pb.AudioFormat, field: str) -> AudioFormat:
     encoding = _ENCODINGS.get(message.encoding)
     if encoding is None:
         raise ValueError(f"{field}.encoding: unknown value {message.encoding}")
-    rate = message.sample_rate_hz or 16000
+    rate = message.sample_rate_hz or PCM16_16K.sample_rate_hz
     if encoding is AudioEncoding.MULAW and not message.sample_rate_hz:
         rate = 8000
     try:

@@ -94,7 +94,7 @@ def parse_assistant(
     if not assistant_id:
         assistant_id = expected_id or ""
     if not is_valid_assistant_id(assistant_id):
-        raise err("id", "must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+        raise err("id", f"must match {ASSISTANT_ID_PATTERN.pattern}")
     if expected_id is not None and assistant_id != expected_id:
         raise err("id", f"is {assistant_id!r} but the assistant was asked for as {expected_id!r}")
 

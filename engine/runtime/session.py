@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from engine.runtime.assistant import (
+    ASSISTANT_ID_PATTERN,
     AssistantConfig,
     AssistantConfigError,
     is_valid_assistant_id,
@@ -339,7 +340,7 @@ class SessionManager:
         if not is_valid_assistant_id(assistant_id):
             raise SessionRejected(
                 RejectKind.INVALID_ARGUMENT,
-                "start.assistant_id must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+                f"start.assistant_id must match {ASSISTANT_ID_PATTERN.pattern}",
             )
         try:
             fetched = await self._control_plane.fetch_assistant(assistant_id)

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from voiceengine.v1 import converse_pb2 as pb
 
-from engine.devbackend.testing import RefBackend, running_refbackend
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient, expect_rpc_error
+from tests.helpers.refbackend import RefBackend, running_refbackend
 
 ASSISTANT_ID = "remote-desk"
 GREETING = "Remote desk here. How can I help?"

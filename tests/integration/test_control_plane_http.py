@@ -13,7 +13,6 @@ import pytest
 from adapters.control_plane.backend import HttpControlPlane
 from adapters.control_plane.factory import build_control_plane, choose_control_plane
 from adapters.control_plane.null import NullControlPlane
-from engine.devbackend.testing import RefBackend, running_refbackend
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
     CallRecord,
@@ -24,6 +23,7 @@ from engine.runtime.ports.control_plane import (
     TransientWriteError,
 )
 from engine.settings import Settings
+from tests.helpers.refbackend import RefBackend, running_refbackend
 
 ASSISTANT: dict[str, Any] = {
     "id": "support",

@@ -22,12 +22,12 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from adapters.control_plane.backend import HttpControlPlane
 from adapters.history.spool import HistorySpool
-from engine.devbackend.testing import RefBackend, running_refbackend
 from engine.runtime.history import HistoryBridge
 from engine.runtime.ports.control_plane import CallRecord, CallSummary
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
 from tests.helpers.engine_process import engine_processes, spawn_engine
+from tests.helpers.refbackend import RefBackend, running_refbackend
 
 ASSISTANT_ID = "history-desk"
 GREETING = "History desk, how can I help?"

@@ -12,10 +12,10 @@ import yaml
 from voiceengine.v1 import converse_pb2 as pb
 
 from engine.audio.formats import AudioEncoding, AudioFormat
-from engine.devbackend.testing import running_refbackend
 from engine.settings import DEFAULT_AGENTS_DIR as AGENTS
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
+from tests.helpers.refbackend import running_refbackend
 from tests.helpers.speech import chunks, spoken
 
 ChannelTo = Callable[[str], grpc.aio.Channel]

@@ -14,10 +14,10 @@ from voiceengine.v1 import converse_pb2 as pb
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
 from engine.audio.codec import StreamResampler
 from engine.audio.formats import AudioEncoding, AudioFormat
-from engine.devbackend.testing import running_refbackend
 from engine.settings import DEFAULT_AGENTS_DIR as AGENTS
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
+from tests.helpers.refbackend import running_refbackend
 from tests.helpers.speech import chunks, silence, spoken
 
 ChannelTo = Callable[[str], grpc.aio.Channel]
