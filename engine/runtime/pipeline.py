@@ -42,6 +42,9 @@ from engine.runtime.speech_input import FinishedUtterance, SpeechInput
 
 log = logging.getLogger(__name__)
 
+# Endpointing by the clock waits this much longer when its timer fired late.
+CLOCK_LAG_TOLERANCE_SEC = 0.2
+
 
 class TurnRecorder(Protocol):
     """Where final turns go (the call's history); must never block the turn path."""
@@ -155,6 +158,10 @@ class DuplexPipeline:
             except ProviderError as exc:
                 await self._emit(ErrorEvent("asr_failed", str(exc)))
                 return
+            finally:
+                # The clock counts from when input was last handled: a slow feed (the
+                # recognizer on a busy machine) is not a caller who stopped sending.
+                self._last_audio_at = time.monotonic()
             await self._maybe_barge_in(speech)
             if finished is not None:
                 await self._utterance_done(finished)
@@ -183,9 +190,14 @@ class DuplexPipeline:
         # that silence had been received.
         silence_sec = self.config.vad.end_silence_ms / 1000
         while self._speech is not None and self._speech.speaking:
-            wait = self._last_audio_at + silence_sec - time.monotonic()
+            due = self._last_audio_at + silence_sec
+            wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+                if time.monotonic() - due > CLOCK_LAG_TOLERANCE_SEC:
+                    # The event loop was stalled: audio that arrived meanwhile may still
+                    # be queued behind this timer. Let it be handled before judging.
+                    await asyncio.sleep(CLOCK_LAG_TOLERANCE_SEC)
                 continue
             async with self._input:
                 if time.monotonic() - self._last_audio_at >= silence_sec:
