@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from engine.runtime.history.call import HistoryStatus
+from engine.runtime.ports.history import HistoryStatus
 
 
 class ResponseStatus(StrEnum):

@@ -13,8 +13,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from engine.runtime.assistant import AssistantConfig
 from engine.runtime.events import (
@@ -28,14 +27,13 @@ from engine.runtime.events import (
     TurnMetrics,
 )
 from engine.runtime.ports.audio import OutputEncoder
+from engine.runtime.ports.history import SpeechProviders, TurnRecorder
 from engine.runtime.ports.providers import (
     ChatMessage,
     EndCall,
     LanguageModel,
     ProviderError,
-    SpeechRecognizer,
     SpeechSynthesizer,
-    VoiceActivityDetector,
 )
 from engine.runtime.response import ResponseRunner, ResponseState, fixed_text
 from engine.runtime.speech_input import FinishedUtterance, SpeechInput
@@ -44,30 +42,6 @@ log = logging.getLogger(__name__)
 
 # Endpointing by the clock waits this much longer when its timer fired late.
 CLOCK_LAG_TOLERANCE_SEC = 0.2
-
-
-class TurnRecorder(Protocol):
-    """Where final turns go (the call's history); must never block the turn path."""
-
-    def record(
-        self,
-        role: Literal["user", "assistant"],
-        text: str,
-        *,
-        started_at: float,
-        ended_at: float,
-        interrupted: bool = False,
-        full_text: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> object: ...
-
-
-class SpeechProviders(Protocol):
-    """Lazily built speech-input providers (only sessions that send audio need them)."""
-
-    def vad(self) -> VoiceActivityDetector: ...
-
-    def recognizer(self) -> SpeechRecognizer: ...
 
 
 def _ms(start: float | None, end: float | None) -> int | None:

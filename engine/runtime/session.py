@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
 
 from engine.runtime.assistant import (
     ASSISTANT_ID_PATTERN,
@@ -20,9 +19,8 @@ from engine.runtime.assistant import (
 )
 from engine.runtime.audio_out import PCM16_INPUT_FORMAT, PassthroughCodecs
 from engine.runtime.events import EndReason, ErrorEvent, Event, SessionEnded
-from engine.runtime.history.call import HistoryStatus
 from engine.runtime.outbox import Outbox
-from engine.runtime.pipeline import DuplexPipeline, TurnRecorder
+from engine.runtime.pipeline import DuplexPipeline
 from engine.runtime.ports.audio import AudioCodecs, InputDecoder, OutputEncoder, WireFormat
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
@@ -31,6 +29,7 @@ from engine.runtime.ports.control_plane import (
     ControlPlane,
     ControlPlaneUnavailable,
 )
+from engine.runtime.ports.history import HistoryService
 from engine.runtime.ports.providers import (
     EndCall,
     ProviderConfigError,
@@ -60,18 +59,6 @@ class SessionRejected(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
-
-
-class CallHistory(TurnRecorder, Protocol):
-    """One call's history as the session sees it."""
-
-    async def finalize(self, end_reason: str) -> HistoryStatus: ...
-
-
-class HistoryService(Protocol):
-    """Opens a call's history (the history bridge, or a no-op when history is off)."""
-
-    def open_call(self, record: CallRecord) -> CallHistory: ...
 
 
 @dataclass(frozen=True, slots=True)

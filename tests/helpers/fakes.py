@@ -10,12 +10,12 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 from engine.runtime.assistant import parse_assistant
-from engine.runtime.history.call import HistoryStatus
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
     CallRecord,
     FetchedAssistant,
 )
+from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.providers import (
     ChatMessage,
     ProviderConfigError,

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from engine.runtime.history.call import CallHistory, HistoryStatus, Outcome, PendingWrite
+from engine.runtime.history.call import CallHistory, Outcome, PendingWrite
 from engine.runtime.history.replayer import ReplayOutcome, SpoolReplayer
 from engine.runtime.history.retry import backoff_delay, is_transient
 from engine.runtime.ports.control_plane import (
@@ -30,6 +30,7 @@ from engine.runtime.ports.control_plane import (
     ControlPlane,
     TranscriptEntry,
 )
+from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.history_store import HistoryStore, HistoryWrite, SpoolError
 
 logger = logging.getLogger(__name__)

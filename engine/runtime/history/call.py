@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from engine.runtime.ports.control_plane import CallRecord, CallSummary, TranscriptEntry
+from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.history_store import HistoryWrite
 
 Outcome = Literal["delivered", "spooled", "dropped", "dead_lettered"]
@@ -16,24 +17,6 @@ Outcome = Literal["delivered", "spooled", "dropped", "dead_lettered"]
 
 class HistoryClosedError(RuntimeError):
     """``record`` after ``finalize``: the call's history is already closed."""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryStatus:
-    """Where one call's transcript entries are; goes into the ``ended`` message.
-
-    ``enqueued == delivered + pending + spooled + dropped + dead_lettered``; ``spooled``
-    entries are durable and will be replayed, ``dropped`` ones are lost (spool disabled).
-    """
-
-    enabled: bool
-    enqueued: int
-    delivered: int
-    pending: int
-    spooled: int
-    dropped: int
-    dead_lettered: int
-    finalized: bool
 
 
 @dataclass(eq=False, slots=True)
