@@ -118,3 +118,22 @@ async def test_finishing_input_ends_the_open_utterance_and_answers_it() -> None:
         ("assistant", "Hello there. How can I help?"),
     ]
     assert history.calls[0].end_reason == "input_closed"
+
+
+async def test_a_reply_still_running_when_the_half_close_bound_expires_is_cut() -> None:
+    history = MemoryHistory()
+    manager = SessionManager(
+        FakeControlPlane({"shop": _assistant()}),
+        FakeProviders(reply="One. Two. Three. Four. Five. Six. Seven. Eight."),
+        history,
+        max_sessions=1,
+        audio_lead_ms=0,  # paced in real time: several seconds of speech
+    )
+    session = await manager.open(SessionRequest("shop"))
+    await session.send_text("talk")
+    await session.finish_input(0.05)
+    ended = await session.end(EndReason.INPUT_CLOSED)
+    seen = [event async for event in session.events()]
+    done = [e for e in seen if isinstance(e, ev.ResponseDone)]
+    assert [d.status for d in done] == [ev.ResponseStatus.INTERRUPTED]
+    assert seen[-1] is ended and ended.reason is EndReason.INPUT_CLOSED
