@@ -13,7 +13,9 @@ from engine.runtime.assistant import parse_assistant
 from engine.runtime.ports.control_plane import (
     AssistantNotFound,
     CallRecord,
+    CallSummary,
     FetchedAssistant,
+    TranscriptEntry,
 )
 from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.providers import (
@@ -27,10 +29,26 @@ TTS_RATE = 16_000
 
 
 class FakeControlPlane:
-    """Serves assistant documents from a dict; records nothing."""
+    """Serves assistant documents from a dict; keeps the history writes it gets."""
 
     def __init__(self, assistants: Mapping[str, Mapping[str, Any]]) -> None:
         self._assistants = dict(assistants)
+        self.calls: list[CallRecord] = []
+        self.entries: list[TranscriptEntry] = []
+        self.summaries: list[CallSummary] = []
+        self.closed = False
+
+    async def create_call(self, call: CallRecord) -> None:
+        self.calls.append(call)
+
+    async def append_transcript(self, entry: TranscriptEntry) -> None:
+        self.entries.append(entry)
+
+    async def finalize_call(self, summary: CallSummary) -> None:
+        self.summaries.append(summary)
+
+    async def close(self) -> None:
+        self.closed = True
 
     async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
         try:
@@ -103,7 +121,7 @@ class FixedRecognizer:
 
 
 class FakeProviders:
-    """A ProviderFactory; a provider named ``broken`` has invalid options."""
+    """A ProviderFactory (closable, as bootstrap wants); ``broken`` has invalid options."""
 
     def __init__(self, reply: str = "Hello there. How can I help?", heard: str = "hello") -> None:
         self.reply = reply
@@ -130,6 +148,9 @@ class FakeProviders:
     def vad(self, spec: ProviderSpec) -> EnergyVad:
         self._check("vad", spec)
         return EnergyVad()
+
+    async def close(self) -> None:
+        return None
 
 
 class MemoryCallHistory:
