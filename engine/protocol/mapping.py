@@ -34,6 +34,8 @@ _END_REASONS = {
     ev.EndReason.IDLE_TIMEOUT: pb.END_REASON_IDLE_TIMEOUT,
     ev.EndReason.STREAM_BROKEN: pb.END_REASON_STREAM_BROKEN,
     ev.EndReason.PROTOCOL_ERROR: pb.END_REASON_PROTOCOL_ERROR,
+    ev.EndReason.LIMIT_REACHED: pb.END_REASON_LIMIT_REACHED,
+    ev.EndReason.CLIENT_NOT_READING: pb.END_REASON_LIMIT_REACHED,
 }
 
 
@@ -132,6 +134,8 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
                     ),
                 )
             )
+        case ev.Draining():
+            return pb.ConverseResponse(draining=pb.Draining(remaining_ms=event.remaining_ms))
         case ev.AudioChunk():
             raise TypeError("audio chunks are converted by the session edge")
 

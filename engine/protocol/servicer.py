@@ -17,6 +17,7 @@ from voiceengine.v1 import converse_pb2_grpc as pb_grpc
 
 from engine.audio.codec import InputConverter, OutputConverter
 from engine.audio.formats import AudioFormat, AudioFormatError
+from engine.protocol.limits import InputGuard, SessionLimits, limit_status
 from engine.protocol.mapping import (
     audio_format_from_proto,
     audio_format_to_proto,
@@ -61,9 +62,16 @@ class ProtocolViolation(Exception):
 class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
     """VoiceEngineService over a SessionManager."""
 
-    def __init__(self, sessions: SessionManager, *, idle_timeout_sec: float = 300.0) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        *,
+        idle_timeout_sec: float = 300.0,
+        limits: SessionLimits | None = None,
+    ) -> None:
         self._sessions = sessions
         self._idle_timeout_sec = idle_timeout_sec
+        self._limits = limits or SessionLimits(idle_timeout_sec=idle_timeout_sec)
 
     async def Converse(
         self,
@@ -79,7 +87,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         except SessionRejected as exc:
             await context.abort(_REJECT_CODES[exc.kind], exc.message)
 
-        edge = _SessionEdge(session, in_fmt, out_fmt, idle_timeout_sec=self._idle_timeout_sec)
+        edge = _SessionEdge(session, in_fmt, out_fmt, limits=self._limits)
         reader: asyncio.Task[None] | None = None
         try:
             yield edge.started(request)
@@ -160,10 +168,10 @@ class _SessionEdge:
         in_fmt: AudioFormat,
         out_fmt: AudioFormat,
         *,
-        idle_timeout_sec: float,
+        limits: SessionLimits,
     ) -> None:
         self._session = session
-        self._idle_timeout_sec = idle_timeout_sec
+        self._guard = InputGuard(limits)
         self._in_fmt = in_fmt
         self._out_fmt = out_fmt
         self._input = InputConverter(in_fmt)
@@ -201,12 +209,11 @@ class _SessionEdge:
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(anext(requests), self._idle_timeout_sec)
+                    request = await asyncio.wait_for(anext(requests), self._guard.wait_sec())
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    detail = f"no message from the client for {self._idle_timeout_sec:g} s"
-                    await session.end(ev.EndReason.IDLE_TIMEOUT, detail)
+                    await session.end(*self._guard.timed_out())
                     return
                 if session.ended:
                     return
@@ -215,7 +222,7 @@ class _SessionEdge:
                     await session.end(ev.EndReason.CLIENT_ENDED, request.end.reason[:256])
                     return
         except ProtocolViolation as violation:
-            log.info("session %s: protocol violation: %s", session.session_id, violation)
+            log.debug("session %s: protocol violation: %s", session.session_id, violation)
             self.violation = violation
             await session.end(ev.EndReason.PROTOCOL_ERROR, violation.message)
             return
@@ -239,7 +246,10 @@ class _SessionEdge:
         match request.WhichOneof("request"):
             case "audio":
                 await pipeline.user_audio(self._audio(request.audio.data))
+                if self._guard.utterance_too_long():
+                    await pipeline.end_of_turn()  # cut: the assistant answers what it heard
             case "text":
+                self._guard.text()
                 text = request.text.text.strip()
                 if not text or len(text.encode()) > MAX_TEXT_BYTES:
                     await self._session.emit_error(
@@ -263,10 +273,13 @@ class _SessionEdge:
     def _audio(self, data: bytes) -> bytes:
         if len(data) > self._max_chunk_bytes:
             raise ProtocolViolation(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.INVALID_ARGUMENT,
                 f"audio chunk of {len(data)} bytes is over {MAX_CHUNK_MS} ms "
                 f"({self._max_chunk_bytes} bytes) of {self._in_fmt}; send 20-100 ms chunks",
             )
+        too_fast = self._guard.audio(self._in_fmt.duration_ms(len(data)))
+        if too_fast is not None:
+            raise ProtocolViolation(grpc.StatusCode.INVALID_ARGUMENT, too_fast)
         try:
             return self._input.process(data)  # checks the chunk is whole samples
         except AudioFormatError as exc:
@@ -292,6 +305,9 @@ class _SessionEdge:
         """The messages for one runtime event (audio converted to the client's format)."""
         if isinstance(event, ev.AudioChunk):
             return self._audio_out(event)
+        self._guard.observe(event)
+        if (limit := limit_status(event)) is not None and self.violation is None:
+            self.violation = ProtocolViolation(*limit)
         messages: list[pb.ConverseResponse] = []
         if isinstance(event, ev.ResponseDone) and event.response_id == self._output_response:
             if self._output is not None and event.status is ev.ResponseStatus.COMPLETED:

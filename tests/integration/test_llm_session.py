@@ -38,7 +38,11 @@ async def target(start_engine: StartEngine, llm_server: FakeOpenAI, tmp_path: Pa
         "  temperature: 0.2\n"
         "  first_token_timeout_sec: 2\n"
     )
-    return await start_engine(ASSISTANT_LOCAL_CONFIG_DIR=str(agents), LLM_API_KEY="test-key")
+    return await start_engine(
+        ASSISTANT_LOCAL_CONFIG_DIR=str(agents),
+        LLM_API_KEY="test-key",
+        LLM_ALLOWED_BASE_URLS=llm_server.base_url,
+    )
 
 
 async def test_the_reply_streams_from_the_model_with_the_conversation_as_context(

@@ -43,6 +43,7 @@ from engine.runtime.ports.control_plane import (
     ControlPlane,
     TranscriptEntry,
 )
+from engine.runtime.redact import describe
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,9 @@ class HistoryBridge:
                 # Stored before record() returns: this is what survives a SIGKILL.
                 write.row_id = self._spool.add(body, replay=to_replayer, now=self._clock())
             except SpoolError as exc:
-                logger.error("history spool write failed, %r kept in memory: %s", body, exc)
+                logger.error(
+                    "history spool write failed, %s kept in memory: %s", describe(body), exc
+                )
             else:
                 if to_replayer:
                     if full and not call._diverted:
@@ -286,7 +289,7 @@ class HistoryBridge:
         write.released = True
         self._counts["dropped"] += 1
         if log:
-            logger.error("history write LOST (%s): %r", reason, write.body)
+            logger.error("history write LOST (%s): %s", reason, describe(write.body))
         self._settle(write.body, "dropped", write)
 
     def _divert(self, call: CallHistory) -> None:
@@ -312,7 +315,7 @@ class HistoryBridge:
         if self._spool is not None and row_id is not None:
             self._spool.dead_letter(row_id, reason, now=self._clock())
         self._counts["dead_lettered"] += 1
-        logger.error("history write refused by the backend (%s): %r", reason, body)
+        logger.error("history write refused by the backend (%s): %s", reason, describe(body))
 
     def _finalize_orphans(self, spool: HistorySpool) -> None:
         # Calls a dead process left open get the finalize it never sent.
@@ -336,7 +339,7 @@ class HistoryBridge:
                     if not write.released:
                         await self._deliver_live(write)
             except Exception:  # the worker must outlive any one write
-                logger.exception("history worker failed on %r", write.body)
+                logger.exception("history worker failed on %s", describe(write.body))
             finally:
                 self._queue.task_done()
 

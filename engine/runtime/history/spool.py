@@ -34,6 +34,7 @@ from engine.runtime.ports.control_plane import (
     TranscriptEntry,
     TransientWriteError,
 )
+from engine.runtime.redact import describe
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +362,11 @@ class SpoolReplayer:
                 else:
                     reason = f"{type(exc).__name__}: {exc}"
                     self._spool.dead_letter(row.id, reason, now=self._clock())
-                    logger.error("history write refused by the backend (%s): %r", reason, row)
+                    logger.error(
+                        "history write refused by the backend (%s): %s",
+                        reason,
+                        describe(row.payload),
+                    )
                     self._report(row.payload, "dead_lettered")
                 continue
             self._spool.delete(row.id)
