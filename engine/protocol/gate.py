@@ -64,10 +64,12 @@ class ConverseGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metadata = handler_call_details.invocation_metadata
         behavior: _Behavior = handler.stream_stream
 
-        def converse(
+        # grpc.aio needs an async generator function to stream responses.
+        async def converse(
             requests: AsyncIterator[pb.ConverseRequest], context: Any
         ) -> AsyncIterator[pb.ConverseResponse]:
-            return self._converse(behavior, metadata, requests, context)
+            async for response in self._converse(behavior, metadata, requests, context):
+                yield response
 
         return grpc.stream_stream_rpc_method_handler(
             converse,
