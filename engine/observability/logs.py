@@ -61,9 +61,6 @@ def configure_logging(level: str, fmt: str = "text", *, http_requests: bool = Fa
         # ENGINE_LOG_HTTP_REQUESTS=true.
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    # grpc logs a cancelled RPC's write failure as an error: a client hanging up mid-write
-    # is normal for a voice engine (issue 11); real failures surface as statuses.
-    logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
 
 
 def redact_url(url: str) -> str:
