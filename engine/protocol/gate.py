@@ -179,6 +179,7 @@ class _SessionObserver:
                 call_id_var.set(response.started.call_id)
                 self._started = True
                 m.active_sessions.inc()
+                log.info("session started: assistant %s", response.started.assistant.id)
             case "metrics":
                 turn = response.metrics
                 for field, stage in TURN_LATENCIES.items():
@@ -196,7 +197,9 @@ class _SessionObserver:
                 m.session_errors.labels(response.error.code).inc()
             case "ended":
                 self._ended = True
-                m.sessions_ended.labels(pb.EndReason.Name(response.ended.reason)).inc()
+                reason = pb.EndReason.Name(response.ended.reason)
+                m.sessions_ended.labels(reason).inc()
+                log.info("session ended: %s", reason)
             case _:
                 pass
 
@@ -206,6 +209,7 @@ class _SessionObserver:
         self._m.active_sessions.dec()
         if not self._ended:  # the client went away before `ended`
             self._m.sessions_ended.labels("END_REASON_STREAM_BROKEN").inc()
+            log.info("session ended: END_REASON_STREAM_BROKEN")
 
 
 async def _chain(

@@ -284,7 +284,8 @@ class SessionManager:
             log.warning("assistant %r: config unavailable: %s", assistant_id, exc)
             raise SessionRejected(  # the backend's words stay in the log (they may hold secrets)
                 RejectKind.UNAVAILABLE,
-                "assistant config unavailable: the backend did not answer and there is no cached copy",
+                "assistant config unavailable: the backend did not answer"
+                " and there is no cached copy",
             ) from exc
         except AssistantConfigError as exc:
             raise SessionRejected(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from dataclasses import dataclass
@@ -15,6 +16,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from voiceengine.v1 import converse_pb2 as pb
+from voiceengine.v1 import converse_pb2_grpc as pb_grpc
+
+from tests.helpers.converse import ConverseClient
+
+
+class KeyedClient(ConverseClient):
+    """A Converse call that sends ``authorization`` metadata."""
+
+    def __init__(self, channel: grpc.aio.Channel, authorization: str | None) -> None:
+        self._requests: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
+        stub = pb_grpc.VoiceEngineServiceStub(channel)
+        metadata = (("authorization", authorization),) if authorization is not None else None
+        self.call = stub.Converse(self._request_stream(), metadata=metadata)
+        self.received: list[pb.ConverseResponse] = []
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> tuple[str, str]:

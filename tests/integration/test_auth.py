@@ -12,26 +12,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voiceengine.v1 import converse_pb2 as pb
-from voiceengine.v1 import converse_pb2_grpc as pb_grpc
 
 from tests.conftest import StartEngine
-from tests.helpers.converse import ConverseClient, expect_rpc_error
+from tests.helpers.converse import expect_rpc_error
 from tests.helpers.engine_process import engine_processes, spawn_engine
-from tests.helpers.security import error_reason
+from tests.helpers.security import KeyedClient, error_reason
 
 ChannelTo = Callable[[str], grpc.aio.Channel]
 KEY = "k-3c7e1f0a9b2d4e6f8a1c3e5b7d9f0a2c"
-
-
-class KeyedClient(ConverseClient):
-    """A Converse call that sends ``authorization`` metadata."""
-
-    def __init__(self, channel: grpc.aio.Channel, authorization: str | None) -> None:
-        self._requests: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
-        stub = pb_grpc.VoiceEngineServiceStub(channel)
-        metadata = (("authorization", authorization),) if authorization is not None else None
-        self.call = stub.Converse(self._request_stream(), metadata=metadata)
-        self.received = []
 
 
 async def test_a_missing_key_is_unauthenticated_with_a_reason(
@@ -130,11 +118,12 @@ async def test_the_key_file_is_reread_on_sighup(tmp_path: Path, channel_to: Chan
         async def status_with(key: str) -> grpc.StatusCode:
             client = KeyedClient(channel, f"Bearer {key}")
             client.start("default", options=pb.SessionOptions(text_only=True))
-            client.send(end=pb.EndSession())
             try:
-                await client.drain()
+                await client.until("started")
             except grpc.aio.AioRpcError as exc:
                 return exc.code()
+            client.send(end=pb.EndSession())
+            await client.drain()
             return grpc.StatusCode.OK
 
         assert await status_with("new-key") == grpc.StatusCode.UNAUTHENTICATED

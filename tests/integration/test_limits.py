@@ -15,7 +15,7 @@ from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.devbackend.testing import RefBackend, running_refbackend
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient, expect_rpc_error
-from tests.helpers.security import error_reason, metric, scrape
+from tests.helpers.security import KeyedClient, error_reason, metric, scrape
 from tests.helpers.speech import chunks, silence, spoken
 from tests.integration.conftest import StartServer, target_of
 
@@ -89,8 +89,6 @@ async def test_a_burst_never_exceeds_the_session_limit_against_a_slow_backend(
 async def test_sessions_per_api_key_are_limited(
     start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
-    from tests.integration.test_auth import KeyedClient
-
     target = await start_engine(ENGINE_API_KEYS="key-a,key-b", ENGINE_MAX_SESSIONS_PER_KEY="2")
     channel = channel_to(target)
     held = [KeyedClient(channel, "Bearer key-a") for _ in range(2)]
