@@ -60,6 +60,7 @@ async def bootstrap(settings: Settings) -> Engine:
         max_sessions=settings.max_sessions,
         audio_lead_ms=settings.output_audio_lead_ms,
         max_queued_events=settings.max_queued_events,
+        max_context_messages=settings.max_context_messages,
     )
     return Engine(settings, control_plane, history, sessions, providers)
 

@@ -66,7 +66,7 @@ class Settings:
     max_session_sec: float = 4 * 3600.0
     max_utterance_ms: int = 60_000
     input_rate_allowance_ms: int = 30_000
-    max_queued_events: int = 2000
+    max_queued_events: int = 500
     max_context_messages: int = 50
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -149,7 +149,7 @@ def _security_settings(r: _Reader) -> dict[str, Any]:
         "input_rate_allowance_ms": r.get(
             "ENGINE_INPUT_RATE_ALLOWANCE_MS", "30000", _int_range(0, 3_600_000)
         ),
-        "max_queued_events": r.get("ENGINE_MAX_QUEUED_EVENTS", "2000", _int_range(10, 10**6)),
+        "max_queued_events": r.get("ENGINE_MAX_QUEUED_EVENTS", "500", _int_range(10, 10**6)),
         "max_context_messages": r.get("ENGINE_MAX_CONTEXT_MESSAGES", "50", _int_range(2, 10_000)),
         "metrics_port": r.get("ENGINE_METRICS_PORT", "", _optional_port),
         "metrics_host": r.get("ENGINE_METRICS_HOST", "127.0.0.1", _non_empty),

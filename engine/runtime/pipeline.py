@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Literal, Protocol
 
 from engine.runtime.assistant import AssistantConfig
+from engine.runtime.context_window import trim_context
 from engine.runtime.events import (
     ErrorEvent,
     Event,
@@ -101,7 +102,9 @@ class DuplexPipeline:
         interim_transcripts: bool = False,
         audio_lead_ms: int = 500,
         on_end_call: Callable[[EndCall, float], None] | None = None,
+        max_context_messages: int = 50,
     ) -> None:
+        self._max_context_messages = max_context_messages
         self._on_end_call = on_end_call
         self._audio_lead_ms = audio_lead_ms
         self.config = config
@@ -238,6 +241,7 @@ class DuplexPipeline:
         # a finished utterance) replaces the reply in flight.
         await self.interrupt()
         self._context.append(ChatMessage("user", text))
+        trim_context(self._context, self._max_context_messages)
         now = time.time()
         self._recorder.record(
             "user",

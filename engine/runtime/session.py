@@ -109,6 +109,7 @@ class Session:
         *,
         audio_lead_ms: int,
         max_queued_events: int = 500,
+        max_context_messages: int = 50,
     ) -> None:
         self.session_id = str(uuid.uuid4())
         self.call_id = str(uuid.uuid4())
@@ -138,6 +139,7 @@ class Session:
             interim_transcripts=request.interim_transcripts,
             audio_lead_ms=audio_lead_ms,
             on_end_call=self._assistant_hangs_up,
+            max_context_messages=max_context_messages,
         )
         self._hangup: asyncio.Task[None] | None = None
         self._max_queued_events = max_queued_events
@@ -213,8 +215,10 @@ class SessionManager:
         max_sessions: int,
         audio_lead_ms: int = 500,
         max_queued_events: int = 500,
+        max_context_messages: int = 50,
     ) -> None:
         self._control_plane = control_plane
+        self._max_context_messages = max_context_messages
         self._providers = providers
         self._history = history
         self._max_sessions = max_sessions
@@ -249,6 +253,7 @@ class SessionManager:
                 self._history,
                 audio_lead_ms=self._audio_lead_ms,
                 max_queued_events=self._max_queued_events,
+                max_context_messages=self._max_context_messages,
             )
         except ProviderConfigError as exc:
             raise SessionRejected(
