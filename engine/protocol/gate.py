@@ -14,6 +14,7 @@ Health and reflection pass untouched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,16 +62,11 @@ class ConverseGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method != CONVERSE_METHOD:
             return handler
-        metadata = handler_call_details.invocation_metadata
         behavior: _Behavior = handler.stream_stream
-
-        # grpc.aio needs an async generator function to stream responses.
-        async def converse(
-            requests: AsyncIterator[pb.ConverseRequest], context: Any
-        ) -> AsyncIterator[pb.ConverseResponse]:
-            async for response in self._converse(behavior, metadata, requests, context):
-                yield response
-
+        # A partial of an async generator method: grpc.aio streams what it yields.
+        converse = functools.partial(
+            self._converse, behavior, handler_call_details.invocation_metadata
+        )
         return grpc.stream_stream_rpc_method_handler(
             converse,
             request_deserializer=self._parse,
@@ -109,7 +105,7 @@ class ConverseGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             key = self.keys.authenticate(metadata)
         except AuthFailure as failure:
             self.metrics.auth_failures.labels(failure.reason).inc()
-            log.info("Converse refused: %s", failure.reason)
+            log.debug("Converse refused: %s", failure.reason)  # counted; not a log flood
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, failure.message, reason=failure.reason
             )

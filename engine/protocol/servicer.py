@@ -226,7 +226,7 @@ class _SessionEdge:
             self.violation = violation
             await session.end(ev.EndReason.PROTOCOL_ERROR, violation.message)
             return
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, grpc.aio.AbortError):
             return  # the client went away; the handler's cleanup ends the session
         except Exception:
             # A bug must not leave the stream hanging: end it with INTERNAL.
