@@ -125,7 +125,7 @@ class HistoryBridge:
         self._finalizers: set[asyncio.Task[HistoryStatus]] = set()
         self._replayer = (
             SpoolReplayer(spool, self._send, self._on_replayed, backoff_sec=retry_backoff_sec,
-                          clock=clock)
+                          clock=clock, concurrency=workers)
             if spool is not None else None
         )  # fmt: skip
         self._closing = asyncio.Event()
