@@ -31,8 +31,11 @@ def _key(spec: ProviderSpec) -> str:
 class EmbeddedProviderFactory:
     """ProviderFactory over the embedded, offline adapters."""
 
-    def __init__(self, *, llm_api_key: str | None = None) -> None:
+    def __init__(
+        self, *, llm_api_key: str | None = None, llm_allowed_base_urls: tuple[str, ...] = ()
+    ) -> None:
         self._llm_api_key = llm_api_key
+        self._llm_allowed_base_urls = llm_allowed_base_urls
         self._http: httpx.AsyncClient | None = None
         self._recognizers: dict[str, SpeechRecognizer] = {}
         self._synthesizers: dict[str, SpeechSynthesizer] = {}
@@ -46,7 +49,10 @@ class EmbeddedProviderFactory:
             from adapters.llm.openai_compatible import OpenAICompatibleLanguageModel
 
             return OpenAICompatibleLanguageModel.from_options(
-                spec.options, client=self._http_client(), api_key=self._llm_api_key
+                spec.options,
+                client=self._http_client(),
+                api_key=self._llm_api_key,
+                allowed_base_urls=self._llm_allowed_base_urls,
             )
         raise ProviderConfigError(
             f"llm.provider: unknown provider {spec.provider!r} (scripted, openai)"

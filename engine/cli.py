@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.settings import Settings, SettingsError
+from engine.settings import Settings, SettingsError, client_api_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--meta", action="append", default=[], metavar="KEY=VALUE", help="call metadata"
     )
+    talk.add_argument(
+        "--api-key",
+        default=client_api_key(),
+        help="send `authorization: Bearer KEY` (default: $VOICE_ENGINE_API_KEY)",
+    )
+    talk.add_argument("--tls", action="store_true", help="connect with TLS")
+    talk.add_argument("--ca", type=Path, help="with --tls: trust this CA file (PEM)")
+    talk.add_argument("--cert", type=Path, help="with --tls: client certificate (PEM, mTLS)")
+    talk.add_argument("--key", type=Path, help="with --tls: client private key (PEM, mTLS)")
     talk.set_defaults(run=_talk)
 
     agents = sub.add_parser("agents", help="local assistant definitions")
@@ -84,8 +93,10 @@ def _serve(args: argparse.Namespace) -> int:
         settings = replace(settings, host=args.host)
     if args.port is not None:
         settings = replace(settings, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    from engine.observability.logs import configure_logging
+
+    configure_logging(
+        settings.log_level, settings.log_format, http_requests=settings.log_http_requests
     )
     from engine.runtime.history import SpoolError
 
@@ -114,6 +125,11 @@ def _talk(args: argparse.Namespace) -> int:
         output_rate_hz=args.rate,
         interim=args.interim,
         metadata=metadata,
+        api_key=args.api_key,
+        tls=args.tls or args.ca is not None,
+        ca=args.ca,
+        client_cert=args.cert,
+        client_key=args.key,
     )
     return asyncio.run(talk(options))
 

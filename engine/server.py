@@ -18,6 +18,8 @@ from adapters.control_plane.factory import build_control_plane, history_enabled
 from adapters.history.spool import HistorySpool
 from adapters.providers import EmbeddedProviderFactory
 from engine.audio.conversion import SoxrAudioCodecs
+from engine.observability.metrics import EngineMetrics
+from engine.protocol import hardening
 from engine.protocol.servicer import ConverseServicer
 from engine.runtime.history.bridge import HistoryBridge
 from engine.runtime.ports.audio import AudioCodecs
@@ -81,7 +83,9 @@ async def bootstrap(
     )
     await history.start()
     if providers is None:
-        providers = EmbeddedProviderFactory(llm_api_key=settings.llm_api_key)
+        providers = EmbeddedProviderFactory(
+            llm_api_key=settings.llm_api_key, llm_allowed_base_urls=settings.llm_allowed_base_urls
+        )
     sessions = SessionManager(
         control_plane,
         providers,
@@ -89,6 +93,8 @@ async def bootstrap(
         max_sessions=settings.max_sessions,
         audio_lead_ms=settings.output_audio_lead_ms,
         codecs=codecs or SoxrAudioCodecs(),
+        max_queued_events=settings.max_queued_events,
+        max_context_messages=settings.max_context_messages,
     )
     return Engine(settings, control_plane, history, sessions, providers)
 
@@ -99,45 +105,63 @@ class EngineServer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         max_bytes = engine.settings.max_message_bytes
+        self.metrics = EngineMetrics()
+        self.metrics.watch_history(engine.history.counters)
+        self.gate = hardening.build_gate(engine.settings, self.metrics)
         self._server = grpc.aio.server(
+            interceptors=[self.gate],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
-            ]
+            ],
         )
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(
             ConverseServicer(
                 engine.sessions,
                 idle_timeout_sec=engine.settings.idle_timeout_sec,
                 half_close_timeout_sec=engine.settings.half_close_timeout_sec,
+                limits=hardening.session_limits(engine.settings),
             ),
             self._server,
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        if engine.settings.reflection_enabled:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            )
+        self._readiness = hardening.Readiness(self._health, SERVICE_NAME, self.gate.admission)
         self.port = 0
+        self.metrics_port: int | None = None
 
     async def start(self) -> int:
         """Bind and start; return the bound port (useful with ENGINE_PORT=0)."""
         settings = self.engine.settings
-        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        credentials = hardening.server_credentials(settings)
+        if credentials is not None:
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         await self._server.start()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._readiness.start()
+        if settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(settings.metrics_host, settings.metrics_port)
         return self.port
 
     async def shutdown(self) -> None:
         """Drain: NOT_SERVING, no new sessions, live ones get the grace period, then end."""
         grace = self.engine.settings.shutdown_grace_sec
+        await self._readiness.stop()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.engine.sessions.drain(grace)
         # Sessions have sent `ended`; give their streams a moment to flush it.
         await self._server.stop(grace=2.0)
         await self.engine.close()
+        self.metrics.close()
 
 
 async def serve(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
@@ -152,6 +176,7 @@ async def serve(settings: Settings, *, ready: Callable[[int], None] | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.gate.keys.reload)
     await stop.wait()
     log.info("shutting down: draining %d live session(s)", engine.sessions.live_sessions)
     await server.shutdown()

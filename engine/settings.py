@@ -10,9 +10,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 BackendMode = Literal["auto", "http", "disabled"]
+LogFormat = Literal["text", "json"]
+_LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 _BACKEND_MODES: tuple[BackendMode, ...] = ("auto", "http", "disabled")
 _T = TypeVar("_T")
 
@@ -52,6 +54,26 @@ class Settings:
     history_workers: int = 4
     llm_api_key: str | None = None
     half_close_timeout_sec: float = 30.0
+
+    # Security and operations (issue 11); docs/operations.md explains each one.
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: Path | None = None
+    reflection_enabled: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    max_sessions_per_key: int = 0
+    start_timeout_sec: float = 10.0
+    max_session_sec: float = 4 * 3600.0
+    max_utterance_ms: int = 60_000
+    input_rate_allowance_ms: int = 30_000
+    max_queued_events: int = 500
+    max_context_messages: int = 50
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    log_format: LogFormat = "text"
+    log_http_requests: bool = False
+    llm_allowed_base_urls: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,7 +120,78 @@ class Settings:
             history_spool_path=Path(spool) if spool else None,
             history_workers=r.get("HISTORY_WORKERS", "4", _int_range(1, 64)),
             llm_api_key=r.get("LLM_API_KEY", "", str) or None,
+            **_security_settings(r),
         )
+
+
+def _security_settings(r: _Reader) -> dict[str, Any]:
+    """Authentication, TLS, limits, metrics and logging (issue 11)."""
+    tls_cert = r.get("ENGINE_TLS_CERT", "", _optional_file)
+    tls_key = r.get("ENGINE_TLS_KEY", "", _optional_file)
+    tls_client_ca = r.get("ENGINE_TLS_CLIENT_CA", "", _optional_file)
+    if (tls_cert is None) != (tls_key is None):
+        raise SettingsError("ENGINE_TLS_CERT and ENGINE_TLS_KEY must be set together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise SettingsError("ENGINE_TLS_CLIENT_CA (mTLS) needs ENGINE_TLS_CERT and ENGINE_TLS_KEY")
+    allowed_llm = r.get("LLM_ALLOWED_BASE_URLS", "", _url_list)
+    if r.get("LLM_API_KEY", "", str) and not allowed_llm:
+        raise SettingsError(
+            "LLM_API_KEY needs LLM_ALLOWED_BASE_URLS: the comma-separated base URLs the key "
+            "may be sent to (an assistant naming any other base URL is refused)"
+        )
+    return {
+        "api_keys": r.get("ENGINE_API_KEYS", "", _csv),
+        "api_keys_file": r.get("ENGINE_API_KEYS_FILE", "", _optional_file),
+        "reflection_enabled": r.get("ENGINE_REFLECTION", "true", _bool),
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_client_ca": tls_client_ca,
+        "max_sessions_per_key": r.get("ENGINE_MAX_SESSIONS_PER_KEY", "0", _int_range(0, 100_000)),
+        "start_timeout_sec": r.get("ENGINE_START_TIMEOUT_SEC", "10", _float_range(0.1, 600)),
+        "max_session_sec": r.get("ENGINE_MAX_SESSION_SEC", "14400", _float_range(1, 7 * 86400)),
+        "max_utterance_ms": r.get("ENGINE_MAX_UTTERANCE_MS", "60000", _int_range(1000, 3_600_000)),
+        "input_rate_allowance_ms": r.get(
+            "ENGINE_INPUT_RATE_ALLOWANCE_MS", "30000", _int_range(0, 3_600_000)
+        ),
+        "max_queued_events": r.get("ENGINE_MAX_QUEUED_EVENTS", "500", _int_range(10, 10**6)),
+        "max_context_messages": r.get("ENGINE_MAX_CONTEXT_MESSAGES", "50", _int_range(2, 10_000)),
+        "metrics_port": r.get("ENGINE_METRICS_PORT", "", _optional_port),
+        "metrics_host": r.get("ENGINE_METRICS_HOST", "127.0.0.1", _non_empty),
+        "log_format": r.get("ENGINE_LOG_FORMAT", "text", _choice(_LOG_FORMATS)),
+        "log_http_requests": r.get("ENGINE_LOG_HTTP_REQUESTS", "false", _bool),
+        "llm_allowed_base_urls": allowed_llm,
+    }
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _url_list(raw: str) -> tuple[str, ...]:
+    urls = _csv(raw)
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r}: expected http:// or https:// URLs, comma-separated")
+    return tuple(url.rstrip("/") for url in urls)
+
+
+def _optional_port(raw: str) -> int | None:
+    return _int_range(0, 65535)(raw) if raw else None
+
+
+def _optional_file(raw: str) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
+
+
+def client_api_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """`voice-engine talk`'s API key from VOICE_ENGINE_API_KEY (a client-side setting)."""
+    env = os.environ if environ is None else environ
+    return env.get("VOICE_ENGINE_API_KEY", "").strip() or None
 
 
 def _default_state_dir(env: Mapping[str, str]) -> Path:

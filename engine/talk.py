@@ -34,6 +34,21 @@ class TalkOptions:
     output_rate_hz: int = 16000
     interim: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None
+    tls: bool = False
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+def _channel(options: TalkOptions) -> grpc.aio.Channel:
+    if not options.tls:
+        return grpc.aio.insecure_channel(options.target)
+    chain = options.client_cert.read_bytes() if options.client_cert else None
+    key = options.client_key.read_bytes() if options.client_key else None
+    root = options.ca.read_bytes() if options.ca else None
+    credentials = grpc.ssl_channel_credentials(root, key, chain)
+    return grpc.aio.secure_channel(options.target, credentials)
 
 
 class _Printer:
@@ -221,9 +236,10 @@ async def talk(
             )
         )
     )
-    async with grpc.aio.insecure_channel(options.target) as channel:
+    async with _channel(options) as channel:
         stub = pb_grpc.VoiceEngineServiceStub(channel)
-        call = stub.Converse(conv.request_stream())
+        auth = (("authorization", f"Bearer {options.api_key}"),) if options.api_key else None
+        call = stub.Converse(conv.request_stream(), metadata=auth)
         driver = asyncio.create_task(_drive(conv, read_line, wav))
         try:
             async for message in call:

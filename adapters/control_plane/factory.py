@@ -7,6 +7,7 @@ from typing import Literal
 
 from adapters.control_plane.backend import HttpControlPlane
 from adapters.control_plane.null import NullControlPlane
+from engine.observability.logs import redact_url
 from engine.runtime.ports.control_plane import ControlPlane
 from engine.settings import Settings
 
@@ -41,7 +42,7 @@ def build_control_plane(settings: Settings) -> ControlPlane:
     ``isinstance(result, HttpControlPlane)`` (or ``choose_control_plane``) to see which.
     """
     if choose_control_plane(settings) == "http" and settings.backend_url:
-        logger.info("control plane: HTTP backend at %s", settings.backend_url)
+        logger.info("control plane: HTTP backend at %s", redact_url(settings.backend_url))
         return HttpControlPlane(
             settings.backend_url,
             api_key=settings.backend_api_key,

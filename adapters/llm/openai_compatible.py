@@ -75,11 +75,18 @@ class OpenAICompatibleLanguageModel:
 
     @classmethod
     def from_options(
-        cls, options: Mapping[str, Any], *, client: httpx.AsyncClient, api_key: str | None
+        cls,
+        options: Mapping[str, Any],
+        *,
+        client: httpx.AsyncClient,
+        api_key: str | None,
+        allowed_base_urls: Sequence[str] = (),
     ) -> OpenAICompatibleLanguageModel:
         """Build from the `llm:` section of an assistant definition.
 
         ``api_key`` is the engine's (from settings); the definition may not carry one.
+        When ``allowed_base_urls`` is set (LLM_ALLOWED_BASE_URLS), ``base_url`` must be
+        one of them or below one: the key never goes to a server the operator did not name.
         """
         if "api_key" in options:
             raise ProviderConfigError(
@@ -88,6 +95,13 @@ class OpenAICompatibleLanguageModel:
             )
         reject_unknown_options("llm", "openai", options, _OPTIONS)
         base_url = _base_url(options.get("base_url"))
+        if allowed_base_urls and not any(
+            base_url == allowed or base_url.startswith(allowed + "/")
+            for allowed in allowed_base_urls
+        ):
+            raise ProviderConfigError(
+                "llm.base_url: not one of the base URLs this engine allows (LLM_ALLOWED_BASE_URLS)"
+            )
         model = options.get("model")
         if not isinstance(model, str) or not model.strip():
             raise ProviderConfigError("llm.model: required, a non-empty string")

@@ -35,6 +35,8 @@ _END_REASONS = {
     ev.EndReason.STREAM_BROKEN: pb.END_REASON_STREAM_BROKEN,
     ev.EndReason.PROTOCOL_ERROR: pb.END_REASON_PROTOCOL_ERROR,
     ev.EndReason.INPUT_CLOSED: pb.END_REASON_INPUT_CLOSED,
+    ev.EndReason.LIMIT_REACHED: pb.END_REASON_LIMIT_REACHED,
+    ev.EndReason.CLIENT_NOT_READING: pb.END_REASON_LIMIT_REACHED,
 }
 
 
@@ -133,6 +135,8 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
                     ),
                 )
             )
+        case ev.Draining():
+            return pb.ConverseResponse(draining=pb.Draining(remaining_ms=event.remaining_ms))
         case ev.AudioChunk():
             return pb.ConverseResponse(
                 audio=pb.AudioOutput(

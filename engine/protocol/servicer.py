@@ -16,6 +16,7 @@ from voiceengine.v1 import converse_pb2 as pb
 from voiceengine.v1 import converse_pb2_grpc as pb_grpc
 
 from engine.audio.formats import AudioFormat
+from engine.protocol.limits import InputGuard, SessionLimits, limit_status
 from engine.protocol.mapping import (
     audio_format_from_proto,
     audio_format_to_proto,
@@ -70,10 +71,12 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         *,
         idle_timeout_sec: float = 300.0,
         half_close_timeout_sec: float = 30.0,
+        limits: SessionLimits | None = None,
     ) -> None:
         self._sessions = sessions
         self._idle_timeout_sec = idle_timeout_sec
         self._half_close_timeout_sec = half_close_timeout_sec
+        self._limits = limits or SessionLimits(idle_timeout_sec=idle_timeout_sec)
 
     async def Converse(
         self,
@@ -93,7 +96,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
             session,
             in_fmt,
             out_fmt,
-            idle_timeout_sec=self._idle_timeout_sec,
+            limits=self._limits,
             half_close_timeout_sec=self._half_close_timeout_sec,
         )
         reader: asyncio.Task[None] | None = None
@@ -177,11 +180,11 @@ class _SessionEdge:
         in_fmt: AudioFormat,
         out_fmt: AudioFormat,
         *,
-        idle_timeout_sec: float,
+        limits: SessionLimits,
         half_close_timeout_sec: float,
     ) -> None:
         self._session = session
-        self._idle_timeout_sec = idle_timeout_sec
+        self._guard = InputGuard(limits)
         self._half_close_timeout_sec = half_close_timeout_sec
         self._in_fmt = in_fmt
         self._out_fmt = out_fmt
@@ -218,12 +221,11 @@ class _SessionEdge:
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(anext(requests), self._idle_timeout_sec)
+                    request = await asyncio.wait_for(anext(requests), self._guard.wait_sec())
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    detail = f"no message from the client for {self._idle_timeout_sec:g} s"
-                    await session.end(ev.EndReason.IDLE_TIMEOUT, detail)
+                    await session.end(*self._guard.timed_out())
                     return
                 if session.ended:
                     return
@@ -232,11 +234,11 @@ class _SessionEdge:
                     await session.end(ev.EndReason.CLIENT_ENDED, request.end.reason[:256])
                     return
         except ProtocolViolation as violation:
-            log.info("session %s: protocol violation: %s", session.session_id, violation)
+            log.debug("session %s: protocol violation: %s", session.session_id, violation)
             self.violation = violation
             await session.end(ev.EndReason.PROTOCOL_ERROR, violation.message)
             return
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, grpc.aio.AbortError):
             return  # the client went away; the handler's cleanup ends the session
         except Exception:
             # A bug must not leave the stream hanging: end it with INTERNAL.
@@ -256,7 +258,10 @@ class _SessionEdge:
         match request.WhichOneof("request"):
             case "audio":
                 await self._audio(request.audio.data)
+                if self._guard.utterance_too_long():
+                    await session.end_of_turn()  # cut: the assistant answers what it heard
             case "text":
+                self._guard.text()
                 text = request.text.text.strip()
                 if not text or len(text.encode()) > MAX_TEXT_BYTES:
                     await session.emit_error(
@@ -280,10 +285,13 @@ class _SessionEdge:
     async def _audio(self, data: bytes) -> None:
         if len(data) > self._max_chunk_bytes:
             raise ProtocolViolation(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.INVALID_ARGUMENT,
                 f"audio chunk of {len(data)} bytes is over {MAX_CHUNK_MS} ms "
                 f"({self._max_chunk_bytes} bytes) of {self._in_fmt}; send 20-100 ms chunks",
             )
+        too_fast = self._guard.audio(self._in_fmt.duration_ms(len(data)))
+        if too_fast is not None:
+            raise ProtocolViolation(grpc.StatusCode.INVALID_ARGUMENT, too_fast)
         try:
             await self._session.feed_audio(data)  # checks the chunk is whole samples
         except InvalidAudio as exc:
@@ -306,6 +314,10 @@ class _SessionEdge:
 
     def to_proto(self, event: ev.Event) -> pb.ConverseResponse:
         """The message for one runtime event."""
+        if not isinstance(event, ev.AudioChunk):
+            self._guard.observe(event)
+            if (limit := limit_status(event)) is not None and self.violation is None:
+                self.violation = ProtocolViolation(*limit)
         return self._stamp(event_to_proto(event))
 
     def _stamp(self, message: pb.ConverseResponse) -> pb.ConverseResponse:

@@ -30,6 +30,9 @@ class EndReason(StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     STREAM_BROKEN = "stream_broken"
     PROTOCOL_ERROR = "protocol_error"
+    # Hard limits (issue 11): the session's maximum duration; a client not reading.
+    LIMIT_REACHED = "limit_reached"
+    CLIENT_NOT_READING = "client_not_reading"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,13 @@ class SessionEnded:
     history: HistoryStatus
 
 
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """The server is shutting down: the session ends in ``remaining_ms`` at the latest."""
+
+    remaining_ms: int
+
+
 Event = (
     SpeechStarted
     | SpeechStopped
@@ -124,6 +134,7 @@ Event = (
     | TurnMetrics
     | ErrorEvent
     | SessionEnded
+    | Draining
 )
 
 

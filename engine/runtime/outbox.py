@@ -25,6 +25,9 @@ class Outbox:
         self._arrived = asyncio.Event()
         self._closed = False
 
+    def __len__(self) -> int:
+        return len(self._queue)
+
     def put(self, event: Event) -> None:
         """Queue an event behind everything already queued."""
         self._queue.append(event)

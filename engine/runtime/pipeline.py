@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from engine.runtime.assistant import AssistantConfig
+from engine.runtime.context_window import trim_context
 from engine.runtime.events import (
     AudioChunk,
     ErrorEvent,
@@ -82,7 +83,9 @@ class DuplexPipeline:
         on_end_call: Callable[[EndCall, float], None] | None = None,
         encoder: Callable[[int], OutputEncoder] | None = None,
         overtake: Callable[[str, Callable[[list[Event]], list[Event]]], object] | None = None,
+        max_context_messages: int = 50,
     ) -> None:
+        self._max_context_messages = max_context_messages
         self._on_end_call = on_end_call
         self._encoder = encoder
         self._overtake = overtake
@@ -289,6 +292,7 @@ class DuplexPipeline:
         # a finished utterance) replaces the reply in flight.
         await self.interrupt()
         self._context.append(ChatMessage("user", text))
+        trim_context(self._context, self._max_context_messages)
         now = time.time()
         self._recorder.record(
             "user",

@@ -23,6 +23,11 @@ from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
 
 log = logging.getLogger(__name__)
 
+_SAFE_MESSAGES = {
+    "llm_failed": "the language model failed for this turn; the reply is cut short",
+    "tts_failed": "speech synthesis failed for this turn; the reply is cut short",
+}
+
 Emit = Callable[[Event], Awaitable[None]]
 
 
@@ -101,7 +106,9 @@ class ResponseRunner:
             for error in errors.exceptions:
                 code = "tts_failed" if isinstance(error, _SpeechFailure) else "llm_failed"
                 log.warning("response %s: %s: %s", self.state.response_id, code, error)
-                await self._emit(ErrorEvent(code, str(error), self.state.response_id))
+                # The provider's words (URLs, bodies) stay in the log; the client gets a
+                # stable code and a safe message.
+                await self._emit(ErrorEvent(code, _SAFE_MESSAGES[code], self.state.response_id))
 
     async def _text_stage(self) -> None:
         splitter = SentenceSplitter()

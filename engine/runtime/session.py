@@ -18,7 +18,7 @@ from engine.runtime.assistant import (
     is_valid_assistant_id,
 )
 from engine.runtime.audio_out import PCM16_INPUT_FORMAT, PassthroughCodecs
-from engine.runtime.events import EndReason, ErrorEvent, Event, SessionEnded
+from engine.runtime.events import Draining, EndReason, ErrorEvent, Event, SessionEnded
 from engine.runtime.outbox import Outbox
 from engine.runtime.pipeline import DuplexPipeline
 from engine.runtime.ports.audio import AudioCodecs, InputDecoder, OutputEncoder, WireFormat
@@ -118,6 +118,8 @@ class Session:
         *,
         audio_lead_ms: int,
         codecs: AudioCodecs | None = None,
+        max_queued_events: int = 500,
+        max_context_messages: int = 50,
     ) -> None:
         self.session_id = str(uuid.uuid4())
         self.call_id = str(uuid.uuid4())
@@ -161,11 +163,26 @@ class Session:
             on_end_call=self._assistant_hangs_up,
             encoder=encoder,
             overtake=self._outbox.interrupt,
+            max_context_messages=max_context_messages,
         )
         self._hangup: asyncio.Task[None] | None = None
+        self._max_queued_events = max_queued_events
+        self._not_reading: asyncio.Task[SessionEnded] | None = None
 
     async def _emit(self, event: Event) -> None:
+        # Bounded (ENGINE_MAX_QUEUED_EVENTS): a client that stops reading is ended rather
+        # than buffered without limit; an `ended` must never wait, so it always goes in.
+        if len(self._outbox) >= self._max_queued_events and not isinstance(event, SessionEnded):
+            if self._not_reading is None:
+                detail = f"the client is not reading its stream ({len(self._outbox)} events queued)"
+                ending = self.end(EndReason.CLIENT_NOT_READING, detail)
+                self._not_reading = asyncio.create_task(ending, name=f"overflow {self.session_id}")
+            return
         self._outbox.put(event)
+
+    async def notify_draining(self, remaining_ms: int) -> None:
+        """Tell the client the server is shutting down and the call ends within ``remaining_ms``."""
+        await self._emit(Draining(remaining_ms))
 
     def _assistant_hangs_up(self, end_call: EndCall, playback_left_sec: float) -> None:
         # A task of its own: ending the session waits for the response task that calls us.
@@ -268,13 +285,17 @@ class SessionManager:
         max_sessions: int,
         audio_lead_ms: int = 500,
         codecs: AudioCodecs | None = None,
+        max_queued_events: int = 500,
+        max_context_messages: int = 50,
     ) -> None:
         self._codecs = codecs
         self._control_plane = control_plane
+        self._max_context_messages = max_context_messages
         self._providers = providers
         self._history = history
         self._max_sessions = max_sessions
         self._audio_lead_ms = audio_lead_ms
+        self._max_queued_events = max_queued_events
         self._live: set[Session] = set()
         self._draining = False
         self._idle = asyncio.Event()
@@ -304,6 +325,8 @@ class SessionManager:
                 self._history,
                 audio_lead_ms=self._audio_lead_ms,
                 codecs=self._codecs,
+                max_queued_events=self._max_queued_events,
+                max_context_messages=self._max_context_messages,
             )
         except ProviderConfigError as exc:
             raise SessionRejected(
@@ -336,8 +359,11 @@ class SessionManager:
                 RejectKind.NOT_FOUND, f"assistant {assistant_id!r} not found"
             ) from exc
         except ControlPlaneUnavailable as exc:
-            raise SessionRejected(
-                RejectKind.UNAVAILABLE, f"assistant config unavailable: {exc}"
+            log.warning("assistant %r: config unavailable: %s", assistant_id, exc)
+            raise SessionRejected(  # the backend's words stay in the log (they may hold secrets)
+                RejectKind.UNAVAILABLE,
+                "assistant config unavailable: the backend did not answer"
+                " and there is no cached copy",
             ) from exc
         except AssistantConfigError as exc:
             raise SessionRejected(
@@ -348,6 +374,8 @@ class SessionManager:
     async def drain(self, grace_sec: float) -> None:
         """Refuse new sessions; give live ones ``grace_sec`` to finish, then end them."""
         self._draining = True
+        for session in list(self._live):
+            await session.notify_draining(int(grace_sec * 1000))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace_sec)
         remaining = list(self._live)

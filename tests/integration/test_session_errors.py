@@ -117,12 +117,13 @@ async def test_an_oversized_message_is_resource_exhausted(
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_an_audio_chunk_over_200_ms_is_resource_exhausted(client: ConverseClient) -> None:
+async def test_an_audio_chunk_over_200_ms_is_invalid_argument(client: ConverseClient) -> None:
     client.start("default", options=pb.SessionOptions(text_only=True))
     await client.until("started")
     client.send(audio=pb.AudioInput(data=b"\x00\x00" * 16000))  # 1 s at 16 kHz
     error = await expect_rpc_error(client)
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # A client mistake, not capacity: retry policies must not retry it (issue 10).
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "200 ms" in (error.details() or "")
 
 

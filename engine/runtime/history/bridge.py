@@ -32,6 +32,7 @@ from engine.runtime.ports.control_plane import (
 )
 from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.history_store import HistoryStore, HistoryWrite, SpoolError
+from engine.runtime.redact import describe
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class HistoryBridge:
         self._finalizers: set[asyncio.Task[HistoryStatus]] = set()
         self._replayer = (
             SpoolReplayer(spool, self._send, self._on_replayed, backoff_sec=retry_backoff_sec,
-                          clock=clock)
+                          clock=clock, concurrency=workers)
             if spool is not None else None
         )  # fmt: skip
         self._closing = asyncio.Event()
@@ -213,7 +214,9 @@ class HistoryBridge:
                 # Stored before record() returns: this is what survives a SIGKILL.
                 write.row_id = self._spool.add(body, replay=to_replayer, now=self._clock())
             except SpoolError as exc:
-                logger.error("history spool write failed, %r kept in memory: %s", body, exc)
+                logger.error(
+                    "history spool write failed, %s kept in memory: %s", describe(body), exc
+                )
             else:
                 if to_replayer:
                     if full and not call.diverted:
@@ -284,7 +287,7 @@ class HistoryBridge:
         write.released = True
         self._counts["dropped"] += 1
         if log:
-            logger.error("history write LOST (%s): %r", reason, write.body)
+            logger.error("history write LOST (%s): %s", reason, describe(write.body))
         self._settle(write.body, "dropped", write)
 
     def _divert(self, call: CallHistory) -> None:
@@ -310,7 +313,7 @@ class HistoryBridge:
         if self._spool is not None and row_id is not None:
             self._spool.dead_letter(row_id, reason, now=self._clock())
         self._counts["dead_lettered"] += 1
-        logger.error("history write refused by the backend (%s): %r", reason, body)
+        logger.error("history write refused by the backend (%s): %s", reason, describe(body))
 
     def _finalize_orphans(self, spool: HistoryStore) -> None:
         # Calls a dead process left open get the finalize it never sent.
@@ -334,7 +337,7 @@ class HistoryBridge:
                     if not write.released:
                         await self._deliver_live(write)
             except Exception:  # the worker must outlive any one write
-                logger.exception("history worker failed on %r", write.body)
+                logger.exception("history worker failed on %s", describe(write.body))
             finally:
                 self._queue.task_done()
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 from engine.runtime.history.retry import backoff_delay, is_transient
 from engine.runtime.ports.history_store import HistoryStore, HistoryWrite, SpooledWrite, SpoolError
+from engine.runtime.redact import describe
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ class SpoolReplayer:
         *,
         backoff_sec: float,
         clock: Callable[[], float] = time.time,
+        concurrency: int = 1,
     ) -> None:
+        self._concurrency = max(1, concurrency)  # HISTORY_WORKERS, as the live path
         self._spool = spool
         self._send = send
         self._report = report
@@ -61,6 +64,12 @@ class SpoolReplayer:
                 rows, error = [], exc
             if error is not None:
                 failures += 1
+                if failures in (3, 10) or failures % 50 == 0:  # said clearly, not every pass
+                    logger.warning(
+                        "history replay: %d passes failed in a row, spooled writes wait (%s)",
+                        failures,
+                        error,
+                    )
                 await asyncio.sleep(backoff_delay(self._backoff, failures, error))
                 continue
             failures = 0
@@ -68,25 +77,39 @@ class SpoolReplayer:
                 await self._wakeup.wait()
 
     async def _replay(self, rows: list[SpooledWrite]) -> Exception | None:
-        failed_calls: set[str] = set()
-        error: Exception | None = None
+        # Calls in parallel (bounded like the live workers), each call's rows in order.
+        by_call: dict[str, list[SpooledWrite]] = {}
         for row in rows:
-            if row.call_id in failed_calls:
-                continue  # its later rows must not overtake the failed one
-            try:
-                await self._send(row.payload)
-            except Exception as exc:
-                if is_transient(exc):
-                    self._spool.record_failure(row.id)
-                    failed_calls.add(row.call_id)
-                    error = exc
-                    self._report(row.payload, "retried")
-                else:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    self._spool.dead_letter(row.id, reason, now=self._clock())
-                    logger.error("history write refused by the backend (%s): %r", reason, row)
-                    self._report(row.payload, "dead_lettered")
-                continue
-            self._spool.delete(row.id)
-            self._report(row.payload, "replayed")
-        return error
+            by_call.setdefault(row.call_id, []).append(row)
+        slots = asyncio.Semaphore(self._concurrency)
+        errors: list[Exception] = []
+
+        async def deliver(call_rows: list[SpooledWrite]) -> None:
+            async with slots:
+                for row in call_rows:
+                    error = await self._replay_row(row)
+                    if error is not None:
+                        errors.append(error)
+                        return  # its later rows must not overtake the failed one
+
+        await asyncio.gather(*(deliver(call_rows) for call_rows in by_call.values()))
+        return errors[0] if errors else None
+
+    async def _replay_row(self, row: SpooledWrite) -> Exception | None:
+        try:
+            await self._send(row.payload)
+        except Exception as exc:
+            if is_transient(exc):
+                self._spool.record_failure(row.id)
+                self._report(row.payload, "retried")
+                return exc
+            reason = f"{type(exc).__name__}: {exc}"
+            self._spool.dead_letter(row.id, reason, now=self._clock())
+            logger.error(
+                "history write refused by the backend (%s): %s", reason, describe(row.payload)
+            )
+            self._report(row.payload, "dead_lettered")
+            return None
+        self._spool.delete(row.id)
+        self._report(row.payload, "replayed")
+        return None

@@ -155,6 +155,11 @@ class _EndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndReason.V
     """The client closed its side of the stream (half-close: no more input); the engine
     answered what it was given, streamed that reply to the end, then ended with OK.
     """
+    END_REASON_LIMIT_REACHED: _EndReason.ValueType  # 8
+    """A hard limit ended the session: its maximum duration (status DEADLINE_EXCEEDED), or
+    the client stopped reading its responses (status RESOURCE_EXHAUSTED). `detail` and the
+    status's ErrorInfo reason say which.
+    """
 
 class EndReason(_EndReason, metaclass=_EndReasonEnumTypeWrapper):
     """EndReason says why the session ended."""
@@ -180,6 +185,11 @@ RPC ends with an error status right after this message.
 END_REASON_INPUT_CLOSED: EndReason.ValueType  # 7
 """The client closed its side of the stream (half-close: no more input); the engine
 answered what it was given, streamed that reply to the end, then ended with OK.
+"""
+END_REASON_LIMIT_REACHED: EndReason.ValueType  # 8
+"""A hard limit ended the session: its maximum duration (status DEADLINE_EXCEEDED), or
+the client stopped reading its responses (status RESOURCE_EXHAUSTED). `detail` and the
+status's ErrorInfo reason say which.
 """
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
 
@@ -958,6 +968,31 @@ class SessionEnded(_message.Message):
 Global___SessionEnded: _TypeAlias = SessionEnded  # noqa: Y015
 
 @_typing.final
+class Draining(_message.Message):
+    """Draining says the server is shutting down (like a GOAWAY): the session goes on for
+    at most `remaining_ms`, then ends with `ended` (reason SERVER_SHUTDOWN). Finish the
+    call if you can; open new calls elsewhere (this server already refuses them).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMAINING_MS_FIELD_NUMBER: _builtins.int
+    remaining_ms: _builtins.int
+    """Milliseconds until the server ends the session."""
+    def __init__(
+        self,
+        *,
+        remaining_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remaining_ms", b"remaining_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Draining: _TypeAlias = Draining  # noqa: Y015
+
+@_typing.final
 class ConverseResponse(_message.Message):
     """ConverseResponse is one server message; exactly one field is set."""
 
@@ -974,6 +1009,7 @@ class ConverseResponse(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     SESSION_TIME_MS_FIELD_NUMBER: _builtins.int
     session_time_ms: _builtins.int
     """Milliseconds since the session started when the event was produced."""
@@ -1021,6 +1057,10 @@ class ConverseResponse(_message.Message):
     def ended(self) -> Global___SessionEnded:
         """The session is over."""
 
+    @_builtins.property
+    def draining(self) -> Global___Draining:
+        """The server is shutting down; the session ends within `remaining_ms`."""
+
     def __init__(
         self,
         *,
@@ -1035,13 +1075,14 @@ class ConverseResponse(_message.Message):
         metrics: Global___TurnMetrics | None = ...,
         error: Global___Error | None = ...,
         ended: Global___SessionEnded | None = ...,
+        draining: Global___Draining | None = ...,
         session_time_ms: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "transcript", b"transcript"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "session_time_ms", b"session_time_ms", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "session_time_ms", b"session_time_ms", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "transcript", b"transcript"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "speech_started", "speech_stopped", "transcript", "assistant_text", "audio", "interrupted", "response_done", "metrics", "error", "ended"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "speech_started", "speech_stopped", "transcript", "assistant_text", "audio", "interrupted", "response_done", "metrics", "error", "ended", "draining"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

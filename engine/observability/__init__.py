@@ -1,0 +1,1 @@
+"""Metrics and structured logs (issue 11): what an operator watches."""
