@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
 from adapters.control_plane.factory import build_control_plane
 from adapters.providers import EmbeddedProviderFactory
+from engine.protocol.reflection import HealthService, enable_reflection
 from engine.protocol.servicer import ConverseServicer
 from engine.runtime.history.bridge import HistoryBridge
 from engine.runtime.ports.control_plane import ControlPlane
@@ -75,11 +75,9 @@ class EngineServer:
             ConverseServicer(engine.sessions, idle_timeout_sec=engine.settings.idle_timeout_sec),
             self._server,
         )
-        self._health = health.aio.HealthServicer()
+        self._health = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection(self._server, (SERVICE_NAME, health.SERVICE_NAME))
         self.port = 0
 
     async def start(self) -> int:
