@@ -49,7 +49,8 @@ function writeWav(path, encoding, sampleRateHz, data) {
   const fmtSize = mulaw ? 18 : 16; // non-PCM formats carry a cbSize field
   const header = Buffer.alloc(12 + 8 + fmtSize + 8);
   header.write('RIFF', 0, 'ascii');
-  header.writeUInt32LE(4 + 8 + fmtSize + 8 + data.length, 4);
+  const pad = data.length % 2 ? Buffer.alloc(1) : Buffer.alloc(0); // chunks are padded to an even size
+  header.writeUInt32LE(4 + 8 + fmtSize + 8 + data.length + pad.length, 4);
   header.write('WAVE', 8, 'ascii');
   header.write('fmt ', 12, 'ascii');
   header.writeUInt32LE(fmtSize, 16);
@@ -62,7 +63,6 @@ function writeWav(path, encoding, sampleRateHz, data) {
   const dataAt = 20 + fmtSize;
   header.write('data', dataAt, 'ascii');
   header.writeUInt32LE(data.length, dataAt + 4);
-  const pad = data.length % 2 ? Buffer.alloc(1) : Buffer.alloc(0);
   fs.writeFileSync(path, Buffer.concat([header, data, pad]));
 }
 
