@@ -50,5 +50,8 @@ echo "== ruff"
 echo "== mypy (strict: engine/, adapters/)"
 .venv/bin/mypy
 
+echo "== example clients (Node.js, Go): install and build"
+BUF="$BUF" bash scripts/clients.sh
+
 echo "== pytest"
 .venv/bin/pytest -q "$@"
