@@ -14,8 +14,8 @@ from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
 from adapters.control_plane.factory import build_control_plane
 from adapters.providers import EmbeddedProviderFactory
-from engine.protocol.reflection import HealthService, enable_reflection
 from engine.protocol.servicer import ConverseServicer
+from engine.protocol.standard_services import HealthService, enable_reflection
 from engine.runtime.history.bridge import HistoryBridge
 from engine.runtime.ports.control_plane import ControlPlane
 from engine.runtime.session import SessionManager
