@@ -14,19 +14,26 @@ BUF="${BUF:-.tools/node_modules/.bin/buf}"
 
 APT_PACKAGES=(golang-go golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev protoc-gen-go-grpc protobuf-compiler)
-missing=()
-for package in "${APT_PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed"; then
-    missing+=("$package")
+GO_CLIENT=yes
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+  # The Go client is built from Debian's packages; its tests skip (and fail under CI=true).
+  echo "not a Debian system: the Go client is not built"
+  GO_CLIENT=no
+else
+  missing=()
+  for package in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed"; then
+      missing+=("$package")
+    fi
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
   fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing Debian packages: ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
 fi
 
 # Node: reinstall only when the lock file changed since the last install.
@@ -35,6 +42,10 @@ if [ ! -f clients/node/node_modules/.package-lock.json ] ||
   npm ci --prefix clients/node --silent --no-audit --no-fund --cache "$ROOT/.tools/npm-cache"
 fi
 
+if [ "$GO_CLIENT" = no ]; then
+  echo "clients built: node clients/node/converse.js"
+  exit 0
+fi
 GO_TOOLS="$ROOT/.tools/go"
 export GO111MODULE=off GOPATH="$GO_TOOLS/gopath:/usr/share/gocode" GOCACHE="$GO_TOOLS/cache"
 GO_PACKAGE_DIR="$GO_TOOLS/gopath/src/github.com/voice-engine/voice-engine"
