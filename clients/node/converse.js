@@ -6,6 +6,7 @@
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const { errorInfo } = require('./status_details');
 const { readWav, writeWav } = require('./wav');
 
 const USAGE = `usage: converse.js [options] [turns...]
@@ -311,8 +312,10 @@ function main() {
     if (player) player.stop();
     if (options.out) writeWav(options.out, options.outputFormat.encoding.replace('AUDIO_ENCODING_', ''), options.outputFormat.sample_rate_hz, Buffer.concat(audioOut));
     const name = Object.keys(grpc.status).find((key) => grpc.status[key] === status.code) || String(status.code);
-    if (options.json) console.log(JSON.stringify({ status: { code: status.code, name, details: status.details } }));
-    else console.log(`status: ${name}${status.details ? `: ${status.details}` : ''}`);
+    const info = errorInfo(status.metadata); // a fatal status's machine-readable reason
+    const reason = info ? { reason: info.reason } : {};
+    if (options.json) console.log(JSON.stringify({ status: { code: status.code, name, details: status.details, ...reason } }));
+    else console.log(`status: ${name}${info ? ` ${info.reason}` : ''}${status.details ? `: ${status.details}` : ''}`);
     client.close();
     process.exitCode = status.code === grpc.status.OK ? 0 : 1;
   };

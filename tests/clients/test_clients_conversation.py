@@ -144,3 +144,19 @@ async def test_a_bad_start_ends_with_its_status_and_no_events(
     assert (run.status["code"], run.status["name"]) == (code, name)
     assert says in run.status["details"]
     assert run.events == []
+
+
+@pytest.mark.xfail(strict=True, reason="ErrorInfo details land with branch sec")
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--assistant", "no-such-assistant"], "ASSISTANT_NOT_FOUND"),
+        (["--output-format", "mulaw:16000"], "INVALID_REQUEST"),
+    ],
+)
+async def test_a_bad_start_names_its_machine_readable_reason(
+    client: str, engine: str, args: list[str], reason: str
+) -> None:
+    run = await run_client(client, engine, "--text", "hello", *args)
+    assert run.returncode == 1, run.describe()
+    assert run.status.get("reason") == reason

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -496,12 +497,22 @@ func run(o *options) int {
 func report(o *options, err error) int {
 	st := status.Convert(err)
 	name := statusNames[st.Code()]
+	// A fatal status carries a machine-readable reason: a google.rpc.ErrorInfo detail.
+	reason := ""
+	for _, detail := range st.Details() {
+		if info, ok := detail.(*errdetails.ErrorInfo); ok {
+			reason = info.Reason
+		}
+	}
 	if o.jsonOut {
-		line, _ := json.Marshal(map[string]interface{}{"status": map[string]interface{}{
-			"code": int(st.Code()), "name": name, "details": st.Message()}})
+		fields := map[string]interface{}{"code": int(st.Code()), "name": name, "details": st.Message()}
+		if reason != "" {
+			fields["reason"] = reason
+		}
+		line, _ := json.Marshal(map[string]interface{}{"status": fields})
 		fmt.Println(string(line))
 	} else if st.Message() != "" {
-		fmt.Printf("status: %s: %s\n", name, st.Message())
+		fmt.Printf("status: %s %s: %s\n", name, reason, st.Message())
 	} else {
 		fmt.Printf("status: %s\n", name)
 	}
