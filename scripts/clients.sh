@@ -4,7 +4,8 @@
 #   Go:      Debian's Go toolchain and gRPC/protobuf sources, built in GOPATH mode (no module
 #            proxy here); protoc-gen-go built from /usr/share/gocode, since Debian's own
 #            binary predates proto3 `optional`
-#   Stubs:   `buf generate` (buf.gen.yaml) with local plugins: Python, Go, TypeScript
+#   Stubs:   `buf generate` (buf.gen.yaml) with local plugins: Python, Go, TypeScript (then
+#            type-checked with tsc)
 # Needs .venv (scripts/test.sh makes it) and buf: BUF=path, default .tools/node_modules/.bin/buf.
 # The binaries: node clients/node/converse.js, .tools/go/bin/voice-engine-converse.
 set -euo pipefail
@@ -57,6 +58,9 @@ fi
 
 PATH="$ROOT/scripts:$GO_TOOLS/bin:$ROOT/clients/node/node_modules/.bin:$ROOT/.venv/bin:$PATH" \
   "$BUF" generate
+# The TypeScript stubs must compile against the grpc-js and protobuf runtimes the lock pins.
+clients/node/node_modules/.bin/tsc --noEmit --strict --esModuleInterop --module commonjs \
+  --target es2020 --skipLibCheck clients/node/gen/voiceengine/v1/converse.ts
 
 (cd "$GO_PACKAGE_DIR/clients/go" && go vet ./cmd/converse &&
   go build -o "$GO_TOOLS/bin/voice-engine-converse" ./cmd/converse)
