@@ -11,7 +11,6 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
 from adapters.control_plane.factory import build_control_plane, history_enabled
@@ -21,6 +20,7 @@ from engine.audio.conversion import SoxrAudioCodecs
 from engine.observability.metrics import EngineMetrics
 from engine.protocol import hardening
 from engine.protocol.servicer import ConverseServicer
+from engine.protocol.standard_services import HealthService, enable_reflection
 from engine.runtime.history.bridge import HistoryBridge
 from engine.runtime.ports.audio import AudioCodecs
 from engine.runtime.ports.control_plane import ControlPlane
@@ -124,12 +124,10 @@ class EngineServer:
             ),
             self._server,
         )
-        self._health = health.aio.HealthServicer()
+        self._health = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if engine.settings.reflection_enabled:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-            )
+            enable_reflection(self._server, (SERVICE_NAME, health.SERVICE_NAME))
         self._readiness = hardening.Readiness(self._health, SERVICE_NAME, self.gate.admission)
         self.port = 0
         self.metrics_port: int | None = None

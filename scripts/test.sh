@@ -16,6 +16,25 @@ fi
 echo "== buf lint"
 "$BUF" lint
 
+echo "== buf breaking (against the previous commit)"
+# On main, HEAD~1 is main before the change under test (a merge's first parent).
+if ! BASE="$(git rev-parse -q --verify 'HEAD~1^{commit}' 2>/dev/null)"; then
+  echo "skipped: no previous commit in this clone (first commit or a shallow clone)"
+elif ! git cat-file -e "$BASE:proto" 2>/dev/null; then
+  echo "skipped: the previous commit ($BASE) has no proto/"
+elif [[ "$(git show "$BASE:proto/voiceengine/v1/converse.proto" 2>/dev/null)" == *go_package* ]]; then
+  "$BUF" breaking --against ".git#ref=$BASE"
+else
+  # The previous commit predates the per-language file options (go_package, java_*, ...):
+  # setting them once is the point, so only that one transition skips the FILE_SAME_* checks.
+  echo "previous commit has no per-language file options yet: FILE rules less FILE_SAME_*"
+  "$BUF" breaking --against ".git#ref=$BASE" --config '{"version": "v2",
+    "modules": [{"path": "proto"}], "breaking": {"use": ["FILE"], "except": [
+    "FILE_SAME_GO_PACKAGE", "FILE_SAME_JAVA_PACKAGE", "FILE_SAME_JAVA_MULTIPLE_FILES",
+    "FILE_SAME_JAVA_OUTER_CLASSNAME", "FILE_SAME_CSHARP_NAMESPACE", "FILE_SAME_OBJC_CLASS_PREFIX",
+    "FILE_SAME_PHP_NAMESPACE", "FILE_SAME_RUBY_PACKAGE"]}}'
+fi
+
 echo "== generated/ is up to date"
 rm -rf .tools/gen-check && mkdir -p .tools/gen-check
 GEN_OUT=.tools/gen-check scripts/gen_proto.sh .venv/bin/python
@@ -30,6 +49,9 @@ echo "== ruff"
 
 echo "== mypy (strict: engine/, adapters/)"
 .venv/bin/mypy
+
+echo "== example clients (Node.js, Go): install and build"
+BUF="$BUF" bash scripts/clients.sh
 
 echo "== pytest"
 .venv/bin/pytest -q "$@"
