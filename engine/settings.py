@@ -15,6 +15,8 @@ from typing import Literal, TypeVar
 BackendMode = Literal["auto", "http", "disabled"]
 _BACKEND_MODES: tuple[BackendMode, ...] = ("auto", "http", "disabled")
 _T = TypeVar("_T")
+EventLoop = Literal["asyncio", "uvloop"]
+_EVENT_LOOPS: tuple[EventLoop, ...] = ("asyncio", "uvloop")
 
 DEFAULT_AGENTS_DIR = Path(__file__).resolve().parent / "config" / "agents"
 
@@ -51,6 +53,8 @@ class Settings:
     history_spool_path: Path | None = None
     history_workers: int = 4
     llm_api_key: str | None = None
+    workers: int = 0  # engine processes for `serve`; 0 = one per CPU (engine/workers.py)
+    event_loop: EventLoop = "asyncio"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +98,8 @@ class Settings:
             history_spool_path=Path(spool) if spool else None,
             history_workers=r.get("HISTORY_WORKERS", "4", _int_range(1, 64)),
             llm_api_key=r.get("LLM_API_KEY", "", str) or None,
+            workers=r.get("ENGINE_WORKERS", "0", _int_range(0, 1024)),
+            event_loop=r.get("ENGINE_EVENT_LOOP", "asyncio", _choice(_EVENT_LOOPS)),
         )
 
 

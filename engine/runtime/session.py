@@ -32,7 +32,6 @@ from engine.runtime.ports.providers import (
     EndCall,
     ProviderConfigError,
     ProviderFactory,
-    ProviderSpec,
     SpeechRecognizer,
     VoiceActivityDetector,
 )
@@ -89,8 +88,7 @@ class _LazySpeech:
         self._config = config
 
     def vad(self) -> VoiceActivityDetector:
-        options = {"aggressiveness": self._config.vad.aggressiveness}
-        return self._providers.vad(ProviderSpec("webrtc", options))
+        return self._providers.vad(self._config.vad.provider_spec())
 
     def recognizer(self) -> SpeechRecognizer:
         return self._providers.recognizer(self._config.asr)
