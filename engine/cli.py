@@ -107,9 +107,14 @@ def _serve(args: argparse.Namespace) -> int:
 
         return _run_loop(Supervisor(settings, workers).run(), settings)
     from engine.runtime.history import SpoolError
+    from engine.workers import serve_single
 
+    ready = _ready_pipe(args.ready_fd)
     try:
-        _run_loop(serve(settings, ready=_ready_pipe(args.ready_fd)), settings)
+        if args.worker_index is None:  # a lone engine also takes over former workers' spools
+            _run_loop(serve_single(settings, ready=ready), settings)
+        else:
+            _run_loop(serve(settings, ready=ready), settings)
     except SpoolError as exc:
         print(
             f"voice-engine: {exc}; give each engine process its own HISTORY_SPOOL_PATH",

@@ -271,24 +271,39 @@ class Supervisor:
             proc.kill()
             return await proc.wait()
 
-    # -- spools of workers that no longer exist ------------------------------------------
-
     async def _adopt_orphans(self) -> None:
-        from adapters.control_plane.factory import build_control_plane
+        await adopt_orphan_spools(self.settings, self.workers)
 
-        orphans = orphan_spools(self.settings.history_spool_path, self.workers)
-        if not orphans:
+
+async def serve_single(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
+    """One engine process (``--workers 1``), adopting the spools of former workers too."""
+    from engine.server import serve
+
+    adopter = asyncio.create_task(adopt_orphan_spools(settings, 1), name="adopt-orphan-spools")
+    try:
+        await serve(settings, ready=ready)
+    finally:
+        adopter.cancel()
+        await asyncio.gather(adopter, return_exceptions=True)
+
+
+async def adopt_orphan_spools(settings: Settings, workers: int) -> None:
+    """Replay and remove the spools of worker indexes ``>= workers`` (see the module doc)."""
+    from adapters.control_plane.factory import build_control_plane
+
+    orphans = orphan_spools(settings.history_spool_path, workers)
+    if not orphans:
+        return
+    control_plane = build_control_plane(settings)
+    try:
+        if not control_plane.history_enabled:
+            log.info("history is off: %d spool(s) of former workers left as they are",
+                     len(orphans))  # fmt: skip
             return
-        control_plane = build_control_plane(self.settings)
-        try:
-            if not control_plane.history_enabled:
-                log.info("history is off: %d spool(s) of former workers left as they are",
-                         len(orphans))  # fmt: skip
-                return
-            for path in orphans:
-                await adopt_spool(path, control_plane, self.settings)
-        finally:
-            await control_plane.close()
+        for path in orphans:
+            await adopt_spool(path, control_plane, settings)
+    finally:
+        await control_plane.close()
 
 
 async def adopt_spool(path: Path, control_plane: ControlPlane, settings: Settings) -> bool:
