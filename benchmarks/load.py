@@ -377,6 +377,7 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
         threading.Thread(target=sample, daemon=True).start()
     results = run_clients(cmds, timeout_sec=args.ramp_sec + duration + 90)
     cpu_sec, cpu_pct = meter.stop() if meter else (math.nan, math.nan)
+    run_wait_pct = meter.wait_pct if meter else math.nan
     turns = [t for r in results for t in r.get("turns", [])]
     errors = [e for r in results for e in r.get("errors", [])]
     errors += [r["error"] + ": " + r.get("stderr", "")[-300:] for r in results if "error" in r]
@@ -394,7 +395,8 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
         "n": n, "turns": len(turns), "server": server, "client": client, "lag": lag,
         "overhead": overhead,
         "errors": errors, "misheard": misheard, "missing": missing,
-        "cpu_pct": cpu_pct, "cpu_sec": cpu_sec, "rss_mib": rss[0] if rss else math.nan,
+        "cpu_pct": cpu_pct, "cpu_sec": cpu_sec, "run_wait_pct": run_wait_pct,
+        "rss_mib": rss[0] if rss else math.nan,
         "client_cpu_pct": 100 * client_cpu / max(1e-9, client_wall), "clients": len(cmds),
         "late_pct": 100 * late / max(1, frames),
         "underruns": sum(r.get("underruns", 0) for r in results),
@@ -409,7 +411,8 @@ def _row(p: dict[str, Any], idle_rss: float, base_p95: float | None, overhead: b
     if overhead:
         over = " | " + _fmt(p["overhead"], 50, 95, 99)
     return (
-        f"| {p['n']} | {p['turns']} | {p['cpu_pct']:.0f}% | {p['rss_mib']:.0f} ({extra:.2f}/call)"
+        f"| {p['n']} | {p['turns']} | {p['cpu_pct']:.0f}% ({p['run_wait_pct']:.0f}%)"
+        f" | {p['rss_mib']:.0f} ({extra:.2f}/call)"
         f" | {_fmt(p['server'], 50, 95, 99)} | {delta} | {_fmt(p['client'], 50, 95, 99)}{over}"
         f" | {_fmt(p['lag'], 95)} / {max(p['lag'], default=0):.0f}"
         f" | {len(p['errors'])} err, {p['missing']} no-metrics, {p['misheard']} misheard"
@@ -431,8 +434,9 @@ def _orchestrate(args: argparse.Namespace) -> int:
             idle_rss = tree_rss_mib(pid) if pid else math.nan
             print(f"# engine at {target}, idle RSS {idle_rss:.0f} MiB (process tree)")
             overhead = args.providers == "testkit"
-            print("| calls | turns | engine CPU | RSS MiB (extra per call) | server eos->first "
-                  "audio p50/p95/p99 ms | p95 vs 1 call | client eos->first audio p50/p95/p99"
+            print("| calls | turns | engine CPU (waiting for a CPU) | RSS MiB (extra per call) "
+                  "| server eos->first audio p50/p95/p99 ms | p95 vs 1 call "
+                  "| client eos->first audio p50/p95/p99"
                   + (" | engine overhead p50/p95/p99" if overhead else "")
                   + " | input lag frames p95/max | errors | client CPU, late frames |")  # fmt: skip
             print("|---" * (11 if overhead else 10) + "|")

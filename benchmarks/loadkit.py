@@ -69,6 +69,22 @@ def tree_cpu_sec(pid: int) -> float:
     return total / _TICKS
 
 
+def tree_run_wait_sec(pid: int) -> float:
+    """Seconds the tree's threads spent runnable but waiting for a CPU (/proc/*/schedstat).
+
+    On a shared machine this is the disturbance: time the engine wanted a core that other
+    processes had.
+    """
+    total_ns = 0
+    for proc in descendants(pid):
+        for task in Path(f"/proc/{proc}/task").glob("*/schedstat"):
+            try:
+                total_ns += int(task.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total_ns / 1e9
+
+
 def tree_rss_mib(pid: int) -> float:
     """Resident memory of ``pid`` and its descendants, MiB (shared pages counted per process)."""
     total_kib = 0
@@ -90,14 +106,18 @@ class CpuMeter:
     pid: int
     _cpu0: float = 0.0
     _t0: float = 0.0
+    _wait0: float = 0.0
+    wait_pct: float = 0.0  # after stop(): runnable-but-waiting time, % of the wall time
 
     def start(self) -> None:
         self._cpu0, self._t0 = tree_cpu_sec(self.pid), time.monotonic()
+        self._wait0 = tree_run_wait_sec(self.pid)
 
     def stop(self) -> tuple[float, float]:
         """(CPU seconds used, percent of one core)."""
         used = tree_cpu_sec(self.pid) - self._cpu0
         wall = max(1e-9, time.monotonic() - self._t0)
+        self.wait_pct = 100.0 * (tree_run_wait_sec(self.pid) - self._wait0) / wall
         return used, 100.0 * used / wall
 
 
