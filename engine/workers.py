@@ -60,12 +60,20 @@ ADOPT_POLL_SEC = 0.5
 _PR_SET_PDEATHSIG = 1
 
 
-def default_worker_count() -> int:
-    """The CPUs this process may run on (``taskset`` and cgroup cpusets respected)."""
+def default_worker_count(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: its affinity (``taskset``, cpusets), capped by a
+    cgroup v2 CPU quota (a container limited to 2 CPUs on a 32-core node gets 2)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))  # ceil
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def worker_spool_path(base: Path | None, index: int) -> Path | None:

@@ -15,7 +15,7 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from engine.devbackend.testing import RefBackend, running_refbackend
 from engine.runtime.history import HistorySpool
-from engine.workers import orphan_spools, worker_spool_path
+from engine.workers import default_worker_count, orphan_spools, worker_spool_path
 from tests.helpers.converse import ConverseClient
 from tests.helpers.engine_process import EngineProcess, engine_processes, spawn_engine
 from tests.integration.test_history_e2e import ALWAYS, ASSISTANT, FAST_HISTORY, BackendDb
@@ -208,3 +208,14 @@ def test_worker_spools_keep_stable_names_and_orphans_are_found_by_index(tmp_path
     assert orphan_spools(base, 2) == [tmp_path / "history.worker4.sqlite3"]
     assert orphan_spools(base, 1) == [tmp_path / "history.worker1.sqlite3",
                                       tmp_path / "history.worker4.sqlite3"]  # fmt: skip
+
+
+def test_the_default_worker_count_follows_the_cpus_and_a_container_quota(tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    unlimited = tmp_path / "cpu.max"
+    unlimited.write_text("max 100000\n")
+    assert default_worker_count(unlimited) == cpus
+    one_and_a_half = tmp_path / "quota"
+    one_and_a_half.write_text("150000 100000\n")
+    assert default_worker_count(one_and_a_half) == min(cpus, 2)
+    assert default_worker_count(tmp_path / "missing") == cpus
