@@ -51,6 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import loadkit
 from loadkit import (
     REPO_ROOT,
     CpuMeter,
@@ -487,6 +488,11 @@ def main() -> int:
     parser.add_argument("--synchronized", action="store_true")
     parser.add_argument("--sync-period-sec", type=float, default=8.0)
     parser.add_argument("--end-silence-ms", type=int, default=600, help="the assistant's")
+    parser.add_argument(
+        "--nice", type=int, default=0,
+        help="run the engine/server and clients at this niceness (e.g. -20 as root on a shared "
+        "machine, so other load disturbs the figures less)",
+    )  # fmt: skip
     parser.add_argument("--max-sec", type=float, default=1800.0)
     parser.add_argument("--json", help="append each point's raw figures to this file")
     # client mode
@@ -494,6 +500,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sync-origin", type=float)
     args = parser.parse_args()
+    loadkit.NICE = args.nice
     args.assistant = args.assistant or ("testkit" if args.providers == "testkit" else "default")
     if args.mode == "client":
         print(json.dumps(asyncio.run(_client_main(args))))

@@ -21,11 +21,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+NICE = 0  # set by --nice: a negative value (root) shields a run from a busy machine
+
+
 def pinned(cmd: Sequence[str], cpus: str | None) -> list[str]:
-    """``cmd`` under ``taskset -c cpus`` (unchanged when cpus is empty or taskset missing)."""
+    """``cmd`` under ``taskset -c cpus`` (unchanged when cpus is empty or taskset missing),
+    at the niceness ``NICE`` when it is not 0."""
+    out = list(cmd)
     if cpus and shutil.which("taskset"):
-        return ["taskset", "-c", cpus, *cmd]
-    return list(cmd)
+        out = ["taskset", "-c", cpus, *out]
+    if NICE:
+        out = ["nice", "-n", str(NICE), *out]
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:

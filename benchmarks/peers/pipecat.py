@@ -238,6 +238,7 @@ def main() -> int:
     parser.add_argument("--duration-sec", type=float, default=20.0)
     parser.add_argument("--budget-ms", type=float, default=100.0)
     parser.add_argument("--max-sec", type=float, default=900.0)
+    parser.add_argument("--nice", type=int, default=0, help="niceness of each point's process")
     parser.add_argument("--inside", type=int, help=argparse.SUPPRESS)  # one point, in the venv
     args = parser.parse_args()
     if args.inside is not None:
@@ -267,6 +268,8 @@ def main() -> int:
                "--duration-sec", str(args.duration_sec)]  # fmt: skip
         if args.cpus:
             cmd = ["taskset", "-c", args.cpus, *cmd]
+        if args.nice:
+            cmd = ["nice", "-n", str(args.nice), *cmd]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration_sec + 120)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if not lines:
