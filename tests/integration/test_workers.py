@@ -219,3 +219,17 @@ def test_the_default_worker_count_follows_the_cpus_and_a_container_quota(tmp_pat
     one_and_a_half.write_text("150000 100000\n")
     assert default_worker_count(one_and_a_half) == min(cpus, 2)
     assert default_worker_count(tmp_path / "missing") == cpus
+
+
+async def test_an_engine_on_uvloop_holds_a_session(
+    tmp_path: Path, spawned: list[EngineProcess]
+) -> None:
+    pytest.importorskip("uvloop")
+    engine = await _group(tmp_path, workers=1, ENGINE_EVENT_LOOP="uvloop")
+    spawned.append(engine)
+    [(client, _)] = await _open_calls(engine.target, "default", 1)
+    client.send(text=pb.TextInput(text="what are your opening hours"))
+    done = (await client.until("response_done")).response_done
+    assert done.status == pb.RESPONSE_STATUS_COMPLETED and "noon" in done.text
+    client.send(end=pb.EndSession())
+    assert (await client.until("ended")).ended.reason == pb.END_REASON_CLIENT_ENDED
