@@ -319,7 +319,7 @@ def _agents_dir(args: argparse.Namespace, workdir: Path) -> Path:
     """The bundled assistants, with ``asr.final`` set on ``default`` when asked."""
     import yaml
 
-    source = REPO_ROOT / "engine" / "config" / "agents"
+    source = args.agents_dir or REPO_ROOT / "engine" / "config" / "agents"
     if not args.asr_final:
         return source
     target = workdir / "agents"
@@ -474,6 +474,7 @@ def main() -> int:
     parser.add_argument("--providers", choices=["testkit", "embedded"], default="testkit")
     parser.add_argument("--assistant", help="default: testkit or default (by --providers)")
     parser.add_argument("--asr-final", help="set asr.final on the default assistant")
+    parser.add_argument("--agents-dir", type=Path, help="assistant YAML files (default: bundled)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--engine-cpus", default="0", help="taskset list for the engine")
     parser.add_argument("--client-cpus", default="1", help="taskset list for the clients")
