@@ -165,7 +165,7 @@ def _orchestrate(args: argparse.Namespace) -> int:
                             rtts, 50), "p99": p99, "errors": errors}) + "\n")  # fmt: skip
                 if p99 < args.p99_ms and not errors:
                     best = (n, cpu_pct)
-                elif best is not None:
+                elif best is not None and not args.keep_going:
                     break
             if best is not None:
                 n, cpu_pct = best
@@ -187,11 +187,12 @@ def main() -> int:
     parser.add_argument("mode", nargs="?", default="run", choices=["run", "server", "client"])
     parser.add_argument("--sweep", default="10,20,40,60,70,80,100,120,150")
     parser.add_argument("--p99-ms", type=float, default=20.0)
+    parser.add_argument("--keep-going", action="store_true", help="run every point")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
     parser.add_argument("--duration-sec", type=float, default=15.0)
     parser.add_argument("--ramp-sec", type=float, default=2.0)
-    parser.add_argument("--streams-per-client", type=int, default=40)
+    parser.add_argument("--streams-per-client", type=int, default=25)
     parser.add_argument(
         "--nice", type=int, default=0,
         help="run the engine/server and clients at this niceness (e.g. -20 as root on a shared "
