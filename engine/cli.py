@@ -143,9 +143,14 @@ def _ready_pipe(fd: int | None) -> Callable[[int], None] | None:
     if fd is None:
         return None
 
-    def ready(port: int) -> None:
+    def write(port: int) -> None:
         with os.fdopen(fd, "w") as pipe:
             pipe.write(f"{port}\n")
+
+    def ready(port: int) -> None:
+        # On the next loop turn: serve() installs its SIGTERM handler right after calling
+        # us, and a supervisor told "ready" may send SIGTERM at once.
+        asyncio.get_running_loop().call_soon(write, port)
 
     return ready
 

@@ -149,22 +149,35 @@ class Supervisor:
             print(f"voice-engine: cannot bind {settings.host}:{settings.port}: {exc}",
                   file=sys.stderr)  # fmt: skip
             return 2
-        with reservation:
-            self._port = reservation.getsockname()[1]
-            self._pool = [_Worker(i) for i in range(self.workers)]
-            failed = await self._start_all()
-            if failed is not None:
-                return failed
-            log.info("voice-engine listening on %s:%d with %d workers",
-                     settings.host, self._port, self.workers)  # fmt: skip
-            if self.ready is not None:
-                self.ready(self._port)
-            return await self._supervise()
+        stop = asyncio.Event()  # set by SIGTERM/SIGINT, also during start-up
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            with reservation:
+                self._port = reservation.getsockname()[1]
+                self._pool = [_Worker(i) for i in range(self.workers)]
+                failed = await self._start_all()
+                if failed is not None:
+                    return failed
+                log.info("voice-engine listening on %s:%d with %d workers",
+                         settings.host, self._port, self.workers)  # fmt: skip
+                if self.ready is not None:
+                    self.ready(self._port)
+                return await self._supervise(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     # -- start-up ------------------------------------------------------------------------
 
     async def _start_all(self) -> int | None:
-        results = await asyncio.gather(*(self._start(w) for w in self._pool))
+        # Worker 0 first, alone: it holds the configured spool, the one a second engine
+        # group would collide on, and its error line must then be the last one printed.
+        first = await self._start(self._pool[0])
+        results = [first]
+        if first is None:
+            results += await asyncio.gather(*(self._start(w) for w in self._pool[1:]))
         failed = [code for code in results if code is not None]
         if not failed:
             return None
@@ -216,19 +229,11 @@ class Supervisor:
 
     # -- running -------------------------------------------------------------------------
 
-    async def _supervise(self) -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def _supervise(self, stop: asyncio.Event) -> int:
         adopter = asyncio.create_task(self._adopt_orphans(), name="adopt-orphan-spools")
         watchers = {asyncio.create_task(self._watch(w), name=f"watch-{w.index}")
                     for w in self._pool}  # fmt: skip
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        await stop.wait()
         self._stopping = True
         log.info("shutting down: draining %d worker(s)", len(self._pool))
         for task in watchers:
@@ -271,9 +276,12 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(
+            code = await asyncio.wait_for(
                 proc.wait(), self.settings.shutdown_grace_sec + STOP_MARGIN_SEC
             )
+            # Killed by our SIGTERM itself: a (re)starting worker without its handler yet,
+            # which had no call to drain.
+            return 0 if code == -signal.SIGTERM else code
         except TimeoutError:
             log.error("worker %d did not stop in time; killing it", worker.index)
             proc.kill()
