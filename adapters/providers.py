@@ -5,6 +5,9 @@ Embedded providers need nothing but pip: `scripted` (LLM), `espeak` (TTS),
 chat-completions server (OpenAI, vLLM, Ollama, llama.cpp), reached through one pooled
 HTTP client per process. Built providers are cached per spec where building is costly
 (a recognizer's language model) and the object is shareable.
+
+`testkit` (VAD, ASR, LLM and TTS) names the near-zero-cost stand-ins of `adapters/testkit/`
+for load tests that measure the engine alone.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class EmbeddedProviderFactory:
         self._synthesizers: dict[str, SpeechSynthesizer] = {}
 
     def language_model(self, spec: ProviderSpec) -> LanguageModel:
+        if spec.provider == "testkit":
+            from adapters.testkit.llm import FixedReplyLanguageModel
+
+            return FixedReplyLanguageModel.from_options(spec.options)
         if spec.provider == "scripted":
             from adapters.llm.scripted import ScriptedLanguageModel
 
@@ -79,6 +86,12 @@ class EmbeddedProviderFactory:
         cached = self._synthesizers.get(key)
         if cached is not None:
             return cached
+        if spec.provider == "testkit":
+            from adapters.testkit.tts import FixedDurationSynthesizer
+
+            testkit_tts: SpeechSynthesizer = FixedDurationSynthesizer.from_options(spec.options)
+            self._synthesizers[key] = testkit_tts
+            return testkit_tts
         if spec.provider != "espeak":
             raise ProviderConfigError(f"tts.provider: unknown provider {spec.provider!r} (espeak)")
         from adapters.tts.espeak import EspeakSynthesizer
@@ -92,6 +105,12 @@ class EmbeddedProviderFactory:
         cached = self._recognizers.get(key)
         if cached is not None:
             return cached
+        if spec.provider == "testkit":
+            from adapters.testkit.asr import CarriedTranscriptRecognizer
+
+            testkit_asr: SpeechRecognizer = CarriedTranscriptRecognizer.from_options(spec.options)
+            self._recognizers[key] = testkit_asr
+            return testkit_asr
         if spec.provider != "pocketsphinx":
             raise ProviderConfigError(
                 f"asr.provider: unknown provider {spec.provider!r} (pocketsphinx)"
@@ -103,6 +122,10 @@ class EmbeddedProviderFactory:
         return built
 
     def vad(self, spec: ProviderSpec) -> VoiceActivityDetector:
+        if spec.provider == "testkit":
+            from adapters.testkit.vad import SignalVad
+
+            return SignalVad.from_options(spec.options)
         if spec.provider != "webrtc":
             raise ProviderConfigError(f"vad.provider: unknown provider {spec.provider!r} (webrtc)")
         from adapters.vad.webrtc import WebRtcVad

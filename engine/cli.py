@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from engine.settings import Settings, SettingsError, client_api_key
+
+_R = TypeVar("_R")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC server (settings from the environment)")
     serve.add_argument("--host", help="bind address (default: ENGINE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: ENGINE_PORT or 50051; 0 = any)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="engine processes sharing the port (default: ENGINE_WORKERS, else one per CPU)",
+    )
+    # Set by the supervisor (engine/workers.py) on the processes it starts.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     talk = sub.add_parser("talk", help="hold a conversation with a running engine")
@@ -95,13 +108,27 @@ def _serve(args: argparse.Namespace) -> int:
         settings = replace(settings, port=args.port)
     from engine.observability.logs import configure_logging
 
+    workers = _worker_count(args, settings)
+    role = "" if workers == 1 and args.worker_index is None else _role(args.worker_index)
     configure_logging(
-        settings.log_level, settings.log_format, http_requests=settings.log_http_requests
+        settings.log_level,
+        settings.log_format,
+        http_requests=settings.log_http_requests,
+        role=role,
     )
-    from engine.runtime.history import SpoolError
+    if args.worker_index is None and workers > 1:
+        from engine.workers import Supervisor
 
+        return _run_loop(Supervisor(settings, workers).run(), settings)
+    from engine.runtime.history import SpoolError
+    from engine.workers import serve_single
+
+    ready = _ready_pipe(args.ready_fd)
     try:
-        asyncio.run(serve(settings))
+        if args.worker_index is None:  # a lone engine also takes over former workers' spools
+            _run_loop(serve_single(settings, ready=ready), settings)
+        else:
+            _run_loop(serve(settings, ready=ready), settings)
     except SpoolError as exc:
         print(
             f"voice-engine: {exc}; give each engine process its own HISTORY_SPOOL_PATH",
@@ -109,6 +136,54 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     return 0
+
+
+def _worker_count(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.workers import default_worker_count
+
+    workers: int = args.workers if args.workers is not None else settings.workers
+    if workers < 0:
+        print("voice-engine: --workers must be 0 (one per CPU) or more", file=sys.stderr)
+        raise SystemExit(2)
+    return workers or default_worker_count()
+
+
+def _role(worker_index: int | None) -> str:
+    return "supervisor " if worker_index is None else f"worker-{worker_index} "
+
+
+def _ready_pipe(fd: int | None) -> Callable[[int], None] | None:
+    """Tell the supervisor on ``fd`` that this worker listens (and on which port)."""
+    if fd is None:
+        return None
+
+    def write(port: int) -> None:
+        with os.fdopen(fd, "w") as pipe:
+            pipe.write(f"{port}\n")
+
+    def ready(port: int) -> None:
+        # On the next loop turn: serve() installs its SIGTERM handler right after calling
+        # us, and a supervisor told "ready" may send SIGTERM at once.
+        asyncio.get_running_loop().call_soon(write, port)
+
+    return ready
+
+
+def _run_loop(main: Coroutine[Any, Any, _R], settings: Settings) -> _R:
+    """Run ``main`` on the event loop ENGINE_EVENT_LOOP names (asyncio or uvloop)."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            print(
+                "voice-engine: ENGINE_EVENT_LOOP=uvloop but uvloop is not installed "
+                "(pip install 'voice-engine[uvloop]')",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
 
 
 def _talk(args: argparse.Namespace) -> int:

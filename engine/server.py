@@ -113,6 +113,9 @@ class EngineServer:
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
+                # Explicit (it is grpc's default on Linux): `serve --workers N` runs N
+                # processes on this one port and the kernel spreads calls over them.
+                ("grpc.so_reuseport", 1),
             ],
         )
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(

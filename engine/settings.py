@@ -17,6 +17,8 @@ LogFormat = Literal["text", "json"]
 _LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 _BACKEND_MODES: tuple[BackendMode, ...] = ("auto", "http", "disabled")
 _T = TypeVar("_T")
+EventLoop = Literal["asyncio", "uvloop"]
+_EVENT_LOOPS: tuple[EventLoop, ...] = ("asyncio", "uvloop")
 
 DEFAULT_AGENTS_DIR = Path(__file__).resolve().parent / "config" / "agents"
 
@@ -74,6 +76,8 @@ class Settings:
     log_format: LogFormat = "text"
     log_http_requests: bool = False
     llm_allowed_base_urls: tuple[str, ...] = ()
+    workers: int = 0  # engine processes for `serve`; 0 = one per CPU (engine/workers.py)
+    event_loop: EventLoop = "asyncio"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +125,8 @@ class Settings:
             history_workers=r.get("HISTORY_WORKERS", "4", _int_range(1, 64)),
             llm_api_key=r.get("LLM_API_KEY", "", str) or None,
             **_security_settings(r),
+            workers=r.get("ENGINE_WORKERS", "0", _int_range(0, 1024)),
+            event_loop=r.get("ENGINE_EVENT_LOOP", "asyncio", _choice(_EVENT_LOOPS)),
         )
 
 

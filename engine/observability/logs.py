@@ -15,7 +15,7 @@ import time
 session_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="")
 call_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(call_ids)s"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s {role}%(name)s: %(message)s%(call_ids)s"
 
 
 class _CallIds(logging.Filter):
@@ -48,11 +48,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str, fmt: str = "text", *, http_requests: bool = False) -> None:
-    """Configure the root logger once, at start-up (`voice-engine serve`)."""
+def configure_logging(
+    level: str, fmt: str = "text", *, http_requests: bool = False, role: str = ""
+) -> None:
+    """Configure the root logger once, at start-up (`voice-engine serve`).
+
+    ``role`` ("supervisor ", "worker-1 ") prefixes text lines of `serve --workers N`.
+    """
     handler = logging.StreamHandler()
     handler.addFilter(_CallIds())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT.format(role=role))
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

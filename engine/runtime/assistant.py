@@ -36,6 +36,13 @@ class VadSettings:
     min_speech_ms: int = 120  # speech shorter than this is noise, not a turn
     end_silence_ms: int = 600  # silence after speech that ends the user's turn
     pre_speech_pad_ms: int = 300  # audio kept before speech start for the recognizer
+    provider: str = "webrtc"  # the VAD adapter: webrtc (embedded) or testkit
+    frame_ms: int = 20  # VAD frame length: 10, 20 or 30 ms
+
+    def provider_spec(self) -> ProviderSpec:
+        """The VAD provider and its options, as the provider factory takes them."""
+        options = {"aggressiveness": self.aggressiveness, "frame_ms": self.frame_ms}
+        return ProviderSpec(self.provider, options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,8 @@ def parse_assistant(
         pre_speech_pad_ms=_int(
             vad_doc, "vad.pre_speech_pad_ms", "pre_speech_pad_ms", 300, 0, 2000, err
         ),
+        provider=_vad_provider(vad_doc, err),
+        frame_ms=_vad_frame_ms(vad_doc, err),
     )
     _reject_unknown(vad_doc, "vad", set(VadSettings.__dataclass_fields__), err)
     intr_doc = _mapping(document, "interruption", err)
@@ -132,6 +141,20 @@ def parse_assistant(
         vad=vad,
         interruption=interruption,
     )
+
+
+def _vad_provider(vad_doc: Mapping[str, Any], err: Any) -> str:
+    name = vad_doc.get("provider", "webrtc")
+    if not isinstance(name, str) or not name:
+        raise err("vad.provider", "must be a provider name")
+    return name
+
+
+def _vad_frame_ms(vad_doc: Mapping[str, Any], err: Any) -> int:
+    value = vad_doc.get("frame_ms", 20)
+    if isinstance(value, bool) or value not in (10, 20, 30):
+        raise err("vad.frame_ms", "must be 10, 20 or 30")
+    return int(value)
 
 
 def _string(doc: Mapping[str, Any], key: str, err: Any, *, required: bool) -> str:

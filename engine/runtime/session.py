@@ -34,7 +34,6 @@ from engine.runtime.ports.providers import (
     EndCall,
     ProviderConfigError,
     ProviderFactory,
-    ProviderSpec,
     SpeechRecognizer,
     VoiceActivityDetector,
 )
@@ -87,8 +86,7 @@ class _SpeechProviders:
         self._recognizer = providers.recognizer(config.asr) if now else None
 
     def _build_vad(self) -> VoiceActivityDetector:
-        options = {"aggressiveness": self._config.vad.aggressiveness}
-        return self._providers.vad(ProviderSpec("webrtc", options))
+        return self._providers.vad(self._config.vad.provider_spec())
 
     def vad(self) -> VoiceActivityDetector:
         vad, self._vad = self._vad, None  # one detector per SpeechInput

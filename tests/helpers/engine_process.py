@@ -57,6 +57,8 @@ async def spawn_engine(cwd: Path, **env: str) -> EngineProcess:
         "ENGINE_PORT": "0",
         "BACKEND_MODE": "disabled",
         "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
+        # One process unless a test asks for `serve --workers N` (the default is one per CPU).
+        "ENGINE_WORKERS": "1",
         **env,
     }
     proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,56 @@
+"""A VAD that reads speech from the signal itself: a frame is speech when any sample is non-zero.
+
+A load client sends digital silence (all-zero samples) for pauses and any non-zero
+samples for speech, so endpointing is exact and costs one scan of the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.runtime.ports.providers import (
+    INPUT_SAMPLE_RATE_HZ,
+    ProviderConfigError,
+    reject_unknown_options,
+)
+
+__all__ = ["SignalVad"]
+
+_FRAME_MS_CHOICES = (10, 20, 30)
+# `aggressiveness` is accepted (the assistant schema always passes it) and has no effect.
+_OPTION_KEYS = frozenset({"frame_ms", "aggressiveness"})
+
+
+class SignalVad:
+    """VoiceActivityDetector port: non-zero samples are speech, all-zero frames silence."""
+
+    def __init__(self, frame_ms: int = 20) -> None:
+        if isinstance(frame_ms, bool) or frame_ms not in _FRAME_MS_CHOICES:
+            raise ProviderConfigError(f"vad.frame_ms: must be one of 10, 20, 30, got {frame_ms!r}")
+        self._frame_ms = frame_ms
+        self._frame_bytes = INPUT_SAMPLE_RATE_HZ * frame_ms // 1000 * 2
+        self._zeros = bytes(self._frame_bytes)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SignalVad:
+        """Build from an assistant's ``vad:`` options; raise ProviderConfigError if invalid."""
+        reject_unknown_options("vad", "testkit", options, _OPTION_KEYS)
+        return cls(frame_ms=options.get("frame_ms", 20))
+
+    @property
+    def frame_ms(self) -> int:
+        return self._frame_ms
+
+    @property
+    def frame_bytes(self) -> int:
+        return self._frame_bytes
+
+    def is_speech(self, frame: bytes) -> bool:
+        """True when ``frame`` holds any non-zero sample."""
+        if len(frame) != self._frame_bytes:
+            raise ValueError(
+                f"VAD frame must be {self._frame_bytes} bytes ({self._frame_ms} ms), "
+                f"got {len(frame)}"
+            )
+        return frame != self._zeros
