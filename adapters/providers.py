@@ -90,9 +90,9 @@ class EmbeddedProviderFactory:
             raise ProviderConfigError(
                 f"asr.provider: unknown provider {spec.provider!r} (pocketsphinx)"
             )
-        from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+        from adapters.asr.factory import recognizer_from_options
 
-        built: SpeechRecognizer = PocketsphinxRecognizer.from_options(spec.options)
+        built: SpeechRecognizer = recognizer_from_options(spec.options)
         self._recognizers[key] = built
         return built
 

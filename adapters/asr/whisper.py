@@ -23,7 +23,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,11 +138,18 @@ class WhisperModel:
             intra_threads=threads,
         )
         self._tokenizer: Any = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
-        token = self._tokenizer.token_to_id
+
+        def token(name: str) -> int:
+            found = self._tokenizer.token_to_id(name)
+            if found is None:
+                raise ValueError(f"whisper: the tokenizer has no {name}")
+            return int(found)
+
         self._sot, self._eot = token("<|startoftranscript|>"), token("<|endoftext|>")
         self._sot_prev, self._no_ts = token("<|startofprev|>"), token("<|notimestamps|>")
         self._storage_view = ctranslate2.StorageView
 
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one model per process, few prompts
     def prompt_tokens(self, prompt: str) -> list[int]:
         """The decoder prompt: the context text (may be empty), then start of transcript."""
         tokens: list[int] = []
@@ -196,7 +203,7 @@ class WhisperStats:
 @dataclass(slots=True)
 class _Request:
     pcm16k: bytes
-    prompt: list[int]
+    prompt: str
     future: Future[WhisperResult]
 
 
@@ -209,13 +216,16 @@ class WhisperPool:
 
     def __init__(
         self,
-        model: WhisperModel,
+        load: Callable[[], WhisperModel],
         *,
         workers: int,
         max_pending: int,
         max_batch: int,
     ) -> None:
-        self._model = model
+        self._load = load
+        self._model: WhisperModel | None = None
+        self._load_error: BaseException | None = None
+        self._loaded = threading.Event()
         self._workers = workers
         self._max_pending = max_pending
         self._max_batch = max_batch
@@ -225,18 +235,21 @@ class WhisperPool:
         self._counts = dict.fromkeys(
             ("submitted", "completed", "failed", "refused", "cancelled", "batches"), 0
         )
+        # The model loads on the first worker (~0.3-1.5 s), never on the caller's thread:
+        # requests submitted meanwhile wait in the (bounded) queue.
         self._threads = [
-            threading.Thread(target=self._work, name=f"whisper-{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), name=f"whisper-{i}", daemon=True)
             for i in range(workers)
         ]
         for thread in self._threads:
             thread.start()
 
-    @property
-    def model(self) -> WhisperModel:
+    def wait_loaded(self, timeout: float) -> WhisperModel | None:
+        """Block until the model is loaded (for start-up checks and benchmarks)."""
+        self._loaded.wait(timeout)
         return self._model
 
-    def submit(self, pcm16k: bytes, prompt: list[int]) -> Future[WhisperResult] | None:
+    def submit(self, pcm16k: bytes, prompt: str) -> Future[WhisperResult] | None:
         """Queue one utterance; None (counted) when the pool is saturated.
 
         The log-mel front end (~5 ms) runs on the worker, not on the caller's thread.
@@ -283,13 +296,27 @@ class WhisperPool:
                     return None
                 self._cond.wait()
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
+        if index == 0:
+            try:
+                self._model = self._load()
+            except BaseException as exc:
+                _log.exception("whisper: the model failed to load")
+                self._load_error = exc
+            finally:
+                self._loaded.set()
+        self._loaded.wait()
         while (batch := self._take()) is not None:
             try:
+                if self._model is None:
+                    raise RuntimeError(f"whisper: no model ({self._load_error})")
+                model = self._model
                 features = [log_mel(r.pcm16k) for r in batch]
-                results = self._model.transcribe_batch(features, [r.prompt for r in batch])
+                prompts = [model.prompt_tokens(r.prompt) for r in batch]
+                results = model.transcribe_batch(features, prompts)
             except Exception as exc:
-                _log.exception("whisper: a batch of %d failed", len(batch))
+                if self._model is not None:
+                    _log.exception("whisper: a batch of %d failed", len(batch))
                 with self._cond:
                     self._counts["failed"] += len(batch)
                 for request in batch:
@@ -316,9 +343,9 @@ def shared_pool() -> WhisperPool:
     with _SHARED_LOCK:
         if _SHARED is None:
             workers = default_workers()
-            model = WhisperModel(workers=workers, threads=1)
+            load = functools.partial(WhisperModel, workers=workers, threads=1)
             # Two waiting requests per worker: one batch ready behind the running one.
-            _SHARED = WhisperPool(model, workers=workers, max_pending=2 * workers, max_batch=4)
+            _SHARED = WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=4)
         return _SHARED
 
 
