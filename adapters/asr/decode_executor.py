@@ -32,8 +32,9 @@ class PriorityDecodeExecutor:
         # Two threads, not one: building a decoder (10-400 ms) for a new utterance should
         # not stop everyone else's decoding; more would only contend for the GIL.
         self._cond = threading.Condition()
-        self._heap: list[tuple[int, int, Callable[[], Any], Future[Any]]] = []
+        self._heap: list[tuple[int, int, int, Callable[[], Any], Future[Any]]] = []
         self._order = itertools.count()
+        self._tickets = itertools.count(1)
         self._threads = [
             threading.Thread(target=self._work, name=f"asr-decode-{i}", daemon=True)
             for i in range(threads)
@@ -41,12 +42,22 @@ class PriorityDecodeExecutor:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, priority: int, job: Callable[[], _T]) -> Future[_T]:
+    def submit(self, priority: int, job: Callable[[], _T], *, ticket: int = 0) -> Future[_T]:
+        """Queue ``job``; within a priority, lower ``ticket`` first, then FIFO.
+
+        A finishing utterance takes a ticket (:meth:`ticket`) so all of its final jobs
+        run before those of utterances that finished after it: with many turns ending
+        together, the first is done first instead of all being done last.
+        """
         future: Future[_T] = Future()
         with self._cond:
-            heapq.heappush(self._heap, (priority, next(self._order), job, future))
+            heapq.heappush(self._heap, (priority, ticket, next(self._order), job, future))
             self._cond.notify()
         return future
+
+    def ticket(self) -> int:
+        """A ticket for the final jobs of one utterance (increasing: first come, first served)."""
+        return next(self._tickets)
 
     def queued(self) -> int:
         """Jobs waiting for a thread now."""
@@ -58,7 +69,7 @@ class PriorityDecodeExecutor:
             with self._cond:
                 while not self._heap:
                     self._cond.wait()
-                _, _, job, future = heapq.heappop(self._heap)
+                _, _, _, job, future = heapq.heappop(self._heap)
             if not future.set_running_or_notify_cancel():
                 continue
             try:

@@ -60,6 +60,9 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw call gets
+# Second passes decode 300 ms per job: a third of the job hand-offs and loop wake-ups of
+# 100 ms slices for ~8 ms of GIL per job with a domain model (docs/BENCHMARKS.md).
+_PASS_SLICE_BYTES = 3 * _SLICE_BYTES
 _MAX_SECOND_PASS_BYTES = 30 * 32_000  # audio kept for the trigram pass: 30 s, ~1 MB
 _GRAMMAR_SEARCH = "phrases"
 _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constructed with
@@ -175,6 +178,7 @@ class PocketsphinxStream:
         self._feeding = asyncio.Lock()  # feeds of one stream decode in call order
         self._buffer = bytearray()  # fed audio not yet decoded (less than one slice)
         self._last_job: asyncio.Future[Any] | None = None
+        self._ticket = 0  # taken by finish(): this utterance's place among final passes
         self._cancelled = False  # set on the loop, read by jobs between slices
         self._finishing = False
         self._partial = ""
@@ -207,6 +211,7 @@ class PocketsphinxStream:
         if self._cancelled or self._finishing:
             raise ProviderError("pocketsphinx: utterance already finished or cancelled")
         self._finishing = True
+        self._ticket = decode_executor().ticket()
         async with self._feeding:  # audio fed before finish() is part of the utterance
             if self._buffer:
                 tail, self._buffer = bytes(self._buffer), bytearray()
@@ -233,7 +238,8 @@ class PocketsphinxStream:
         if self._executor is not None:
             future = asyncio.get_running_loop().run_in_executor(self._executor, job)
         else:
-            future = asyncio.wrap_future(decode_executor().submit(priority, job))
+            ticket = self._ticket if priority == _FINAL else 0
+            future = asyncio.wrap_future(decode_executor().submit(priority, job, ticket=ticket))
         self._last_job = future
         return future
 
@@ -307,8 +313,8 @@ class PocketsphinxStream:
         when the pass ran as one job).
         """
         await self._run(functools.partial(self._begin_pass, search, audio_cmn), _FINAL)
-        for start in range(0, len(audio), _SLICE_BYTES):
-            piece = audio[start : start + _SLICE_BYTES]
+        for start in range(0, len(audio), _PASS_SLICE_BYTES):
+            piece = audio[start : start + _PASS_SLICE_BYTES]
             await self._run(functools.partial(self._pass_slice, piece), _FINAL)
         return await self._run(self._end_pass, _FINAL)
 
