@@ -15,7 +15,8 @@ assistant's settings) -> the recognizer under test.
 Modes: ``grammar`` (pocketsphinx phrase grammar + second pass: the engine before the
 hybrid), ``whisper`` (Whisper tiny.en on the utterance once the endpoint fires, no
 fallback), ``hybrid`` (the default: Whisper started when the end silence begins,
-pocketsphinx's final as the fallback).
+pocketsphinx's final as the fallback); ``whisper-dither`` (whisper on dithered audio,
+accuracy only: does dither help on the empty band of upsampled 8 kHz audio?).
 
 Sections:
 - accuracy: WER, exact sentences, keyword accuracy (the words a reply depends on), false
@@ -252,6 +253,17 @@ def build(mode: str, phrases: list[str], wait_ms: int = 60_000) -> SpeechRecogni
     prompt = phrase_prompt(phrases)
     if mode == "whisper":
         return WhisperOnly(lambda pcm: pool.submit(pcm, prompt))  # type: ignore[arg-type,return-value]
+    if mode == "whisper-dither":
+        # Does dither help Whisper on upsampled 8 kHz audio (empty band above 4 kHz), as it
+        # helps pocketsphinx? Gaussian noise of ~8 LSB rms added before Whisper only.
+        rng = np.random.default_rng(0)
+
+        def dithered(pcm: bytes) -> bytes:
+            x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+            x += rng.normal(0, 8, x.size)
+            return np.clip(x, -32768, 32767).astype("<i2").tobytes()
+
+        return WhisperOnly(lambda pcm: pool.submit(dithered(pcm), prompt))  # type: ignore[arg-type,return-value]
     live = PocketsphinxRecognizer(phrases)
     return HybridRecognizer(live, lambda: pool, prompt=prompt, final_wait_ms=wait_ms)
 

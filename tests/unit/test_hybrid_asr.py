@@ -223,3 +223,11 @@ def test_asr_final_option_is_checked() -> None:
     assert isinstance(
         recognizer_from_options({"phrases": PHRASES, "final": "grammar"}), PocketsphinxRecognizer
     )
+
+
+async def test_final_none_takes_the_streaming_hypothesis() -> None:
+    recognizer = recognizer_from_options({"phrases": PHRASES, "final": "none"})
+    assert isinstance(recognizer, PocketsphinxRecognizer)
+    stream = recognizer.start_utterance()
+    await feed(stream, await say("where are you located"))
+    assert (await stream.finish()).text == "where are you located"
