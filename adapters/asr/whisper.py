@@ -49,6 +49,7 @@ SAMPLE_RATE_HZ = 16_000
 _N_FFT, _HOP, _N_MELS = 400, 160, 80
 _CHUNK_SAMPLES = 30 * SAMPLE_RATE_HZ  # the encoder takes exactly 30 s (3,000 frames)
 _MAX_PROMPT_TOKENS = 223  # Whisper keeps at most n_text_ctx // 2 - 1 tokens of context
+_TOKENS_PER_SEC = 6  # fast speech is ~3.5 words/s, ~4.5 tokens/s
 # Whisper's own test for "no speech" (openai/whisper transcribe.py): a likely
 # <|nospeech|> and an unsure decode.
 _NO_SPEECH_PROB, _LOGPROB_FLOOR = 0.6, -1.0
@@ -109,6 +110,30 @@ def log_mel(pcm16k: bytes) -> npt.NDArray[np.float32]:
     return ((out + 4.0) / 4.0).astype(np.float32)
 
 
+def window_frames(samples: int) -> int:
+    """Encoder frames for an utterance of ``samples``: the audio plus 3 s, at least 10 s.
+
+    Whisper is trained on 30 s windows, but its encoder accepts shorter ones and costs
+    in proportion: 10 s instead of 30 s took 0.21 instead of 0.89 CPU-s per utterance
+    (docs/BENCHMARKS.md). The silence after the speech lets it end the transcript; with
+    5 s windows it looped ("what time do you close? what time do you close? ...").
+    """
+    frames = samples // _HOP + 300
+    return min(3000, max(1000, -(-frames // 100) * 100))
+
+
+def _one_period(ids: list[int]) -> list[int]:
+    """``ids`` cut to its repeating unit when it is three or more repetitions (A A A...).
+
+    Short windows make Whisper loop now and then; a caller saying the very same words
+    three times in one breath is rarer than that.
+    """
+    for period in range(1, len(ids) // 3 + 1):
+        if all(ids[i] == ids[i % period] for i in range(len(ids))):
+            return ids[:period]
+    return ids
+
+
 @dataclass(frozen=True, slots=True)
 class WhisperResult:
     """One transcript: its text ("" when Whisper judged the audio to hold no speech)."""
@@ -159,15 +184,25 @@ class WhisperModel:
         return [*tokens, self._sot, self._no_ts]
 
     def transcribe_batch(
-        self, features: Sequence[npt.NDArray[np.float32]], prompts: Sequence[list[int]]
+        self,
+        features: Sequence[npt.NDArray[np.float32]],
+        prompts: Sequence[list[int]],
+        *,
+        audio_sec: float = 30.0,
     ) -> list[WhisperResult]:
-        """Transcribe log-mel spectrograms (see :func:`log_mel`), one prompt each."""
-        batch = np.ascontiguousarray(np.stack(features))
+        """Transcribe log-mel spectrograms (see :func:`log_mel`), one prompt each.
+
+        ``audio_sec`` (the longest utterance of the batch) bounds the tokens generated,
+        so a hallucination or a repetition loop cannot run on.
+        """
+        frames = max(f.shape[1] for f in features)
+        batch = np.ascontiguousarray(np.stack([f[:, :frames] for f in features]))
+        budget = min(_MAX_PROMPT_TOKENS, 12 + math.ceil(_TOKENS_PER_SEC * audio_sec))
         results = self._model.generate(
             self._storage_view.from_array(batch),
-            list(prompts),
+            [list(p) for p in prompts],
             beam_size=1,
-            max_length=120,  # a caller's turn, not a 30 s monologue: bounds a hallucination
+            max_length=max(len(p) for p in prompts) + budget,  # counts the prompt too
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -175,6 +210,7 @@ class WhisperModel:
         out: list[WhisperResult] = []
         for result in results:
             ids = [t for t in result.sequences_ids[0] if t < self._eot]
+            ids = _one_period(ids)  # a decoding loop (A A A...): keep one turn of it
             text = self._tokenizer.decode(ids).strip()
             length = len(result.sequences_ids[0])
             avg_logprob = float(result.scores[0]) if length else 0.0
@@ -221,8 +257,10 @@ class WhisperPool:
         workers: int,
         max_pending: int,
         max_batch: int,
+        short_windows: bool = True,
     ) -> None:
         self._load = load
+        self._short_windows = short_windows
         self._model: WhisperModel | None = None
         self._load_error: BaseException | None = None
         self._loaded = threading.Event()
@@ -311,9 +349,13 @@ class WhisperPool:
                 if self._model is None:
                     raise RuntimeError(f"whisper: no model ({self._load_error})")
                 model = self._model
-                features = [log_mel(r.pcm16k) for r in batch]
+                longest = max(len(r.pcm16k) for r in batch) // 2
+                frames = window_frames(longest) if self._short_windows else 3000
+                features = [log_mel(r.pcm16k)[:, :frames] for r in batch]
                 prompts = [model.prompt_tokens(r.prompt) for r in batch]
-                results = model.transcribe_batch(features, prompts)
+                results = model.transcribe_batch(
+                    features, prompts, audio_sec=longest / SAMPLE_RATE_HZ
+                )
             except Exception as exc:
                 if self._model is not None:
                     _log.exception("whisper: a batch of %d failed", len(batch))
