@@ -111,24 +111,25 @@ def log_mel(pcm16k: bytes) -> npt.NDArray[np.float32]:
 
 
 def window_frames(samples: int) -> int:
-    """Encoder frames for an utterance of ``samples``: the audio plus 3 s, at least 10 s.
+    """Encoder frames for an utterance of ``samples``: the audio plus 3 s, at least 20 s.
 
     Whisper is trained on 30 s windows, but its encoder accepts shorter ones and costs
-    in proportion: 10 s instead of 30 s took 0.21 instead of 0.89 CPU-s per utterance
-    (docs/BENCHMARKS.md). The silence after the speech lets it end the transcript; with
-    5 s windows it looped ("what time do you close? what time do you close? ...").
+    in proportion. On 52 of our clips (docs/BENCHMARKS.md): 30 s windows 0.77 CPU-s per
+    utterance, 9.5% WER; 20 s 0.39 CPU-s, 7.9%; 10 s 0.24 CPU-s, 8.9% but with more
+    decoding loops and misses on listed phrases; 5 s looped on most clips ("what time do
+    you close? what time do you close? ...").
     """
     frames = samples // _HOP + 300
-    return min(3000, max(1000, -(-frames // 100) * 100))
+    return min(3000, max(2000, -(-frames // 100) * 100))
 
 
 def _one_period(ids: list[int]) -> list[int]:
-    """``ids`` cut to its repeating unit when it is three or more repetitions (A A A...).
+    """``ids`` cut to its repeating unit when it repeats (A A..., A at least 4 tokens).
 
     Short windows make Whisper loop now and then; a caller saying the very same words
-    three times in one breath is rarer than that.
+    twice in one breath is rarer than that.
     """
-    for period in range(1, len(ids) // 3 + 1):
+    for period in range(4, len(ids) // 2 + 1):
         if all(ids[i] == ids[i % period] for i in range(len(ids))):
             return ids[:period]
     return ids
@@ -386,8 +387,10 @@ def shared_pool() -> WhisperPool:
         if _SHARED is None:
             workers = default_workers()
             load = functools.partial(WhisperModel, workers=workers, threads=1)
-            # Two waiting requests per worker: one batch ready behind the running one.
-            _SHARED = WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=4)
+            # Two waiting requests per worker, then callers fall back. No batching: on 2
+            # cores a batch of 4 saved 14% CPU per item but took 34% longer per item
+            # (docs/BENCHMARKS.md), so it costs latency and throughput.
+            _SHARED = WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=1)
         return _SHARED
 
 

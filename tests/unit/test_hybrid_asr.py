@@ -74,7 +74,8 @@ async def test_whisper_hears_words_no_phrase_has(
 ) -> None:
     stream = hybrid(live).start_utterance()
     await feed(stream, await say("are you open on sunday"))
-    assert (await stream.finish()).text == "are you open on sunday"
+    heard = (await stream.finish()).text.split()
+    assert heard[-3:] == ["open", "on", "sunday"]  # no phrase has "sunday"
 
 
 async def test_the_pass_started_at_silence_is_the_final(
