@@ -13,8 +13,10 @@ next silence. ``finish()`` then usually finds the result ready.
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
 (``refused``), Whisper failed (``failed``), or its result was not ready within
 ``final_wait_ms`` of the end of the turn (``late``). Then the turn gets pocketsphinx's
-final (its second grammar pass) instead. Whisper's "no speech" verdict (no text) is
-trusted: VAD-triggering noise then produces no turn rather than a phrase it resembles.
+final instead: its second grammar pass after a failure, its streaming hypothesis when
+CPU is short (saturated, late), so an overload does not pile up more work. Whisper's
+"no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
+rather than a phrase it resembles.
 """
 
 from __future__ import annotations
@@ -140,14 +142,16 @@ class _HybridStream:
         self._done = True
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard = await self._whisper_result()
+        heard, overloaded = await self._whisper_result()
         self._audio = bytearray()
         if heard is not None:
             await self._live.finish(second_pass=False)  # ends it and returns the decoder
             _COUNTERS.add("whisper")
             text = " ".join(words(heard.text))
             return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
-        return await self._live.finish()
+        # Short of CPU (saturated or late): the streaming hypothesis, at once; a second
+        # grammar pass would add work exactly when there is none to spare.
+        return await self._live.finish(second_pass=not overloaded)
 
     def cancel(self) -> None:
         self._done = True
@@ -161,21 +165,22 @@ class _HybridStream:
         self._pass = self._pool().submit(bytes(self._audio), self._prompt)
         self._refused = self._pass is None
 
-    async def _whisper_result(self) -> WhisperResult | None:
-        """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
+    async def _whisper_result(self) -> tuple[WhisperResult | None, bool]:
+        """Whisper's result, or None (counted) to fall back; and whether it was overload."""
         if self._pass is None:
             _COUNTERS.add("fallback_saturated")
-            return None
+            return None, True
         pending = asyncio.wrap_future(self._pass)
         try:
             # Cancelling the wrapper on timeout withdraws a request still queued.
-            return await asyncio.wait_for(pending, self._final_wait_s)
+            return await asyncio.wait_for(pending, self._final_wait_s), False
         except TimeoutError:
             _COUNTERS.add("fallback_late")
+            return None, True
         except Exception as exc:
             _log.warning("whisper: final pass failed (%s); using pocketsphinx's", exc)
             _COUNTERS.add("fallback_failed")
-        return None
+        return None, False
 
 
 class HybridRecognizer:
