@@ -5,6 +5,10 @@ caller speaks and its VAD-driven endpointing is unchanged. The final transcript 
 from Whisper, prompted with the assistant's phrases: it hears wordings no phrase has,
 where the one-phrase grammar can only pick the closest listed phrase.
 
+Whisper tiny mishears close words now and then ("when are you located"). When all of
+its words are phrase words and a listed phrase is a word or two away, pocketsphinx decodes
+the utterance once more with a grammar of just those two sentences and the audio chooses.
+
 No added latency: Whisper starts when the end silence begins (``silence_began``, sent by
 the speech input ~160 ms into the silence) and runs during the rest of the wait; if the
 caller speaks again the pass is withdrawn (or its result dropped) and starts over at the
@@ -46,6 +50,7 @@ class FinalStats:
     """Where the process's hybrid final transcripts came from, since start (counters)."""
 
     whisper: int  # finals from Whisper (text or "no speech")
+    phrase_chosen: int  # of those, replaced by a listed phrase the audio fitted better
     fallback_saturated: int  # the pool refused the request: pocketsphinx's final used
     fallback_failed: int  # Whisper raised
     fallback_late: int  # not ready within final_wait_ms of the end of the turn
@@ -57,7 +62,14 @@ class _Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values = dict.fromkeys(
-            ("whisper", "fallback_saturated", "fallback_failed", "fallback_late", "restarted"),
+            (
+                "whisper",
+                "phrase_chosen",
+                "fallback_saturated",
+                "fallback_failed",
+                "fallback_late",
+                "restarted",
+            ),
             0,
         )
 
@@ -100,6 +112,16 @@ def phrase_prompt(phrases: tuple[str, ...] | list[str]) -> str:
     return " ".join(sentences)
 
 
+def _edits(ref: list[str], hyp: list[str]) -> int:
+    """Word edit distance."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
 class _HybridStream:
     """One utterance: pocketsphinx live, plus an early Whisper pass over the kept audio."""
 
@@ -109,11 +131,15 @@ class _HybridStream:
         pool: Callable[[], WhisperPool],
         prompt: str,
         final_wait_s: float,
+        live_phrases: tuple[str, ...],
+        vocabulary: frozenset[str],
     ) -> None:
         self._live = live
         self._pool = pool
         self._prompt = prompt
         self._final_wait_s = final_wait_s
+        self._phrases = frozenset(live_phrases)
+        self._vocabulary = vocabulary
         self._audio = bytearray()
         self._pass: Future[WhisperResult] | None = None
         self._refused = False
@@ -145,13 +171,37 @@ class _HybridStream:
         heard, overloaded = await self._whisper_result()
         self._audio = bytearray()
         if heard is not None:
-            await self._live.finish(second_pass=False)  # ends it and returns the decoder
             _COUNTERS.add("whisper")
             text = " ".join(words(heard.text))
-            return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
-        # Short of CPU (saturated or late): the streaming hypothesis, at once; a second
-        # grammar pass would add work exactly when there is none to spare.
-        return await self._live.finish(second_pass=not overloaded)
+            rivals = self._rival_phrases(text)
+            if not rivals:
+                await self._live.finish(second_pass=False)  # ends it, returns the decoder
+                return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
+            chosen = (await self._live.finish(choose_between=[text, *rivals])).text
+            if chosen != text:
+                _COUNTERS.add("phrase_chosen")
+            return Recognition(chosen or text, _CONFIDENCE_WHISPER)
+        # Short of CPU (saturated or late): the streaming hypothesis at once, unless it is
+        # empty; a second grammar pass adds work exactly when there is none to spare.
+        return await self._live.finish(second_pass="if_empty" if overloaded else True)
+
+    def _rival_phrases(self, text: str) -> list[str]:
+        """Listed phrases that Whisper's text may be a mishearing of, to let the audio choose.
+
+        Whisper tiny confuses close words on synthetic and telephone speech ("when are
+        you located"); pocketsphinx, given only the two sentences, picks the one the audio
+        fits. Only when every word Whisper heard is a phrase word (a word no phrase has is
+        evidence the caller said something else) and a phrase is within a third of its
+        words.
+        """
+        said = text.split()
+        if not said or text in self._phrases or not set(said) <= self._vocabulary:
+            return []
+        distances = [(_edits(said, p.split()), p) for p in self._phrases]
+        best = min((d for d, _ in distances), default=len(said))
+        if best == 0 or best > max(1, len(said) // 3):
+            return []
+        return [p for d, p in distances if d == best][:2]
 
     def cancel(self) -> None:
         self._done = True
@@ -200,4 +250,11 @@ class HybridRecognizer:
         self._final_wait_s = final_wait_ms / 1000
 
     def start_utterance(self) -> RecognitionStream:
-        return _HybridStream(self._live.open_stream(), self._pool, self._prompt, self._final_wait_s)
+        return _HybridStream(
+            self._live.open_stream(),
+            self._pool,
+            self._prompt,
+            self._final_wait_s,
+            self._live.phrases,
+            self._live.vocabulary,
+        )

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pocketsphinx
 
@@ -65,6 +65,7 @@ _SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw c
 _PASS_SLICE_BYTES = 3 * _SLICE_BYTES
 _MAX_SECOND_PASS_BYTES = 30 * 32_000  # audio kept for the trigram pass: 30 s, ~1 MB
 _GRAMMAR_SEARCH = "phrases"
+_CHOICE_SEARCH = "choice"  # a grammar of a few candidate sentences, set per utterance
 _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constructed with
 # No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
 # confidence is a prior per way the text was found.
@@ -206,8 +207,19 @@ class PocketsphinxStream:
     def partial(self) -> str:
         return self._partial
 
-    async def finish(self, *, second_pass: bool | None = None) -> Recognition:
-        """The final transcript; ``second_pass=False`` skips the second grammar pass."""
+    async def finish(
+        self,
+        *,
+        second_pass: bool | Literal["if_empty"] | None = None,
+        choose_between: Sequence[str] = (),
+    ) -> Recognition:
+        """The final transcript.
+
+        ``second_pass``: False skips the second grammar pass, "if_empty" runs it only
+        when the streaming pass found nothing. ``choose_between``: instead, decode the
+        utterance once more with a grammar of exactly these sentences (their words must
+        be in the phrases' vocabulary) and return the one the audio fits ("" if none).
+        """
         if self._cancelled or self._finishing:
             raise ProviderError("pocketsphinx: utterance already finished or cancelled")
         self._finishing = True
@@ -217,7 +229,7 @@ class PocketsphinxStream:
                 tail, self._buffer = bytes(self._buffer), bytearray()
                 await self._run(functools.partial(self._decode_slice, tail), _FINAL)
             again = self._wants_second_pass if second_pass is None else second_pass
-            return await self._end_utterance(again)
+            return await self._end_utterance(again, tuple(choose_between))
 
     def cancel(self) -> None:
         if self._cancelled or self._finishing:
@@ -318,7 +330,9 @@ class PocketsphinxStream:
             await self._run(functools.partial(self._pass_slice, piece), _FINAL)
         return await self._run(self._end_pass, _FINAL)
 
-    async def _end_utterance(self, second_pass: bool) -> Recognition:
+    async def _end_utterance(
+        self, second_pass: bool | Literal["if_empty"], choose_between: tuple[str, ...]
+    ) -> Recognition:
         """The final transcript, from the passes described in the module docstring.
 
         The second grammar pass starts from the whole utterance's cepstral mean. Live
@@ -335,6 +349,17 @@ class PocketsphinxStream:
                 return Recognition(text="", confidence=0.0)  # never fed
             text, audio = live
             confidence = _CONFIDENCE_GRAMMAR if self._pool.model else _CONFIDENCE_GENERIC
+            if choose_between:
+                if not audio or self._pool.model is None:
+                    return Recognition(text="", confidence=0.0)
+                grammar = "#JSGF V1.0;\ngrammar choice;\npublic <utterance> = "
+                grammar += " | ".join(f"( {c} )" for c in choose_between) + ";\n"
+                add = functools.partial(self._checked, self._decoder.add_jsgf_string)
+                await self._run(functools.partial(add, _CHOICE_SEARCH, grammar), _FINAL)
+                text = await self._second_pass(audio, search=_CHOICE_SEARCH, audio_cmn=True)
+                return Recognition(text=text, confidence=confidence if text else 0.0)
+            if second_pass == "if_empty":
+                second_pass = not text
             if second_pass and audio and self._pool.model is not None:
                 second = await self._second_pass(audio, search=_GRAMMAR_SEARCH, audio_cmn=True)
                 text = second or text
@@ -404,6 +429,8 @@ class PocketsphinxRecognizer:
         key = tuple(phrase for phrase in dict.fromkeys(key) if phrase)  # order kept, deduped
         self._executor = executor
         self._second_pass = second_pass
+        self.phrases: tuple[str, ...] = key
+        """The phrases (lower case, normalized) the domain model was built from."""
         try:
             self._pool = _pool_for(key, pool_size)
         except Exception as exc:
@@ -427,6 +454,14 @@ class PocketsphinxRecognizer:
     def uses_domain_model(self) -> bool:
         """True when recognizing with a model built from the assistant's phrases."""
         return self._pool.model is not None
+
+    @functools.cached_property
+    def vocabulary(self) -> frozenset[str]:
+        """Words the domain decoder can recognize (empty with the generic model)."""
+        if self._pool.model is None:
+            return frozenset()
+        lines = self._pool.model.dictionary.splitlines()
+        return frozenset(line.split(" ", 1)[0].split("(", 1)[0] for line in lines if line)
 
     def pool_stats(self) -> DecoderPoolStats:
         """Decoders of this recognizer's model (shared by recognizers of the same phrases)."""

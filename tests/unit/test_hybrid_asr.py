@@ -232,3 +232,14 @@ async def test_final_none_takes_the_streaming_hypothesis() -> None:
     stream = recognizer.start_utterance()
     await feed(stream, await say("where are you located"))
     assert (await stream.finish()).text == "where are you located"
+
+
+async def test_the_audio_chooses_between_whisper_and_a_close_phrase(
+    live: PocketsphinxRecognizer,
+) -> None:
+    """What the hybrid does when Whisper's words are all phrase words, a word off a phrase."""
+    for said in ("where are you located", "can i see the menu"):
+        stream = live.open_stream()
+        await feed(stream, await say(said))
+        rivals = ["when are you located", "where are you located", "can i see the menu"]
+        assert (await stream.finish(choose_between=rivals)).text == said
