@@ -177,7 +177,11 @@ class _HybridStream:
             if not rivals:
                 await self._live.finish(second_pass=False)  # ends it, returns the decoder
                 return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
-            chosen = (await self._live.finish(choose_between=[text, *rivals])).text
+            try:
+                chosen = (await self._live.finish(choose_between=[text, *rivals])).text
+            except Exception as exc:  # the choice is a refinement; Whisper's text stands
+                _log.warning("pocketsphinx: choosing between %s failed: %s", rivals, exc)
+                chosen = text
             if chosen != text:
                 _COUNTERS.add("phrase_chosen")
             return Recognition(chosen or text, _CONFIDENCE_WHISPER)

@@ -241,5 +241,5 @@ async def test_the_audio_chooses_between_whisper_and_a_close_phrase(
     for said in ("where are you located", "can i see the menu"):
         stream = live.open_stream()
         await feed(stream, await say(said))
-        rivals = ["when are you located", "where are you located", "can i see the menu"]
+        rivals = ["what are you located", "where are you located", "can i see the menu"]
         assert (await stream.finish(choose_between=rivals)).text == said
