@@ -17,6 +17,7 @@ bound; the refusals are counted in :func:`whisper_stats`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -336,9 +337,10 @@ class WhisperPool:
                 self._cond.wait()
 
     def _work(self, index: int) -> None:
+        _lower_priority()
         if index == 0:
             try:
-                self._model = self._load()
+                self._model = self._load()  # CTranslate2's threads inherit the priority
             except BaseException as exc:
                 _log.exception("whisper: the model failed to load")
                 self._load_error = exc
@@ -369,6 +371,20 @@ class WhisperPool:
                 self._counts["completed"] += len(batch)
             for request, result in zip(batch, results, strict=True):
                 request.future.set_result(result)
+
+
+_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run this thread (and threads it creates) below the event loop's priority.
+
+    Whisper is the one optional cost of a turn: with the CPU short, the loop (VAD,
+    endpointing, TTS, gRPC) must win and a late Whisper pass falls back, rather than all
+    calls slowing down together. Linux nice is per thread; elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
 
 
 _SHARED: WhisperPool | None = None
