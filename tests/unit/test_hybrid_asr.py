@@ -243,3 +243,30 @@ async def test_the_audio_chooses_between_whisper_and_a_close_phrase(
         await feed(stream, await say(said))
         rivals = ["what are you located", "where are you located", "can i see the menu"]
         assert (await stream.finish(choose_between=rivals)).text == said
+
+
+async def test_speech_input_starts_the_final_pass_during_the_end_silence(
+    model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
+    pool = WhisperPool(lambda: model, workers=1, max_pending=4, max_batch=1)
+    try:
+        seen: list[Event] = []
+
+        async def emit(event: Event) -> None:
+            seen.append(event)
+
+        speech = SpeechInput(
+            WebRtcVad(), hybrid(live, pool), VadSettings(), emit, interim_transcripts=lambda: False
+        )
+        pcm = await spoken("where are you located", PCM16K, lead_ms=300, tail_ms=1200)
+        submitted_at_end_of_turn = None
+        finished = None
+        for start in range(0, len(pcm), 640):
+            finished = finished or await speech.feed(pcm[start : start + 640])
+            if finished is not None and submitted_at_end_of_turn is None:
+                submitted_at_end_of_turn = pool.stats().submitted
+        assert finished is not None
+        assert finished.recognition.text == "where are you located"
+        assert submitted_at_end_of_turn == 1  # started at the silence, not again at the end
+    finally:
+        pool.close()
