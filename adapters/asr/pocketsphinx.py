@@ -20,11 +20,12 @@ Threading. ``Decoder.process_raw`` holds the GIL for the whole call (measured: a
 buffer stalled another Python thread for 366 ms; two threads decoding took longer than
 running one after the other), so a thread buys no parallelism. What keeps other sessions
 responsive is decoding in bounded slices of 100 ms of audio (<3 ms CPU with a domain
-model, up to ~35 ms with the generic one) run as jobs on an executor: the loop thread
-gets the GIL back between slices. Measured with 4 concurrent streams: worst loop stall
-2 ms (domain) / ~85 ms (generic: its end-of-utterance fwdflat pass), against 330 ms
-when the same slices ran on the loop itself. Jobs are chained so one stream's jobs run
-strictly in order; a pocketsphinx build that releases the GIL would decode in parallel.
+model, up to ~35 ms with the generic one; live audio is buffered up to a slice, not
+decoded per 20 ms frame) run as jobs on two shared decode threads
+(adapters/asr/decode_executor.py): the loop thread gets the GIL back between slices, and
+the end of a turn (last slice, second pass in 300 ms jobs, release) runs before other
+callers' live slices, first finished first. A stream awaits each of its jobs, so its jobs
+never overlap and no thread ever blocks waiting for another job.
 """
 
 from __future__ import annotations
