@@ -12,7 +12,9 @@ for load tests that measure the engine alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -25,6 +27,9 @@ from engine.runtime.ports.providers import (
     SpeechSynthesizer,
     VoiceActivityDetector,
 )
+
+log = logging.getLogger(__name__)
+WHISPER_LOAD_TIMEOUT_SEC = 60.0
 
 
 def _key(spec: ProviderSpec) -> str:
@@ -75,6 +80,19 @@ class EmbeddedProviderFactory:
             )
         return self._http
 
+    async def warm_up(self) -> None:
+        """Load the shared Whisper model now (off the loop), not on the first call's turn.
+
+        Until it is loaded a final transcript falls back to the streaming recognizer's, so
+        an engine that takes calls at once would serve its first callers degraded.
+        """
+        from adapters.asr.whisper import shared_pool
+
+        pool = shared_pool()
+        loaded = await asyncio.to_thread(pool.wait_loaded, WHISPER_LOAD_TIMEOUT_SEC)
+        if loaded is None:
+            log.warning("the Whisper model did not load: finals use the streaming recognizer")
+
     async def close(self) -> None:
         """Release the shared HTTP client."""
         if self._http is not None:
@@ -115,9 +133,9 @@ class EmbeddedProviderFactory:
             raise ProviderConfigError(
                 f"asr.provider: unknown provider {spec.provider!r} (pocketsphinx)"
             )
-        from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+        from adapters.asr.factory import recognizer_from_options
 
-        built: SpeechRecognizer = PocketsphinxRecognizer.from_options(spec.options)
+        built: SpeechRecognizer = recognizer_from_options(spec.options)
         self._recognizers[key] = built
         return built
 

@@ -39,6 +39,8 @@ class Providers(ProviderFactory, Protocol):
 
     async def close(self) -> None: ...
 
+    async def warm_up(self) -> None: ...
+
 
 @dataclass
 class Engine:
@@ -168,6 +170,8 @@ class EngineServer:
 async def serve(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     engine = await bootstrap(settings)
+    # Shared models load before the port opens: a first caller must not get a degraded turn.
+    await engine.providers.warm_up()
     server = EngineServer(engine)
     port = await server.start()
     log.info("voice-engine listening on %s:%d", settings.host, port)

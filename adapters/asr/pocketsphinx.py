@@ -20,11 +20,12 @@ Threading. ``Decoder.process_raw`` holds the GIL for the whole call (measured: a
 buffer stalled another Python thread for 366 ms; two threads decoding took longer than
 running one after the other), so a thread buys no parallelism. What keeps other sessions
 responsive is decoding in bounded slices of 100 ms of audio (<3 ms CPU with a domain
-model, up to ~35 ms with the generic one) run as jobs on an executor: the loop thread
-gets the GIL back between slices. Measured with 4 concurrent streams: worst loop stall
-2 ms (domain) / ~85 ms (generic: its end-of-utterance fwdflat pass), against 330 ms
-when the same slices ran on the loop itself. Jobs are chained so one stream's jobs run
-strictly in order; a pocketsphinx build that releases the GIL would decode in parallel.
+model, up to ~35 ms with the generic one; live audio is buffered up to a slice, not
+decoded per 20 ms frame) run as jobs on two shared decode threads
+(adapters/asr/decode_executor.py): the loop thread gets the GIL back between slices, and
+the end of a turn (last slice, second pass in 300 ms jobs, release) runs before other
+callers' live slices, first finished first. A stream awaits each of its jobs, so its jobs
+never overlap and no thread ever blocks waiting for another job.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pocketsphinx
 
+from adapters.asr.decode_executor import FINAL as _FINAL
+from adapters.asr.decode_executor import LIVE as _LIVE
+from adapters.asr.decode_executor import decode_executor
 from adapters.asr.domain_model import DomainModel, domain_model, words
 from engine.runtime.ports.providers import (
     ProviderConfigError,
@@ -51,14 +55,18 @@ from engine.runtime.ports.providers import (
     reject_unknown_options,
 )
 
-__all__ = ["DecoderPoolStats", "PocketsphinxRecognizer"]
+__all__ = ["DecoderPoolStats", "PocketsphinxRecognizer", "PocketsphinxStream"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw call gets
+# Second passes decode 300 ms per job: a third of the job hand-offs and loop wake-ups of
+# 100 ms slices for ~8 ms of GIL per job with a domain model (docs/BENCHMARKS.md).
+_PASS_SLICE_BYTES = 3 * _SLICE_BYTES
 _MAX_SECOND_PASS_BYTES = 30 * 32_000  # audio kept for the trigram pass: 30 s, ~1 MB
 _GRAMMAR_SEARCH = "phrases"
+_CHOICE_SEARCH = "choice"  # a grammar of a few candidate sentences, set per utterance
 _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constructed with
 # No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
 # confidence is a prior per way the text was found.
@@ -155,7 +163,7 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
     return pool
 
 
-class _PocketsphinxStream:
+class PocketsphinxStream:
     """One utterance on a decoder borrowed from the pool for its lifetime.
 
     The public methods run on the event loop. Everything that touches the decoder runs
@@ -163,11 +171,16 @@ class _PocketsphinxStream:
     never overlap and keep their order even when a caller stops awaiting one.
     """
 
-    def __init__(self, pool: _DecoderPool, executor: Executor | None) -> None:
+    def __init__(
+        self, pool: _DecoderPool, executor: Executor | None, *, second_pass: bool = True
+    ) -> None:
         self._pool = pool
         self._executor = executor
+        self._wants_second_pass = second_pass
         self._feeding = asyncio.Lock()  # feeds of one stream decode in call order
-        self._previous_job_done: threading.Event | None = None
+        self._buffer = bytearray()  # fed audio not yet decoded (less than one slice)
+        self._last_job: asyncio.Future[Any] | None = None
+        self._ticket = 0  # taken by finish(): this utterance's place among final passes
         self._cancelled = False  # set on the loop, read by jobs between slices
         self._finishing = False
         self._partial = ""
@@ -181,53 +194,73 @@ class _PocketsphinxStream:
             return  # audio racing a barge-in cancel is simply dropped
         if self._finishing:
             raise ProviderError("pocketsphinx: feed after finish")
+        # Decoded in the 100 ms slices the decoder is tuned for, not per 20 ms frame:
+        # a fifth of the executor jobs and loop wake-ups (see docs/BENCHMARKS.md).
+        self._buffer += pcm16k
+        if len(self._buffer) < _SLICE_BYTES:
+            return
         async with self._feeding:
-            for start in range(0, len(pcm16k), _SLICE_BYTES):
-                if self._cancelled:
-                    return
-                piece = pcm16k[start : start + _SLICE_BYTES]
-                await self._run(functools.partial(self._decode_slice, piece))
+            while len(self._buffer) >= _SLICE_BYTES and not self._cancelled:
+                piece = bytes(self._buffer[:_SLICE_BYTES])
+                del self._buffer[:_SLICE_BYTES]
+                await self._run(functools.partial(self._decode_slice, piece), _LIVE)
 
     def partial(self) -> str:
         return self._partial
 
-    async def finish(self) -> Recognition:
+    async def finish(
+        self,
+        *,
+        second_pass: bool | Literal["if_empty"] | None = None,
+        choose_between: Sequence[str] = (),
+    ) -> Recognition:
+        """The final transcript.
+
+        ``second_pass``: False skips the second grammar pass, "if_empty" runs it only
+        when the streaming pass found nothing. ``choose_between``: instead, decode the
+        utterance once more with a grammar of exactly these sentences (their words must
+        be in the phrases' vocabulary) and return the one the audio fits ("" if none).
+        """
         if self._cancelled or self._finishing:
             raise ProviderError("pocketsphinx: utterance already finished or cancelled")
         self._finishing = True
+        self._ticket = decode_executor().ticket()
         async with self._feeding:  # audio fed before finish() is part of the utterance
-            return await self._end_utterance()
+            if self._buffer:
+                tail, self._buffer = bytes(self._buffer), bytearray()
+                await self._run(functools.partial(self._decode_slice, tail), _FINAL)
+            again = self._wants_second_pass if second_pass is None else second_pass
+            return await self._end_utterance(again, tuple(choose_between))
 
     def cancel(self) -> None:
         if self._cancelled or self._finishing:
             return  # a finishing utterance returns its decoder itself
         self._cancelled = True
-        # Fire and forget: the job ends the utterance and returns the decoder.
-        self._run_detached(self._release)
+        self._buffer = bytearray()
+        # Fire and forget, after the job in flight (jobs of a stream never overlap): the
+        # job ends the utterance and returns the decoder.
+        last = self._last_job
+        if last is None or last.done():
+            self._schedule(self._release, _LIVE)
+        else:
+            last.add_done_callback(lambda _: self._schedule(self._release, _LIVE))
 
     # -- job plumbing (event loop) ------------------------------------------------------
 
-    def _schedule(self, job: Callable[[], _T]) -> asyncio.Future[_T]:
-        previous, done = self._previous_job_done, threading.Event()
-        self._previous_job_done = done
+    def _schedule(self, job: Callable[[], _T], priority: int) -> asyncio.Future[_T]:
+        if self._executor is not None:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, job)
+        else:
+            ticket = self._ticket if priority == _FINAL else 0
+            future = asyncio.wrap_future(decode_executor().submit(priority, job, ticket=ticket))
+        self._last_job = future
+        return future
 
-        def chained() -> _T:
-            try:
-                if previous is not None:
-                    previous.wait()
-                return job()
-            finally:
-                done.set()
-
-        return asyncio.get_running_loop().run_in_executor(self._executor, chained)
-
-    async def _run(self, job: Callable[[], _T]) -> _T:
-        # Shielded: a job once scheduled always runs, so the chain can never stall on a
-        # job that was dropped from the executor's queue.
-        return await asyncio.shield(self._schedule(job))
-
-    def _run_detached(self, job: Callable[[], None]) -> None:
-        self._schedule(job)  # job swallows its own errors; nothing to retrieve
+    async def _run(self, job: Callable[[], _T], priority: int) -> _T:
+        # Callers hold ``_feeding`` and await each job, so one stream's jobs never overlap
+        # (no job blocks a thread waiting for another). Shielded: a job once scheduled
+        # always runs to the end, so the decoder is never left mid-call.
+        return await asyncio.shield(self._schedule(job, priority))
 
     # -- jobs (executor thread) ---------------------------------------------------------
 
@@ -292,13 +325,15 @@ class _PocketsphinxStream:
         worst loop stall with four utterances ending together went from 2 ms to 28 ms
         when the pass ran as one job).
         """
-        await self._run(functools.partial(self._begin_pass, search, audio_cmn))
-        for start in range(0, len(audio), _SLICE_BYTES):
-            piece = audio[start : start + _SLICE_BYTES]
-            await self._run(functools.partial(self._pass_slice, piece))
-        return await self._run(self._end_pass)
+        await self._run(functools.partial(self._begin_pass, search, audio_cmn), _FINAL)
+        for start in range(0, len(audio), _PASS_SLICE_BYTES):
+            piece = audio[start : start + _PASS_SLICE_BYTES]
+            await self._run(functools.partial(self._pass_slice, piece), _FINAL)
+        return await self._run(self._end_pass, _FINAL)
 
-    async def _end_utterance(self) -> Recognition:
+    async def _end_utterance(
+        self, second_pass: bool | Literal["if_empty"], choose_between: tuple[str, ...]
+    ) -> Recognition:
         """The final transcript, from the passes described in the module docstring.
 
         The second grammar pass starts from the whole utterance's cepstral mean. Live
@@ -310,21 +345,32 @@ class _PocketsphinxStream:
         and ~30 ms of latency for a 2 s question.
         """
         try:
-            live = await self._run(self._end_live_pass)
+            live = await self._run(self._end_live_pass, _FINAL)
             if live is None:
                 return Recognition(text="", confidence=0.0)  # never fed
             text, audio = live
             confidence = _CONFIDENCE_GRAMMAR if self._pool.model else _CONFIDENCE_GENERIC
-            if audio and self._pool.model is not None:
+            if choose_between:
+                if not audio or self._pool.model is None:
+                    return Recognition(text="", confidence=0.0)
+                grammar = "#JSGF V1.0;\ngrammar choice;\npublic <utterance> = "
+                grammar += " | ".join(f"( {c} )" for c in choose_between) + ";\n"
+                add = functools.partial(self._checked, self._decoder.add_jsgf_string)
+                await self._run(functools.partial(add, _CHOICE_SEARCH, grammar), _FINAL)
+                text = await self._second_pass(audio, search=_CHOICE_SEARCH, audio_cmn=True)
+                return Recognition(text=text, confidence=confidence if text else 0.0)
+            if second_pass == "if_empty":
+                second_pass = not text
+            if second_pass and audio and self._pool.model is not None:
                 second = await self._second_pass(audio, search=_GRAMMAR_SEARCH, audio_cmn=True)
                 text = second or text
-            if not text and audio:
+            if second_pass and not text and audio:
                 # The grammar found no path: the phrase trigram still gives near-misses,
                 # prefixes and several phrases in one breath a transcript.
                 text = await self._second_pass(audio, search=_TRIGRAM_SEARCH, audio_cmn=False)
                 confidence = _CONFIDENCE_TRIGRAM
         finally:
-            await self._run(self._release)
+            await self._run(self._release, _FINAL)
         self._partial = text
         return Recognition(text=text, confidence=confidence if text else 0.0)
 
@@ -378,10 +424,14 @@ class PocketsphinxRecognizer:
         # (and then drops) one; 16 covers the concurrency measured in BENCHMARKS.md.
         pool_size: int = 16,
         executor: Executor | None = None,
+        second_pass: bool = True,
     ) -> None:
         key = tuple(" ".join(words(phrase)) for phrase in phrases)
         key = tuple(phrase for phrase in dict.fromkeys(key) if phrase)  # order kept, deduped
         self._executor = executor
+        self._second_pass = second_pass
+        self.phrases: tuple[str, ...] = key
+        """The phrases (lower case, normalized) the domain model was built from."""
         try:
             self._pool = _pool_for(key, pool_size)
         except Exception as exc:
@@ -406,10 +456,22 @@ class PocketsphinxRecognizer:
         """True when recognizing with a model built from the assistant's phrases."""
         return self._pool.model is not None
 
+    @functools.cached_property
+    def vocabulary(self) -> frozenset[str]:
+        """Words the domain decoder can recognize (empty with the generic model)."""
+        if self._pool.model is None:
+            return frozenset()
+        lines = self._pool.model.dictionary.splitlines()
+        return frozenset(line.split(" ", 1)[0].split("(", 1)[0] for line in lines if line)
+
     def pool_stats(self) -> DecoderPoolStats:
         """Decoders of this recognizer's model (shared by recognizers of the same phrases)."""
         return self._pool.stats()
 
     def start_utterance(self) -> RecognitionStream:
+        return self.open_stream()
+
+    def open_stream(self) -> PocketsphinxStream:
+        """``start_utterance`` with the concrete type (its ``finish`` takes options)."""
         # Cheap: the decoder is borrowed by the first feed, off the event loop.
-        return _PocketsphinxStream(self._pool, self._executor)
+        return PocketsphinxStream(self._pool, self._executor, second_pass=self._second_pass)

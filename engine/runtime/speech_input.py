@@ -18,6 +18,7 @@ from engine.runtime.assistant import VadSettings
 from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcript
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
+    PreparesFinal,
     ProviderError,
     Recognition,
     RecognitionStream,
@@ -27,6 +28,9 @@ from engine.runtime.ports.providers import (
 
 _BYTES_PER_MS = INPUT_SAMPLE_RATE_HZ * 2 // 1000
 INTERIM_INTERVAL_SEC = 0.2
+# Silence after which a recognizer that can (PreparesFinal) starts its final pass, so it
+# runs during the rest of the end-silence wait instead of after it.
+PREPARE_FINAL_AFTER_MS = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class SpeechInput:
         self._frame_ms = frame_ms
         self._start_frames = max(1, settings.min_speech_ms // frame_ms)
         self._end_frames = max(1, settings.end_silence_ms // frame_ms)
+        self._prepare_frames = max(1, PREPARE_FINAL_AFTER_MS // frame_ms)
         self._pad: deque[bytes] = deque(maxlen=max(1, settings.pre_speech_pad_ms // frame_ms))
         self._pending = b""
         self._offset_ms = 0  # stream position of the next frame
@@ -117,14 +122,26 @@ class SpeechInput:
         self._speech_ms += self._frame_ms
         await self._stream.feed(frame)
         if voiced:
+            if self._silent_run >= self._prepare_frames:
+                self._notify_early_final(self._stream, resumed=True)
             self._silent_run = 0
             self._last_voiced_at = time.monotonic()
         else:
             self._silent_run += 1
+            if self._silent_run == self._prepare_frames < self._end_frames:
+                self._notify_early_final(self._stream, resumed=False)
         if self._silent_run >= self._end_frames:
             return await self._finish()
         await self._maybe_interim()
         return None
+
+    @staticmethod
+    def _notify_early_final(stream: RecognitionStream, *, resumed: bool) -> None:
+        if isinstance(stream, PreparesFinal):
+            if resumed:
+                stream.speech_resumed()
+            else:
+                stream.silence_began()
 
     async def _start(self) -> None:
         self._utterance_id = f"u-{uuid.uuid4().hex[:12]}"

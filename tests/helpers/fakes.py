@@ -149,6 +149,9 @@ class FakeProviders:
         self._check("vad", spec)
         return EnergyVad()
 
+    async def warm_up(self) -> None:
+        """Nothing to load."""
+
     async def close(self) -> None:
         return None
 

@@ -17,9 +17,10 @@ async def spoken(
     tail_ms: int = 1200,
     noise_level: int = 40,
     seed: int = 7,
+    voice: str = "en-us+f3",
 ) -> bytes:
     """``text`` as a caller would send it: silence with light noise around the speech."""
-    synthesizer = EspeakSynthesizer(voice="en-us+f3", rate_wpm=160)
+    synthesizer = EspeakSynthesizer(voice=voice, rate_wpm=160)
     resampler = StreamResampler(synthesizer.sample_rate_hz, fmt.sample_rate_hz)
     pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text)]
     speech = np.frombuffer(b"".join([*pieces, resampler.flush()]), dtype=np.int16)

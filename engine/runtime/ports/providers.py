@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 INPUT_SAMPLE_RATE_HZ = 16_000
 
@@ -113,6 +113,22 @@ class RecognitionStream(Protocol):
 
     def cancel(self) -> None:
         """Drop the utterance without a result."""
+        ...
+
+
+@runtime_checkable
+class PreparesFinal(Protocol):
+    """A RecognitionStream that can start its final pass early, while the end silence runs.
+
+    Optional: streams that lack these methods simply finalize in ``finish()``.
+    """
+
+    def silence_began(self) -> None:
+        """The caller has been silent a while: the turn is probably over (not certainly)."""
+        ...
+
+    def speech_resumed(self) -> None:
+        """The caller spoke again after ``silence_began``: drop the early final pass."""
         ...
 
 

