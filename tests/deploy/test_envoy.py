@@ -19,7 +19,7 @@ import pytest
 from voiceengine.v1 import converse_pb2 as pb
 
 from tests.deploy.envoy_process import EnvoyProcess, running_envoy
-from tests.deploy.fleet import NOT_SERVING, SERVING, Fleet, open_call, share
+from tests.deploy.fleet import NOT_SERVING, SERVING, Fleet, FleetEngine, open_call, share
 
 HEALTH_INTERVAL = 0.5
 # "Within the health-check interval", with room for a loaded 2-core machine: polls below
@@ -89,11 +89,11 @@ async def test_sigterm_drains_one_engine_while_envoy_sends_new_calls_elsewhere(
         draining = [c for c in live if c.engine == first.name]
 
         first.proc.proc.send_signal(signal.SIGTERM)
+        await _until_health(first, NOT_SERVING)  # the engine itself says it is draining
         # New calls right away, before and after Envoy has seen the drain: none fails
         # (an UNAVAILABLE "shutting down" is retried on another engine), none stays on
         # the draining engine.
         during = [await open_call(channel) for _ in range(5)]
-        assert await first.health() == NOT_SERVING
         await envoy.wait_hosts({second.port}, {first.port}, timeout=HC_DEADLINE)
         after = [await open_call(channel) for _ in range(5)]
         assert share(during + after) == {second.name: 10}
@@ -125,7 +125,7 @@ async def test_a_full_engine_gets_no_new_calls(fleet: Fleet, tmp_path: Path) -> 
         held = [await open_call(direct) for _ in range(2)]
         assert share(held) == {small.name: 2}
         # Readiness says "full"; liveness is a separate question (issue 11 item 3).
-        assert await small.health() == NOT_SERVING
+        await _until_health(small, NOT_SERVING)
         await envoy.wait_hosts({roomy.port}, {small.port}, timeout=HC_DEADLINE)
 
         async with grpc.aio.insecure_channel(envoy.target) as channel:
@@ -136,6 +136,14 @@ async def test_a_full_engine_gets_no_new_calls(fleet: Fleet, tmp_path: Path) -> 
 
         # A slot frees: ready again, and Envoy sends it calls again.
         await held[0].hang_up()
-        assert await small.health() == SERVING
+        await _until_health(small, SERVING)
         await envoy.wait_hosts({small.port, roomy.port}, set(), timeout=HC_DEADLINE)
         await held[1].hang_up()
+
+
+async def _until_health(engine: FleetEngine, status: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HC_DEADLINE
+    while await engine.health() != status:
+        assert loop.time() < deadline, f"{engine.name} never answered {status}"
+        await asyncio.sleep(0.02)
