@@ -146,13 +146,20 @@ def row(name: str, values: list[float]) -> str:
     )
 
 
-def transport_ms(results: list[SessionResult]) -> list[float]:
-    """Client end of speech -> first audio minus the server's: the path, not the engine."""
+def transport_ms(results: list[SessionResult], event: str = "first audio") -> list[float]:
+    """Client end of speech -> event minus the server's: the path, not the engine."""
+    if event == "first audio":
+        pairs = [
+            (r.client_eos_to_first_audio_ms, r.metrics.get("end_of_speech_to_first_audio_ms"))
+            for r in results
+        ]
+    else:
+        pairs = [
+            (r.client_eos_to_transcript_ms, r.metrics.get("end_of_speech_to_final_transcript_ms"))
+            for r in results
+        ]
     return [
-        r.client_eos_to_first_audio_ms - r.metrics["end_of_speech_to_first_audio_ms"]
-        for r in results
-        if r.client_eos_to_first_audio_ms is not None
-        and "end_of_speech_to_first_audio_ms" in r.metrics
+        client - server for client, server in pairs if client is not None and server is not None
     ]
 
 
@@ -174,6 +181,12 @@ def report(direct: Phase, envoy: Phase, args: argparse.Namespace) -> None:
         print(row(f"{phase.name}: client end of speech -> first audio", client))
         print(row(f"{phase.name}: server end_of_speech_to_first_audio_ms", server))
         print(row(f"{phase.name}: client minus server, per call", transport_ms(phase.voice)))
+        print(
+            row(
+                f"{phase.name}: same for the final transcript",
+                transport_ms(phase.voice, "final transcript"),
+            )
+        )
         print(row(f"{phase.name}: text turn -> first assistant_text", phase.text_rtt_ms))
     print()
     for phase in (direct, envoy):
