@@ -47,7 +47,11 @@ def envoy_binary() -> str:
 def render_config(
     *, engine_ports: list[int], health_interval_sec: float, base: Path = ENVOY_CONFIG
 ) -> dict[str, Any]:
-    """deploy/envoy/envoy.yaml for loopback: free ports, static engines, given HC interval."""
+    """deploy/envoy/envoy.yaml for loopback: free ports, static engines, faster health checks.
+
+    ``health_interval_sec`` replaces the file's health-check interval; the file's other
+    health-check intervals are scaled by the same factor.
+    """
     config: dict[str, Any] = copy.deepcopy(yaml.safe_load(base.read_text()))
     config["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
     for listener in config["static_resources"]["listeners"]:
@@ -58,13 +62,20 @@ def render_config(
     cluster["load_assignment"]["endpoints"] = [
         {"lb_endpoints": [_loopback_endpoint(port) for port in engine_ports]}
     ]
-    interval = f"{health_interval_sec}s"
     for check in cluster["health_checks"]:
-        check["interval"] = check["no_traffic_interval"] = interval
-        check["no_traffic_healthy_interval"] = interval
+        # Every interval the file sets is scaled by the same factor; one it leaves out keeps
+        # Envoy's default (e.g. a missing no_traffic_interval stays 60 s and a test shows it).
+        scale = health_interval_sec / _seconds(check["interval"])
+        for key in ("interval", "no_traffic_interval", "no_traffic_healthy_interval"):
+            if key in check:
+                check[key] = f"{_seconds(check[key]) * scale:g}s"
         check["interval_jitter"] = "0s"
-        check["timeout"] = f"{max(health_interval_sec, 1.0)}s"
+        check["timeout"] = f"{max(health_interval_sec, 1.0):g}s"
     return config
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.removesuffix("s"))
 
 
 def _loopback_endpoint(port: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -64,11 +65,12 @@ class Fleet:
         self.engines: list[FleetEngine] = []
 
     async def start(self, count: int, **env: str) -> list[FleetEngine]:
-        added = [self._engine(**env) for _ in range(count)]
+        added = [self.add(**env) for _ in range(count)]
         await asyncio.gather(*(engine.start() for engine in added))
         return added
 
-    def _engine(self, **env: str) -> FleetEngine:
+    def add(self, **env: str) -> FleetEngine:
+        """A new engine of the fleet, not started yet."""
         name = f"engine-{len(self.engines) + 1}"
         workdir = self.root / name
         agents = workdir / "agents"
@@ -91,6 +93,14 @@ class Fleet:
         for engine in self.engines:
             if engine.process is not None:
                 await engine.process.kill()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def desk_assistant(engine_name: str) -> dict[str, object]:
