@@ -15,7 +15,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first (a layer that survives code changes), then the code.
+# Only what the package needs (.dockerignore keeps the context to these).
 COPY pyproject.toml README.md ./
 COPY generated ./generated
 COPY engine ./engine
