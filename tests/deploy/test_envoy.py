@@ -181,7 +181,8 @@ async def test_two_of_three_engines_draining_is_no_reason_to_panic(
 
 @pytest.mark.xfail(strict=True, reason="readiness-when-full lands with branch sec")
 async def test_a_full_engine_gets_no_new_calls(fleet: Fleet, tmp_path: Path) -> None:
-    small, roomy = await fleet.start(2, ENGINE_MAX_SESSIONS="2")
+    (small,) = await fleet.start(1, ENGINE_MAX_SESSIONS="2")
+    (roomy,) = await fleet.start(1)
     # Another gateway fills `small` directly, past Envoy.
     async with (
         envoy_for(fleet, tmp_path) as envoy,

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 from voiceengine.v1 import converse_pb2 as pb
 
-from engine.devbackend.testing import running_refbackend
 from tests.deploy.envoy_process import running_envoy
 from tests.deploy.fleet import DESK, Call, Fleet, desk_assistant, open_call
+from tests.helpers.refbackend import running_refbackend
 from tests.integration.test_history_e2e import ALWAYS, FAST_HISTORY, BackendDb, Entry
 
 HEALTH_INTERVAL = 0.5
