@@ -16,7 +16,8 @@ next silence. ``finish()`` then usually finds the result ready.
 
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
 (``refused``), Whisper failed (``failed``), or its result was not ready within
-``final_wait_ms`` of the end of the turn (``late``). Then the turn gets pocketsphinx's
+``final_wait_ms`` of the end of the turn and no worker had started it, or a started pass
+took ``RUNNING_PASS_WAIT_SEC`` longer still (``late``). Then the turn gets pocketsphinx's
 final instead: its second grammar pass after a failure, its streaming hypothesis when
 CPU is short (saturated, late), so an overload does not pile up more work. Whisper's
 "no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
@@ -40,6 +41,8 @@ from engine.runtime.ports.providers import Recognition, RecognitionStream
 __all__ = ["FinalStats", "HybridRecognizer", "final_stats", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
+# A pass a worker has started when final_wait_ms runs out may take this much longer.
+RUNNING_PASS_WAIT_SEC = 1.5
 
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 _CONFIDENCE_WHISPER = 0.9
@@ -226,14 +229,21 @@ class _HybridStream:
             return None, True
         pending = asyncio.wrap_future(self._pass)
         try:
-            # Cancelling the wrapper on timeout withdraws a request still queued.
-            return await asyncio.wait_for(pending, self._final_wait_s), False
-        except TimeoutError:
-            _COUNTERS.add("fallback_late")
-            return None, True
+            done, _ = await asyncio.wait({pending}, timeout=self._final_wait_s)
+            if not done and self._pass.running():
+                # A worker is already on it (only slowed down, e.g. by a busy host): its
+                # answer is worth a little more wait than a wrong transcript.
+                done, _ = await asyncio.wait({pending}, timeout=RUNNING_PASS_WAIT_SEC)
+            if not done:
+                _COUNTERS.add("fallback_late")
+                return None, True
+            return pending.result(), False
         except Exception as exc:
             _log.warning("whisper: final pass failed (%s); using pocketsphinx's", exc)
             _COUNTERS.add("fallback_failed")
+        finally:
+            if not pending.done():
+                pending.cancel()  # withdraws a request still queued
         return None, False
 
 

@@ -270,3 +270,45 @@ async def test_speech_input_starts_the_final_pass_during_the_end_silence(
         assert submitted_at_end_of_turn == 1  # started at the silence, not again at the end
     finally:
         pool.close()
+
+
+class _SlowHost:
+    """The real model on a host so busy that every pass takes ``delay_sec`` longer."""
+
+    def __init__(self, model: WhisperModel, delay_sec: float) -> None:
+        self._model = model
+        self._delay_sec = delay_sec
+
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        return self._model.prompt_tokens(prompt)
+
+    def transcribe_batch(self, *args: object, **kwargs: object) -> object:
+        import time
+
+        time.sleep(self._delay_sec)  # a worker thread, standing for a starved CPU
+        return self._model.transcribe_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_started_pass_that_runs_late_is_awaited_not_replaced_by_the_grammar(
+    model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
+    slow = _SlowHost(model, 0.4)
+    pool = WhisperPool(lambda: slow, workers=1, max_pending=2, max_batch=1)  # type: ignore[arg-type, return-value]
+    try:
+        recognizer = HybridRecognizer(
+            live, lambda: pool, prompt=phrase_prompt(PHRASES), final_wait_ms=0
+        )
+        before = final_stats()
+        stream = recognizer.start_utterance()
+        await feed(stream, await say("is there a table by the window"))
+        stream.silence_began()  # type: ignore[attr-defined]
+        async with asyncio.timeout(30):  # until a worker has taken the pass
+            while pool.stats().batches == 0:
+                await asyncio.sleep(0.01)
+        text = (await stream.finish()).text
+        after = final_stats()
+        assert "window" in text  # Whisper's words: no phrase has "window"
+        assert after.whisper == before.whisper + 1
+        assert after.fallback_late == before.fallback_late
+    finally:
+        pool.close()
