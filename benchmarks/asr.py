@@ -58,6 +58,7 @@ import numpy as np
 import yaml
 
 from adapters.asr.domain_model import words
+from adapters.asr.hybrid import word_edits
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
@@ -309,15 +310,6 @@ async def run_clip(
     return " ".join(texts), latency
 
 
-def edits(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
-
-
 # -- sections -----------------------------------------------------------------------------
 
 
@@ -349,7 +341,7 @@ async def accuracy(
         for name, keep in {"all": lambda c: True, **groups}.items():
             chosen = [(c, t) for c, t in rows if keep(c)]
             ref_words = sum(len(c.text.split()) for c, _ in chosen)
-            wer = sum(edits(c.text.split(), t.split()) for c, t in chosen) / ref_words
+            wer = sum(word_edits(c.text.split(), t.split()) for c, t in chosen) / ref_words
             exact = sum(c.text == t for c, t in chosen) / len(chosen)
             keys = [k in t.split() for c, t in chosen for k in c.keywords]
             cpu_cell = f"{cpu:.3f}" if name == "all" else ""

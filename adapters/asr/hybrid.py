@@ -115,8 +115,8 @@ def phrase_prompt(phrases: tuple[str, ...] | list[str]) -> str:
     return " ".join(sentences)
 
 
-def _edits(ref: list[str], hyp: list[str]) -> int:
-    """Word edit distance."""
+def word_edits(ref: list[str], hyp: list[str]) -> int:
+    """Word edit distance (Levenshtein over words): also the benchmarks' WER numerator."""
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
@@ -204,7 +204,7 @@ class _HybridStream:
         said = text.split()
         if not said or text in self._phrases or not set(said) <= self._vocabulary:
             return []
-        distances = [(_edits(said, p.split()), p) for p in self._phrases]
+        distances = [(word_edits(said, p.split()), p) for p in self._phrases]
         best = min((d for d, _ in distances), default=len(said))
         if best == 0 or best > max(1, len(said) // 3):
             return []

@@ -9,15 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.runtime.ports.providers import (
-    INPUT_SAMPLE_RATE_HZ,
-    ProviderConfigError,
-    reject_unknown_options,
-)
+from adapters.vad.frames import FRAME_MS_CHOICES, check_frame, frame_bytes, int_option
+from engine.runtime.ports.providers import reject_unknown_options
 
 __all__ = ["SignalVad"]
 
-_FRAME_MS_CHOICES = (10, 20, 30)
 # `aggressiveness` is accepted (the assistant schema always passes it) and has no effect.
 _OPTION_KEYS = frozenset({"frame_ms", "aggressiveness"})
 
@@ -26,10 +22,8 @@ class SignalVad:
     """VoiceActivityDetector port: non-zero samples are speech, all-zero frames silence."""
 
     def __init__(self, frame_ms: int = 20) -> None:
-        if isinstance(frame_ms, bool) or frame_ms not in _FRAME_MS_CHOICES:
-            raise ProviderConfigError(f"vad.frame_ms: must be one of 10, 20, 30, got {frame_ms!r}")
-        self._frame_ms = frame_ms
-        self._frame_bytes = INPUT_SAMPLE_RATE_HZ * frame_ms // 1000 * 2
+        self._frame_ms = int_option("frame_ms", frame_ms, FRAME_MS_CHOICES)
+        self._frame_bytes = frame_bytes(self._frame_ms)
         self._zeros = bytes(self._frame_bytes)
 
     @classmethod
@@ -48,9 +42,5 @@ class SignalVad:
 
     def is_speech(self, frame: bytes) -> bool:
         """True when ``frame`` holds any non-zero sample."""
-        if len(frame) != self._frame_bytes:
-            raise ValueError(
-                f"VAD frame must be {self._frame_bytes} bytes ({self._frame_ms} ms), "
-                f"got {len(frame)}"
-            )
+        check_frame(frame, self._frame_ms)
         return frame != self._zeros

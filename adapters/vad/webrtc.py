@@ -7,24 +7,12 @@ from typing import Any
 
 import webrtcvad
 
-from engine.runtime.ports.providers import (
-    INPUT_SAMPLE_RATE_HZ,
-    ProviderConfigError,
-    reject_unknown_options,
-)
+from adapters.vad.frames import FRAME_MS_CHOICES, check_frame, frame_bytes, int_option
+from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ, reject_unknown_options
 
 __all__ = ["WebRtcVad"]
 
-_FRAME_MS_CHOICES = (10, 20, 30)  # the only frame lengths the WebRTC VAD accepts
 _OPTION_KEYS = frozenset({"aggressiveness", "frame_ms"})
-
-
-def _int_option(name: str, value: object, allowed: tuple[int, ...]) -> int:
-    # bool is an int in Python, but "aggressiveness: true" in YAML is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
-        choices = ", ".join(str(choice) for choice in allowed)
-        raise ProviderConfigError(f"vad.{name}: must be one of {choices}, got {value!r}")
-    return value
 
 
 class WebRtcVad:
@@ -36,9 +24,9 @@ class WebRtcVad:
     """
 
     def __init__(self, aggressiveness: int = 2, frame_ms: int = 20) -> None:
-        self._aggressiveness = _int_option("aggressiveness", aggressiveness, (0, 1, 2, 3))
-        self._frame_ms = _int_option("frame_ms", frame_ms, _FRAME_MS_CHOICES)
-        self._frame_bytes = INPUT_SAMPLE_RATE_HZ * self._frame_ms // 1000 * 2
+        self._aggressiveness = int_option("aggressiveness", aggressiveness, (0, 1, 2, 3))
+        self._frame_ms = int_option("frame_ms", frame_ms, FRAME_MS_CHOICES)
+        self._frame_bytes = frame_bytes(self._frame_ms)
         self._vad = webrtcvad.Vad(self._aggressiveness)
 
     @classmethod
@@ -64,10 +52,7 @@ class WebRtcVad:
 
     def is_speech(self, frame: bytes) -> bool:
         """True when ``frame`` (exactly ``frame_bytes`` of 16 kHz PCM16) holds speech."""
-        if len(frame) != self._frame_bytes:
-            # The C code would reject it with a bare "Error while processing frame".
-            raise ValueError(
-                f"VAD frame must be {self._frame_bytes} bytes ({self._frame_ms} ms), "
-                f"got {len(frame)}"
-            )
+        check_frame(
+            frame, self._frame_ms
+        )  # the C code would say only "Error while processing frame"
         return bool(self._vad.is_speech(frame, INPUT_SAMPLE_RATE_HZ))
