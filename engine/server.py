@@ -118,6 +118,7 @@ class EngineServer:
                 # Explicit (it is grpc's default on Linux): `serve --workers N` runs N
                 # processes on this one port and the kernel spreads calls over them.
                 ("grpc.so_reuseport", 1),
+                *hardening.keepalive_options(engine.settings),
             ],
         )
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(
@@ -155,11 +156,14 @@ class EngineServer:
         return self.port
 
     async def shutdown(self) -> None:
-        """Drain: NOT_SERVING, no new sessions, live ones get the grace period, then end."""
+        """Drain: readiness NOT_SERVING, no new sessions, live ones get the grace period.
+
+        Liveness (the overall service ``""``) stays SERVING while the process drains: a
+        draining engine is alive and must not be restarted by a liveness probe.
+        """
         grace = self.engine.settings.shutdown_grace_sec
         await self._readiness.stop()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.engine.sessions.drain(grace)
         # Sessions have sent `ended`; give their streams a moment to flush it.
         await self._server.stop(grace=2.0)

@@ -384,21 +384,7 @@ class HistoryBridge:
                 self._wake_replayer()  # its last live row may just have settled
 
     async def _send(self, body: HistoryWrite) -> None:
-        timeout = self._timeouts.current
-        # Only a grown timeout is passed: None leaves the adapter's own BACKEND_TIMEOUT_SEC.
-        limit = {} if timeout is None else {"timeout_sec": timeout}
-        started = time.monotonic()
-        try:
-            if isinstance(body, TranscriptEntry):
-                await self._control_plane.append_transcript(body, **limit)
-            elif isinstance(body, CallRecord):
-                await self._control_plane.create_call(body, **limit)
-            else:
-                await self._control_plane.finalize_call(body, **limit)
-        except WriteTimeout as exc:
-            self._timeouts.timed_out(exc)
-            raise
-        self._timeouts.succeeded(time.monotonic() - started)
+        await send_write(self._control_plane, body, self._timeouts)
 
     @property
     def write_timeout_sec(self) -> float | None:
@@ -411,3 +397,22 @@ class HistoryBridge:
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._counts["retried"] += 1
+
+
+async def send_write(plane: ControlPlane, body: HistoryWrite, timeouts: WriteTimeouts) -> None:
+    """One write with the timeout ``timeouts`` holds now, and tell it how that went."""
+    timeout = timeouts.current
+    # Only a grown timeout is passed: None leaves the adapter's own BACKEND_TIMEOUT_SEC.
+    limit = {} if timeout is None else {"timeout_sec": timeout}
+    started = time.monotonic()
+    try:
+        if isinstance(body, TranscriptEntry):
+            await plane.append_transcript(body, **limit)
+        elif isinstance(body, CallRecord):
+            await plane.create_call(body, **limit)
+        else:
+            await plane.finalize_call(body, **limit)
+    except WriteTimeout as exc:
+        timeouts.timed_out(exc)
+        raise
+    timeouts.succeeded(time.monotonic() - started)
