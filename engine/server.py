@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
+from adapters.asr.hybrid import final_stats as recognizer_stats
 from adapters.control_plane.factory import build_control_plane, history_enabled
 from adapters.history.spool import HistorySpool
 from adapters.providers import EmbeddedProviderFactory
@@ -109,6 +110,7 @@ class EngineServer:
         max_bytes = engine.settings.max_message_bytes
         self.metrics = EngineMetrics()
         self.metrics.watch_history(engine.history.counters)
+        self.metrics.watch_recognizer(recognizer_stats)
         self.gate = hardening.build_gate(engine.settings, self.metrics)
         self._server = grpc.aio.server(
             interceptors=[self.gate],
