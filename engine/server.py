@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
+from adapters.asr.hybrid import final_stats as recognizer_stats
 from adapters.control_plane.factory import build_control_plane, history_enabled
 from adapters.history.spool import HistorySpool
 from adapters.providers import EmbeddedProviderFactory
@@ -109,6 +110,7 @@ class EngineServer:
         max_bytes = engine.settings.max_message_bytes
         self.metrics = EngineMetrics()
         self.metrics.watch_history(engine.history.counters)
+        self.metrics.watch_recognizer(recognizer_stats)
         self.gate = hardening.build_gate(engine.settings, self.metrics)
         self._server = grpc.aio.server(
             interceptors=[self.gate],
@@ -118,6 +120,7 @@ class EngineServer:
                 # Explicit (it is grpc's default on Linux): `serve --workers N` runs N
                 # processes on this one port and the kernel spreads calls over them.
                 ("grpc.so_reuseport", 1),
+                *hardening.keepalive_options(engine.settings),
             ],
         )
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(
@@ -155,11 +158,14 @@ class EngineServer:
         return self.port
 
     async def shutdown(self) -> None:
-        """Drain: NOT_SERVING, no new sessions, live ones get the grace period, then end."""
+        """Drain: readiness NOT_SERVING, no new sessions, live ones get the grace period.
+
+        Liveness (the overall service ``""``) stays SERVING while the process drains: a
+        draining engine is alive and must not be restarted by a liveness probe.
+        """
         grace = self.engine.settings.shutdown_grace_sec
         await self._readiness.stop()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.engine.sessions.drain(grace)
         # Sessions have sent `ended`; give their streams a moment to flush it.
         await self._server.stop(grace=2.0)

@@ -78,6 +78,12 @@ class Settings:
     llm_allowed_base_urls: tuple[str, ...] = ()
     workers: int = 0  # engine processes for `serve`; 0 = one per CPU (engine/workers.py)
     event_loop: EventLoop = "asyncio"
+    # Operations (history under a slow backend, gRPC keepalive); docs/operations.md.
+    history_max_write_timeout_sec: float = 0.0  # 0: 8x BACKEND_TIMEOUT_SEC
+    keepalive_time_sec: float = 60.0
+    keepalive_timeout_sec: float = 20.0
+    keepalive_min_ping_interval_sec: float = 5.0
+    keepalive_max_ping_strikes: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +133,7 @@ class Settings:
             **_security_settings(r),
             workers=r.get("ENGINE_WORKERS", "0", _int_range(0, 1024)),
             event_loop=r.get("ENGINE_EVENT_LOOP", "asyncio", _choice(_EVENT_LOOPS)),
+            **_ops_settings(r),
         )
 
 
@@ -166,6 +173,23 @@ def _security_settings(r: _Reader) -> dict[str, Any]:
         "log_format": r.get("ENGINE_LOG_FORMAT", "text", _choice(_LOG_FORMATS)),
         "log_http_requests": r.get("ENGINE_LOG_HTTP_REQUESTS", "false", _bool),
         "llm_allowed_base_urls": allowed_llm,
+    }
+
+
+def _ops_settings(r: _Reader) -> dict[str, Any]:
+    """History write-timeout growth and gRPC keepalive (ops issue; docs/operations.md)."""
+    return {
+        "history_max_write_timeout_sec": r.get(
+            "HISTORY_MAX_WRITE_TIMEOUT_SEC", "0", _float_range(0, 3600)
+        ),
+        "keepalive_time_sec": r.get("ENGINE_KEEPALIVE_TIME_SEC", "60", _float_range(1, 86400)),
+        "keepalive_timeout_sec": r.get("ENGINE_KEEPALIVE_TIMEOUT_SEC", "20", _float_range(1, 3600)),
+        "keepalive_min_ping_interval_sec": r.get(
+            "ENGINE_KEEPALIVE_MIN_PING_INTERVAL_SEC", "5", _float_range(0.1, 86400)
+        ),
+        "keepalive_max_ping_strikes": r.get(
+            "ENGINE_KEEPALIVE_MAX_PING_STRIKES", "2", _int_range(0, 1000)
+        ),
     }
 
 

@@ -39,6 +39,7 @@ from engine.runtime.ports.control_plane import (
     PermanentWriteError,
     TranscriptEntry,
     TransientWriteError,
+    WriteTimeout,
 )
 from engine.runtime.ports.history_store import to_json
 
@@ -185,31 +186,41 @@ class HttpControlPlane:
                 return FetchedAssistant(document, source="backend_cached")
         raise ControlPlaneUnavailable(f"{problem}; no cached copy of {assistant_id!r}")
 
-    async def create_call(self, call: CallRecord) -> None:
+    async def create_call(self, call: CallRecord, *, timeout_sec: float | None = None) -> None:
         """POST /v1/calls with Idempotency-Key: <call_id>."""
-        await self._write("/v1/calls", call.call_id, to_json(call))
+        await self._write("/v1/calls", call.call_id, to_json(call), timeout_sec)
 
-    async def append_transcript(self, entry: TranscriptEntry) -> None:
+    async def append_transcript(
+        self, entry: TranscriptEntry, *, timeout_sec: float | None = None
+    ) -> None:
         """POST /v1/calls/{call_id}/transcripts with Idempotency-Key: <call_id>:<sequence>."""
         path = f"/v1/calls/{quote(entry.call_id, safe='')}/transcripts"
-        await self._write(path, f"{entry.call_id}:{entry.sequence}", to_json(entry))
+        await self._write(path, f"{entry.call_id}:{entry.sequence}", to_json(entry), timeout_sec)
 
-    async def finalize_call(self, summary: CallSummary) -> None:
+    async def finalize_call(
+        self, summary: CallSummary, *, timeout_sec: float | None = None
+    ) -> None:
         """POST /v1/calls/{call_id}/finalize with Idempotency-Key: <call_id>:finalize."""
         path = f"/v1/calls/{quote(summary.call_id, safe='')}/finalize"
-        await self._write(path, f"{summary.call_id}:finalize", to_json(summary))
+        await self._write(path, f"{summary.call_id}:finalize", to_json(summary), timeout_sec)
 
-    async def _write(self, path: str, idempotency_key: str, body: dict[str, Any]) -> None:
+    async def _write(
+        self, path: str, idempotency_key: str, body: dict[str, Any], timeout_sec: float | None
+    ) -> None:
         if not self._history_enabled:
             return
+        limit = self._timeout_sec if timeout_sec is None else timeout_sec
         try:
-            async with asyncio.timeout(self._timeout_sec):
+            async with asyncio.timeout(limit):
                 response = await self._client.post(
-                    path, json=body, headers={"Idempotency-Key": idempotency_key}
+                    path,
+                    json=body,
+                    headers={"Idempotency-Key": idempotency_key},
+                    timeout=httpx.Timeout(limit),
                 )
         except (TimeoutError, httpx.TimeoutException):
-            raise TransientWriteError(
-                f"backend did not answer POST {path} within {self._timeout_sec:g} s"
+            raise WriteTimeout(
+                f"backend did not answer POST {path} within {limit:g} s", timeout_sec=limit
             ) from None
         except httpx.RequestError as exc:
             raise TransientWriteError(

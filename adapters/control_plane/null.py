@@ -204,13 +204,17 @@ class NullControlPlane:
         loaded = await asyncio.to_thread(self._directory.load, assistant_id)
         return FetchedAssistant(loaded.config, source="local")
 
-    async def create_call(self, call: CallRecord) -> None:
+    async def create_call(self, call: CallRecord, *, timeout_sec: float | None = None) -> None:
         """No-op: engine-only mode keeps no history."""
 
-    async def append_transcript(self, entry: TranscriptEntry) -> None:
+    async def append_transcript(
+        self, entry: TranscriptEntry, *, timeout_sec: float | None = None
+    ) -> None:
         """No-op: engine-only mode keeps no history."""
 
-    async def finalize_call(self, summary: CallSummary) -> None:
+    async def finalize_call(
+        self, summary: CallSummary, *, timeout_sec: float | None = None
+    ) -> None:
         """No-op: engine-only mode keeps no history."""
 
     async def close(self) -> None:

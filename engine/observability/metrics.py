@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,64 @@ class _HistoryCollector(Collector):
         for outcome, value in sorted(values.items()):
             family.add_metric([outcome], float(value))
         yield family
+
+
+# Fields of the Whisper pool's stats that are gauges (the rest are monotonic counters).
+_POOL_GAUGES = ("workers", "max_pending", "pending")
+
+
+def _fields(stats: object) -> dict[str, object]:
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
+    return {}
+
+
+class _RecognizerCollector(Collector):
+    """The hybrid recognizer's counters (``adapters.asr.hybrid.final_stats()``), at scrape.
+
+    Integer fields become ``voiceengine_asr_hybrid_total{event}`` (whisper finals, phrase
+    chosen, the three fallbacks, restarted early passes); its ``pool`` (the shared
+    Whisper pool, absent until first use) becomes ``voiceengine_whisper_pool_*``.
+    """
+
+    def __init__(self, stats: Callable[[], object]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        values = _fields(self._stats())
+        events = CounterMetricFamily(
+            "voiceengine_asr_hybrid",
+            "Hybrid recognizer final transcripts by source, and restarted Whisper passes",
+            labels=["event"],
+        )
+        for name, value in sorted(values.items()):
+            if isinstance(value, int):
+                events.add_metric([name], float(value))
+        yield events
+        pool = _fields(values.get("pool"))
+        if not pool:
+            return
+        requests = CounterMetricFamily(
+            "voiceengine_whisper_pool_requests",
+            "Whisper pool requests by outcome (submitted, completed, failed, refused, ...)",
+            labels=["outcome"],
+        )
+        for name, value in sorted(pool.items()):
+            if isinstance(value, int) and name not in _POOL_GAUGES and name != "batches":
+                requests.add_metric([name], float(value))
+        yield requests
+        if isinstance(pool.get("batches"), int):
+            yield CounterMetricFamily(
+                "voiceengine_whisper_pool_batches",
+                "Whisper model calls (completed + failed over batches = mean batch size)",
+                value=float(pool["batches"]),  # type: ignore[arg-type]
+            )
+        for name in _POOL_GAUGES:
+            value = pool.get(name)
+            if isinstance(value, int):
+                yield GaugeMetricFamily(
+                    f"voiceengine_whisper_pool_{name}", f"Whisper pool {name}", value=float(value)
+                )
 
 
 class EngineMetrics:
@@ -97,6 +155,10 @@ class EngineMetrics:
     def watch_history(self, counters: Callable[[], object]) -> None:
         """Export the history bridge's counters."""
         self.registry.register(_HistoryCollector(counters))
+
+    def watch_recognizer(self, stats: Callable[[], object]) -> None:
+        """Export the hybrid recognizer's counters (read at scrape time)."""
+        self.registry.register(_RecognizerCollector(stats))
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics in a daemon thread; returns the bound port."""

@@ -59,6 +59,30 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def keepalive_options(settings: Settings) -> list[tuple[str, int]]:
+    """HTTP/2 keepalive: accept balancers' pings, and ping to find dead clients.
+
+    Envoy and gateways ping every 10-30 s, also on a connection with no call. grpc's
+    server defaults (pings without calls not permitted, at most one per 5 minutes, two
+    strikes) answer that with GOAWAY "too_many_pings" and the balancer reconnects. Here
+    pings are permitted without calls down to ENGINE_KEEPALIVE_MIN_PING_INTERVAL_SEC;
+    faster ones still earn strikes (ENGINE_KEEPALIVE_MAX_PING_STRIKES, 0 = unlimited). The
+    server pings every ENGINE_KEEPALIVE_TIME_SEC and closes a connection whose peer does
+    not answer within ENGINE_KEEPALIVE_TIMEOUT_SEC (a dead client's sessions end).
+    """
+    min_ping_ms = round(settings.keepalive_min_ping_interval_sec * 1000)
+    return [
+        ("grpc.keepalive_time_ms", round(settings.keepalive_time_sec * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_sec * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS: the server-side floor.
+        ("grpc.http2.min_ping_interval_without_data_ms", min_ping_ms),
+        ("grpc.http2.max_ping_strikes", settings.keepalive_max_ping_strikes),
+        # Server pings are not held back by the "no data" rule (idle connections too).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
 class Readiness:
     """Publishes the readiness health status of the Converse service.
 

@@ -82,7 +82,8 @@ def test_the_rendered_base_passes_the_kubernetes_schemas(rendered: Path) -> None
     kinds = re.findall(r"passed for resource (\w+)/", result.stdout + result.stderr)
     assert sorted(kinds) == sorted(
         [
-            *("namespace", "configmap", "service", "service", "deployment", "statefulset"),
+            *("namespace", "configmap", "service", "service", "service", "deployment"),
+            "statefulset",
             *("poddisruptionbudget", "poddisruptionbudget", "horizontalpodautoscaler"),
         ]
     )
@@ -115,12 +116,25 @@ def test_the_engine_is_given_time_to_drain(resources: dict[tuple[str, str], Any]
     settings = Settings.from_env({k: v for k, v in env.items() if v})
     drain = settings.shutdown_grace_sec + settings.history_finalize_drain_timeout_sec + 2.0
     assert pod["terminationGracePeriodSeconds"] > drain
-    # A draining engine answers NOT_SERVING: liveness must not kill it before the grace ends.
-    liveness = container["livenessProbe"]
-    assert (
-        liveness["periodSeconds"] * liveness["failureThreshold"]
-        > pod["terminationGracePeriodSeconds"]
-    )
+    # Liveness probes "" (SERVING while the engine drains: tests/integration/
+    # test_server_lifecycle.py), readiness the Converse service (NOT_SERVING while draining).
+    assert container["livenessProbe"]["grpc"]["service"] == ""
+    assert container["readinessProbe"]["grpc"]["service"] == "voiceengine.v1.VoiceEngineService"
+
+
+def test_the_metrics_port_is_served_and_scraped(resources: dict[tuple[str, str], Any]) -> None:
+    pod = _engine(resources)
+    (container,) = pod["containers"]
+    settings = Settings.from_env({k: v for k, v in _env(container).items() if v})
+    assert settings.log_format == "json"
+    assert settings.metrics_host == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == settings.metrics_port
+    service = resources[("Service", "voice-engine-metrics")]["spec"]
+    (port,) = service["ports"]
+    assert port["targetPort"] == "metrics"
+    # A full or draining engine (not ready) is still scraped.
+    assert service["publishNotReadyAddresses"] is True
 
 
 def test_every_engine_variable_is_one_the_engine_reads(

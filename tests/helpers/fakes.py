@@ -38,13 +38,17 @@ class FakeControlPlane:
         self.summaries: list[CallSummary] = []
         self.closed = False
 
-    async def create_call(self, call: CallRecord) -> None:
+    async def create_call(self, call: CallRecord, *, timeout_sec: float | None = None) -> None:
         self.calls.append(call)
 
-    async def append_transcript(self, entry: TranscriptEntry) -> None:
+    async def append_transcript(
+        self, entry: TranscriptEntry, *, timeout_sec: float | None = None
+    ) -> None:
         self.entries.append(entry)
 
-    async def finalize_call(self, summary: CallSummary) -> None:
+    async def finalize_call(
+        self, summary: CallSummary, *, timeout_sec: float | None = None
+    ) -> None:
         self.summaries.append(summary)
 
     async def close(self) -> None:

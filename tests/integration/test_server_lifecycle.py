@@ -46,6 +46,10 @@ async def engine_process(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
         yield spawn
 
 
+READINESS = "voiceengine.v1.VoiceEngineService"
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 async def _health(target: str, service: str = "") -> int:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -109,10 +113,12 @@ async def test_sigterm_drains_live_sessions_then_exits_zero(engine_process) -> N
         await live.until("response_done")
 
         process.proc.send_signal(signal.SIGTERM)
-        # While draining: NOT_SERVING, and new sessions are turned away.
+        # While draining: readiness NOT_SERVING, and new sessions are turned away...
         async with asyncio.timeout(10):
-            while await _health(process.target) != health_pb2.HealthCheckResponse.NOT_SERVING:
+            while await _health(process.target, READINESS) != NOT_SERVING:
                 await asyncio.sleep(0.05)
+        # ...but liveness stays SERVING: the process is alive, a probe must not restart it.
+        assert await _health(process.target) == health_pb2.HealthCheckResponse.SERVING
         late = ConverseClient(channel)
         late.start("default")
         error = await expect_rpc_error(late)

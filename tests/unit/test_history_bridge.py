@@ -41,13 +41,17 @@ class FakeControlPlane:
     async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
         raise AssistantNotFound(assistant_id)
 
-    async def create_call(self, call: CallRecord) -> None:
+    async def create_call(self, call: CallRecord, *, timeout_sec: float | None = None) -> None:
         await self._write(call)
 
-    async def append_transcript(self, entry: TranscriptEntry) -> None:
+    async def append_transcript(
+        self, entry: TranscriptEntry, *, timeout_sec: float | None = None
+    ) -> None:
         await self._write(entry)
 
-    async def finalize_call(self, summary: CallSummary) -> None:
+    async def finalize_call(
+        self, summary: CallSummary, *, timeout_sec: float | None = None
+    ) -> None:
         await self._write(summary)
 
     async def close(self) -> None:

@@ -23,12 +23,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from engine.runtime.history.call import CallHistory, Outcome, PendingWrite
 from engine.runtime.history.replayer import ReplayOutcome, SpoolReplayer
-from engine.runtime.history.retry import backoff_delay, is_transient
+from engine.runtime.history.retry import WriteTimeouts, backoff_delay, is_transient
 from engine.runtime.ports.control_plane import (
     CallRecord,
     CallSummary,
     ControlPlane,
     TranscriptEntry,
+    WriteTimeout,
 )
 from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.history_store import HistoryStore, HistoryWrite, SpoolError
@@ -50,6 +51,8 @@ class HistorySettings(Protocol):
     def history_finalize_drain_timeout_sec(self) -> float: ...
     @property
     def history_workers(self) -> int: ...
+    @property
+    def history_max_write_timeout_sec(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ class HistoryBridge:
         enabled: bool = True,
         workers: int = 1,
         clock: Callable[[], float] = time.time,
+        max_write_timeout_sec: float = 0.0,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -109,6 +113,9 @@ class HistoryBridge:
         self._clock = clock
         self._calls: dict[str, CallHistory] = {}
         self._counts: Counter[str] = Counter()
+        # One grown timeout for the live workers and the replayer: a slow backend is slow
+        # for both (see retry.WriteTimeouts).
+        self._timeouts = WriteTimeouts(max_write_timeout_sec)
         self._tasks: list[asyncio.Task[None]] = []
         self._finalizers: set[asyncio.Task[HistoryStatus]] = set()
         self._replayer = (
@@ -141,6 +148,7 @@ class HistoryBridge:
             spool=store,
             enabled=enabled,
             workers=settings.history_workers,
+            max_write_timeout_sec=settings.history_max_write_timeout_sec,
         )
 
     async def start(self) -> None:
@@ -376,12 +384,12 @@ class HistoryBridge:
                 self._wake_replayer()  # its last live row may just have settled
 
     async def _send(self, body: HistoryWrite) -> None:
-        if isinstance(body, TranscriptEntry):
-            await self._control_plane.append_transcript(body)
-        elif isinstance(body, CallRecord):
-            await self._control_plane.create_call(body)
-        else:
-            await self._control_plane.finalize_call(body)
+        await send_write(self._control_plane, body, self._timeouts)
+
+    @property
+    def write_timeout_sec(self) -> float | None:
+        """The grown write timeout now in use (None: the adapter's default)."""
+        return self._timeouts.current
 
     def _retry_wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -389,3 +397,22 @@ class HistoryBridge:
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._counts["retried"] += 1
+
+
+async def send_write(plane: ControlPlane, body: HistoryWrite, timeouts: WriteTimeouts) -> None:
+    """One write with the timeout ``timeouts`` holds now, and tell it how that went."""
+    timeout = timeouts.current
+    # Only a grown timeout is passed: None leaves the adapter's own BACKEND_TIMEOUT_SEC.
+    limit = {} if timeout is None else {"timeout_sec": timeout}
+    started = time.monotonic()
+    try:
+        if isinstance(body, TranscriptEntry):
+            await plane.append_transcript(body, **limit)
+        elif isinstance(body, CallRecord):
+            await plane.create_call(body, **limit)
+        else:
+            await plane.finalize_call(body, **limit)
+    except WriteTimeout as exc:
+        timeouts.timed_out(exc)
+        raise
+    timeouts.succeeded(time.monotonic() - started)

@@ -39,6 +39,14 @@ class TransientWriteError(ControlPlaneError):
         self.retry_after_sec = retry_after_sec
 
 
+class WriteTimeout(TransientWriteError):
+    """A write the backend did not answer within ``timeout_sec`` (the limit that applied)."""
+
+    def __init__(self, message: str, timeout_sec: float) -> None:
+        super().__init__(message)
+        self.timeout_sec = timeout_sec
+
+
 class PermanentWriteError(ControlPlaneError):
     """A write the backend refused for good (4xx other than 408/429); never retried."""
 
@@ -105,18 +113,26 @@ class ControlPlane(Protocol):
         """
         ...
 
-    async def create_call(self, call: CallRecord) -> None:
+    # Writes take an optional ``timeout_sec``: None means the adapter's own timeout
+    # (BACKEND_TIMEOUT_SEC); the history bridge passes a longer one once writes time out
+    # (see engine/runtime/history/retry.py). A timeout raises WriteTimeout.
+
+    async def create_call(self, call: CallRecord, *, timeout_sec: float | None = None) -> None:
         """Record a new call (idempotent by call id)."""
         ...
 
-    async def append_transcript(self, entry: TranscriptEntry) -> None:
+    async def append_transcript(
+        self, entry: TranscriptEntry, *, timeout_sec: float | None = None
+    ) -> None:
         """Append one entry (idempotent by call id + sequence).
 
         Raises TransientWriteError or PermanentWriteError.
         """
         ...
 
-    async def finalize_call(self, summary: CallSummary) -> None:
+    async def finalize_call(
+        self, summary: CallSummary, *, timeout_sec: float | None = None
+    ) -> None:
         """Close the call's record (idempotent by call id)."""
         ...
 
