@@ -15,7 +15,8 @@ caller speaks again the pass is withdrawn (or its result dropped) and starts ove
 next silence. ``finish()`` then usually finds the result ready.
 
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
-(``refused``), Whisper failed (``failed``), or its result was not ready within
+(``refused``, or the turn ends while its pass, started in the silence, still waits for a
+worker), Whisper failed (``failed``), or its result was not ready within
 ``final_wait_ms`` of the end of the turn (``late``). Then the turn gets pocketsphinx's
 final instead: its second grammar pass after a failure, its streaming hypothesis when
 CPU is short (saturated, late), so an overload does not pile up more work. Whisper's
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ _log = logging.getLogger(__name__)
 
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 _CONFIDENCE_WHISPER = 0.9
+# A pass still waiting for a worker this long after it was queued means the pool is busy.
+_QUEUED_TOO_LONG_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,7 @@ class _HybridStream:
         self._vocabulary = vocabulary
         self._audio = bytearray()
         self._pass: Future[WhisperResult] | None = None
+        self._submitted_at = 0.0
         self._refused = False
         self._done = False
 
@@ -166,9 +171,12 @@ class _HybridStream:
 
     async def finish(self) -> Recognition:
         self._done = True
+        started_early = (
+            self._pass is not None and time.monotonic() - self._submitted_at >= _QUEUED_TOO_LONG_S
+        )
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard, overloaded = await self._whisper_result()
+        heard, overloaded = await self._whisper_result(started_early)
         self._audio = bytearray()
         if heard is not None:
             _COUNTERS.add("whisper")
@@ -217,11 +225,21 @@ class _HybridStream:
 
     def _start_pass(self) -> None:
         self._pass = self._pool().submit(bytes(self._audio), self._prompt)
+        self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
-    async def _whisper_result(self) -> tuple[WhisperResult | None, bool]:
+    async def _whisper_result(self, started_early: bool) -> tuple[WhisperResult | None, bool]:
         """Whisper's result, or None (counted) to fall back; and whether it was overload."""
         if self._pass is None:
+            _COUNTERS.add("fallback_saturated")
+            return None, True
+        queued = not self._pass.running() and not self._pass.done()
+        if started_early and queued and self._pass.cancel():
+            # The turn has ended and no worker has taken the pass in the silence (the pool
+            # is busy with other calls'): a whole Whisper pass cannot finish within the
+            # wait, so withdraw it and fall back now instead of after ``final_wait_ms``.
+            # At low load a free worker takes the pass within milliseconds.
+            self._pass = None
             _COUNTERS.add("fallback_saturated")
             return None, True
         pending = asyncio.wrap_future(self._pass)
