@@ -47,6 +47,8 @@ _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 _CONFIDENCE_WHISPER = 0.9
 # A pass still waiting for a worker this long after it was queued means the pool is busy.
 _QUEUED_TOO_LONG_S = 0.1
+# The most a turn waits for a running pass while other passes queue behind it.
+_BUSY_FINAL_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +244,16 @@ class _HybridStream:
             self._pass = None
             _COUNTERS.add("fallback_saturated")
             return None, True
+        wait = self._final_wait_s
+        if self._pass.running() and self._pool().stats().pending:
+            # Other calls' passes wait for a worker: Whisper is short of CPU, so this
+            # running pass is slow too; waiting the full final_wait_ms would only add
+            # that much to the turn (and to everyone's behind it).
+            wait = min(wait, _BUSY_FINAL_WAIT_S)
         pending = asyncio.wrap_future(self._pass)
         try:
             # Cancelling the wrapper on timeout withdraws a request still queued.
-            return await asyncio.wait_for(pending, self._final_wait_s), False
+            return await asyncio.wait_for(pending, wait), False
         except TimeoutError:
             _COUNTERS.add("fallback_late")
             return None, True
