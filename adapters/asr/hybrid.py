@@ -15,9 +15,10 @@ caller speaks again the pass is withdrawn (or its result dropped) and starts ove
 next silence. ``finish()`` then usually finds the result ready.
 
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
-(``refused``), Whisper failed (``failed``), or its result was not ready within
-``final_wait_ms`` of the end of the turn and no worker had started it, or a started pass
-took ``RUNNING_PASS_WAIT_SEC`` longer still (``late``). Then the turn gets pocketsphinx's
+(``refused``, or the turn ends while its pass, started in the silence, still waits for a
+worker), Whisper failed (``failed``), or its result was not ready within
+``final_wait_ms`` of the end of the turn (``late``; a pass a worker is running while no
+other call waits gets ``RUNNING_PASS_WAIT_SEC`` more first). Then the turn gets pocketsphinx's
 final instead: its second grammar pass after a failure, its streaming hypothesis when
 CPU is short (saturated, late), so an overload does not pile up more work. Whisper's
 "no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -46,6 +48,10 @@ RUNNING_PASS_WAIT_SEC = 1.5
 
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 _CONFIDENCE_WHISPER = 0.9
+# A pass still waiting for a worker this long after it was queued means the pool is busy.
+_QUEUED_TOO_LONG_S = 0.1
+# The most a turn waits for a running pass while other passes queue behind it.
+_BUSY_FINAL_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,7 @@ class _HybridStream:
         self._vocabulary = vocabulary
         self._audio = bytearray()
         self._pass: Future[WhisperResult] | None = None
+        self._submitted_at = 0.0
         self._refused = False
         self._done = False
 
@@ -169,9 +176,12 @@ class _HybridStream:
 
     async def finish(self) -> Recognition:
         self._done = True
+        started_early = (
+            self._pass is not None and time.monotonic() - self._submitted_at >= _QUEUED_TOO_LONG_S
+        )
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard, overloaded = await self._whisper_result()
+        heard, overloaded = await self._whisper_result(started_early)
         self._audio = bytearray()
         if heard is not None:
             _COUNTERS.add("whisper")
@@ -220,19 +230,35 @@ class _HybridStream:
 
     def _start_pass(self) -> None:
         self._pass = self._pool().submit(bytes(self._audio), self._prompt)
+        self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
-    async def _whisper_result(self) -> tuple[WhisperResult | None, bool]:
+    async def _whisper_result(self, started_early: bool) -> tuple[WhisperResult | None, bool]:
         """Whisper's result, or None (counted) to fall back; and whether it was overload."""
         if self._pass is None:
             _COUNTERS.add("fallback_saturated")
             return None, True
+        queued = not self._pass.running() and not self._pass.done()
+        if started_early and queued and self._pass.cancel():
+            # The turn has ended and no worker has taken the pass in the silence (the pool
+            # is busy with other calls'): a whole Whisper pass cannot finish within the
+            # wait, so withdraw it and fall back now instead of after ``final_wait_ms``.
+            # At low load a free worker takes the pass within milliseconds.
+            self._pass = None
+            _COUNTERS.add("fallback_saturated")
+            return None, True
+        wait = self._final_wait_s
+        if self._pass.running() and self._pool().stats().pending:
+            # Other calls' passes wait for a worker: Whisper is short of CPU, so this
+            # running pass is slow too; waiting the full final_wait_ms would only add
+            # that much to the turn (and to everyone's behind it).
+            wait = min(wait, _BUSY_FINAL_WAIT_S)
         pending = asyncio.wrap_future(self._pass)
         try:
-            done, _ = await asyncio.wait({pending}, timeout=self._final_wait_s)
-            if not done and self._pass.running():
-                # A worker is already on it (only slowed down, e.g. by a busy host): its
-                # answer is worth a little more wait than a wrong transcript.
+            done, _ = await asyncio.wait({pending}, timeout=wait)
+            if not done and self._pass.running() and not self._pool().stats().pending:
+                # A worker is on it and no other call waits for one: the host, not the
+                # pool, is slow; its answer is worth more wait than a wrong transcript.
                 done, _ = await asyncio.wait({pending}, timeout=RUNNING_PASS_WAIT_SEC)
             if not done:
                 _COUNTERS.add("fallback_late")

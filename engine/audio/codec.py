@@ -133,9 +133,16 @@ class InputConverter:
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
         self._resampler = StreamResampler(fmt.sample_rate_hz, PIPELINE_SAMPLE_RATE_HZ)
+        # 16 kHz LINEAR16 is already what the pipeline takes: hand the chunk on as it is
+        # (no numpy view, no copy) once it is checked to be whole samples.
+        self._passthrough = (
+            fmt.encoding is AudioEncoding.LINEAR16 and fmt.sample_rate_hz == PIPELINE_SAMPLE_RATE_HZ
+        )
 
     def process(self, data: bytes) -> bytes:
         """Convert one client chunk; AudioFormatError when it is not whole samples."""
+        if self._passthrough and not len(data) & 1:
+            return data
         self.format.check_chunk(data)
         pcm16 = mulaw_decode(data) if self.format.encoding is AudioEncoding.MULAW else data
         return self._resampler.process(pcm16)

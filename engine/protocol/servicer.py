@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 from voiceengine.v1 import converse_pb2 as pb
@@ -34,6 +35,7 @@ from engine.runtime.session import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_CHUNK_MS = 200
 MAX_TEXT_BYTES = 4096
@@ -118,6 +120,59 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
                     await asyncio.shield(ending)
             finally:
                 self._sessions.release(session)
+
+
+class _Deadline:
+    """The reader's one idle/duration deadline for the whole session.
+
+    ``asyncio.wait_for`` per message made a Task and a TimerHandle every 20 ms. Here a
+    single timer is armed for the session; when it fires it asks ``left()`` again (input
+    since then pushes the deadline back) and re-arms, so a message costs nothing. Only a
+    wait for the next message is ever cancelled, never the handling of one: a deadline
+    that passes meanwhile is raised as TimeoutError by the next ``wait``.
+    """
+
+    def __init__(self, left: Callable[[], float]) -> None:
+        self._left = left
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._waiting = False
+        self._expired = False
+        self._fired = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(left(), self._check)
+
+    def _check(self) -> None:
+        left = self._left()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._check)
+            return
+        self._timer = None
+        self._expired = True
+        if self._waiting and self._task is not None:
+            self._fired = True
+            self._task.cancel()
+
+    async def wait(self, next_message: Awaitable[T]) -> T:
+        """Await the next message, or raise TimeoutError once the deadline has passed."""
+        if self._expired:
+            close = getattr(next_message, "close", None)
+            if close is not None:
+                close()  # the coroutine was never started
+            raise TimeoutError
+        self._waiting = True
+        try:
+            return await next_message
+        except asyncio.CancelledError:
+            if self._fired and self._task is not None and self._task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 async def _first_start(requests: AsyncIterator[pb.ConverseRequest]) -> pb.StartSession:
@@ -218,10 +273,11 @@ class _SessionEdge:
         """Feed client messages to the session; end it on `end`, half-close or violation."""
         session = self._session
         loop = asyncio.get_running_loop()
+        deadline = _Deadline(self._guard.wait_sec)
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(anext(requests), self._guard.wait_sec())
+                    request = await deadline.wait(anext(requests))
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -246,6 +302,8 @@ class _SessionEdge:
             self.violation = ProtocolViolation(grpc.StatusCode.INTERNAL, "internal error")
             await session.end(ev.EndReason.PROTOCOL_ERROR, "internal error")
             return
+        finally:
+            deadline.close()
         # Half-close: no more input. If the RPC was cancelled instead, this task is
         # cancelled within HALF_CLOSE_SETTLE_SEC and the handler records STREAM_BROKEN.
         settled_at = loop.time() + HALF_CLOSE_SETTLE_SEC

