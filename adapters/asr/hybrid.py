@@ -131,6 +131,27 @@ def word_edits(ref: list[str], hyp: list[str]) -> int:
     return row[-1]
 
 
+def _inflection_of(text: str, rivals: list[str]) -> str | None:
+    """The one listed phrase ``text`` differs from only by one word's ending, else None.
+
+    Whisper tiny clips word endings on telephone and synthetic speech ("what are you
+    opening hours" for "your", "open" for "opening"); when a listed phrase is the same
+    sentence but for one word that is a prefix of the other, the phrase is what was said.
+    """
+    said = text.split()
+    found: list[str] = []
+    for phrase in rivals:
+        expected = phrase.split()
+        if len(expected) != len(said):
+            continue
+        diffs = [(a, b) for a, b in zip(said, expected, strict=True) if a != b]
+        if len(diffs) == 1 and (
+            diffs[0][1].startswith(diffs[0][0]) or diffs[0][0].startswith(diffs[0][1])
+        ):
+            found.append(phrase)
+    return found[0] if len(found) == 1 else None
+
+
 class _HybridStream:
     """One utterance: pocketsphinx live, plus an early Whisper pass over the kept audio."""
 
@@ -187,8 +208,12 @@ class _HybridStream:
             _COUNTERS.add("whisper")
             text = " ".join(words(heard.text))
             rivals = self._rival_phrases(text)
-            if not rivals:
+            variant = _inflection_of(text, rivals)
+            if not rivals or variant is not None:
                 await self._live.finish(second_pass=False)  # ends it, returns the decoder
+                if variant is not None:
+                    _COUNTERS.add("phrase_chosen")
+                    return Recognition(variant, _CONFIDENCE_WHISPER)
                 return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
             try:
                 chosen = (await self._live.finish(choose_between=[text, *rivals])).text

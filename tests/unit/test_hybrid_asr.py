@@ -312,3 +312,15 @@ async def test_a_started_pass_that_runs_late_is_awaited_not_replaced_by_the_gram
         assert after.fallback_late == before.fallback_late
     finally:
         pool.close()
+
+
+def test_a_clipped_word_ending_is_read_as_the_listed_phrase() -> None:
+    from adapters.asr.hybrid import _inflection_of
+
+    phrases = ["what are your opening hours", "when are you open"]
+    assert _inflection_of("what are you opening hours", phrases) == "what are your opening hours"
+    assert _inflection_of("when are you opening", phrases) == "when are you open"
+    # Another word, not another ending: the audio must decide, not the list.
+    assert _inflection_of("what are our opening hours", phrases) is None
+    # Two listed phrases fit equally: no guess.
+    assert _inflection_of("a table for two", ["a table for twos", "a tables for two"]) is None
