@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -136,3 +136,31 @@ async def test_the_key_file_is_reread_on_sighup(tmp_path: Path, channel_to: Chan
             await asyncio.sleep(0.1)
         assert await status_with("old-key") == grpc.StatusCode.UNAUTHENTICATED
         assert not any("new-key" in line or "old-key" in line for line in engine.log)
+
+
+async def test_a_client_still_writing_when_refused_gets_unauthenticated_every_time(
+    start_engine: StartEngine, channel_to: ChannelTo
+) -> None:
+    # A client that sends its start and a turn at once and is refused mid-write once got
+    # "INTERNAL: Internal error from Core" in about 1 call of 5, not its status.
+    target = await start_engine(ENGINE_API_KEYS=KEY)
+    channel = channel_to(target)
+    converse = channel.stream_stream(
+        "/voiceengine.v1.VoiceEngineService/Converse",
+        request_serializer=pb.ConverseRequest.SerializeToString,
+        response_deserializer=pb.ConverseResponse.FromString,
+    )
+    codes: list[grpc.StatusCode] = []
+    for _ in range(100):
+
+        async def requests() -> AsyncIterator[pb.ConverseRequest]:
+            yield pb.ConverseRequest(start=pb.StartSession(assistant_id="default"))
+            yield pb.ConverseRequest(text=pb.TextInput(text="hello"))
+
+        call = converse(requests(), metadata=(("authorization", "Bearer wrong"),))
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 100
