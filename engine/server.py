@@ -126,7 +126,6 @@ class EngineServer:
         converse_pb2_grpc.add_VoiceEngineServiceServicer_to_server(
             ConverseServicer(
                 engine.sessions,
-                idle_timeout_sec=engine.settings.idle_timeout_sec,
                 half_close_timeout_sec=engine.settings.half_close_timeout_sec,
                 limits=hardening.session_limits(engine.settings),
             ),

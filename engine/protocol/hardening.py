@@ -38,6 +38,7 @@ def build_gate(settings: Settings, metrics: EngineMetrics) -> ConverseGate:
 def session_limits(settings: Settings) -> SessionLimits:
     """The per-session limits from settings."""
     return SessionLimits(
+        start_timeout_sec=settings.start_timeout_sec,
         idle_timeout_sec=settings.idle_timeout_sec,
         max_session_sec=settings.max_session_sec,
         max_utterance_ms=settings.max_utterance_ms,

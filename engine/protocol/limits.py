@@ -23,6 +23,7 @@ _AUDIO = "audio"
 class SessionLimits:
     """The per-session limits in force (from settings)."""
 
+    start_timeout_sec: float = 10.0
     idle_timeout_sec: float = 300.0
     max_session_sec: float = 4 * 3600.0
     max_utterance_ms: int = 60_000

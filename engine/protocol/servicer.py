@@ -40,7 +40,6 @@ T = TypeVar("T")
 MAX_CHUNK_MS = 200
 MAX_TEXT_BYTES = 4096
 MAX_METADATA_KEYS = 64
-START_TIMEOUT_SEC = 10.0
 # grpc.aio ends the request iterator the same way for a half-close and for a cancelled
 # RPC; the cancellation reaches the handler a moment later. A half-close is only taken
 # as such once this long has passed (mostly hidden behind the reply being streamed).
@@ -71,14 +70,12 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         self,
         sessions: SessionManager,
         *,
-        idle_timeout_sec: float = 300.0,
         half_close_timeout_sec: float = 30.0,
         limits: SessionLimits | None = None,
     ) -> None:
         self._sessions = sessions
-        self._idle_timeout_sec = idle_timeout_sec
         self._half_close_timeout_sec = half_close_timeout_sec
-        self._limits = limits or SessionLimits(idle_timeout_sec=idle_timeout_sec)
+        self._limits = limits or SessionLimits()  # idle timeout and the other input limits
 
     async def Converse(
         self,
@@ -86,7 +83,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         context: grpc.aio.ServicerContext[pb.ConverseRequest, pb.ConverseResponse],
     ) -> AsyncIterator[pb.ConverseResponse]:
         try:
-            start = await _first_start(request_iterator)
+            start = await _first_start(request_iterator, self._limits.start_timeout_sec)
             request, in_fmt, out_fmt = _session_request(start)
             session = await self._sessions.open(request)
         except ProtocolViolation as exc:
@@ -175,9 +172,11 @@ class _Deadline:
             self._timer = None
 
 
-async def _first_start(requests: AsyncIterator[pb.ConverseRequest]) -> pb.StartSession:
+async def _first_start(
+    requests: AsyncIterator[pb.ConverseRequest], timeout_sec: float
+) -> pb.StartSession:
     try:
-        first = await asyncio.wait_for(anext(requests), timeout=START_TIMEOUT_SEC)
+        first = await asyncio.wait_for(anext(requests), timeout=timeout_sec)
     except StopAsyncIteration:
         raise ProtocolViolation(
             grpc.StatusCode.INVALID_ARGUMENT, "the stream closed before `start` was sent"
@@ -185,7 +184,7 @@ async def _first_start(requests: AsyncIterator[pb.ConverseRequest]) -> pb.StartS
     except TimeoutError:
         raise ProtocolViolation(
             grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"no `start` within {START_TIMEOUT_SEC:g} s of opening the stream",
+            f"no `start` within {timeout_sec:g} s of opening the stream",
         ) from None
     kind = first.WhichOneof("request")
     if kind != "start":
