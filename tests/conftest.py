@@ -15,6 +15,19 @@ from tests.helpers.converse import ConverseClient
 StartEngine = Callable[..., Awaitable[str]]
 
 
+def loopback_env(spool: Path) -> dict[str, str]:
+    """An in-process test engine's settings: loopback, any free port, engine-only mode,
+    its own spool, and an unlimited audio lead so tests do not wait for real-time replies."""
+    return {
+        "ENGINE_HOST": "127.0.0.1",
+        "ENGINE_PORT": "0",
+        "BACKEND_MODE": "disabled",
+        "HISTORY_SPOOL_PATH": str(spool),
+        "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
+        "ENGINE_SHUTDOWN_GRACE_SEC": "1",
+    }
+
+
 @pytest.fixture
 async def start_engine(tmp_path: Path) -> AsyncIterator[StartEngine]:
     """Start engines in this test's event loop; ``await start_engine(ENV=...)`` -> target.
@@ -25,14 +38,7 @@ async def start_engine(tmp_path: Path) -> AsyncIterator[StartEngine]:
     servers: list[EngineServer] = []
 
     async def start(**env: str) -> str:
-        base = {
-            "ENGINE_HOST": "127.0.0.1",
-            "ENGINE_PORT": "0",
-            "BACKEND_MODE": "disabled",
-            "HISTORY_SPOOL_PATH": str(tmp_path / f"spool-{len(servers)}.sqlite3"),
-            "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
-            "ENGINE_SHUTDOWN_GRACE_SEC": "1",
-        }
+        base = loopback_env(tmp_path / f"spool-{len(servers)}.sqlite3")
         base.update(env)
         server = EngineServer(await bootstrap(Settings.from_env(base)))
         port = await server.start()

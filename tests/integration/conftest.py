@@ -9,6 +9,7 @@ import pytest
 
 from engine.server import EngineServer, bootstrap
 from engine.settings import Settings
+from tests.conftest import loopback_env
 
 StartServer = Callable[..., Awaitable[EngineServer]]
 
@@ -19,15 +20,8 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     servers: list[EngineServer] = []
 
     async def start(**env: str) -> EngineServer:
-        base = {
-            "ENGINE_HOST": "127.0.0.1",
-            "ENGINE_PORT": "0",
-            "BACKEND_MODE": "disabled",
-            "HISTORY_SPOOL_PATH": str(tmp_path / f"server-spool-{len(servers)}.sqlite3"),
-            "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
-            "ENGINE_SHUTDOWN_GRACE_SEC": "1",
-            "ENGINE_METRICS_PORT": "0",
-        }
+        base = loopback_env(tmp_path / f"server-spool-{len(servers)}.sqlite3")
+        base["ENGINE_METRICS_PORT"] = "0"
         base.update(env)
         server = EngineServer(await bootstrap(Settings.from_env(base)))
         await server.start()
