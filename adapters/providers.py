@@ -81,17 +81,24 @@ class EmbeddedProviderFactory:
         return self._http
 
     async def warm_up(self) -> None:
-        """Load the shared Whisper model now (off the loop), not on the first call's turn.
+        """Load the shared Whisper model and start pocketsphinx's decoder process now.
 
-        Until it is loaded a final transcript falls back to the streaming recognizer's, so
-        an engine that takes calls at once would serve its first callers degraded.
+        Both off the loop, before the port opens, not on the first call's turn: until
+        Whisper is loaded a final transcript falls back to the streaming recognizer's,
+        and starting the decoder process (a new interpreter) takes about a second.
         """
+        from adapters.asr.decode_process import decode_process
         from adapters.asr.whisper import shared_pool
 
         pool = shared_pool()
+        decoder = asyncio.wrap_future(decode_process().start())
         loaded = await asyncio.to_thread(pool.wait_loaded, WHISPER_LOAD_TIMEOUT_SEC)
         if loaded is None:
             log.warning("the Whisper model did not load: finals use the streaming recognizer")
+        try:
+            await asyncio.wait_for(decoder, WHISPER_LOAD_TIMEOUT_SEC)
+        except Exception as exc:  # the first turn starts it again
+            log.warning("pocketsphinx's decoder process did not start: %s", exc)
 
     async def close(self) -> None:
         """Release the shared HTTP client."""

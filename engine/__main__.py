@@ -4,4 +4,6 @@ import sys
 
 from engine.cli import main
 
-sys.exit(main())
+# Guarded: the ASR decoder process (multiprocessing, spawn) imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,9 +4,10 @@
 
 - ``whisper`` (default): the hybrid recognizer (pocketsphinx interims and endpointing,
   Whisper tiny.en final, pocketsphinx's final as the fallback); see adapters/asr/hybrid.py.
-- ``grammar``: pocketsphinx only, its final from a second pass of the phrase grammar.
-- ``none``: pocketsphinx only, its streaming pass's last hypothesis as the final: no
-  second pass, the cheapest (for capacity tests and very loaded hosts).
+- ``grammar``: pocketsphinx only, its final from one pass of the phrase grammar over the
+  utterance (from the utterance's own cepstral mean; the phrase trigram if no phrase fits).
+- ``none``: pocketsphinx only, one grammar pass from the initial cepstral mean and no
+  trigram: the cheapest, less accurate on telephone audio (for very loaded hosts).
 
 ``asr.final_wait_ms`` (whisper only, default 250): how long after the end of the turn
 to wait for a Whisper result still running before using pocketsphinx's final.
@@ -43,7 +44,7 @@ def recognizer_from_options(options: Mapping[str, Any]) -> SpeechRecognizer:
     phrases = options.get("phrases", [])
     if not isinstance(phrases, list | tuple) or not all(isinstance(p, str) for p in phrases):
         raise ProviderConfigError("asr.phrases: must be a list of strings")
-    live = PocketsphinxRecognizer(phrases, second_pass=final != "none")
+    live = PocketsphinxRecognizer(phrases, refine=final != "none")
     if final != "whisper":
         return live
     from adapters.asr.hybrid import HybridRecognizer, phrase_prompt

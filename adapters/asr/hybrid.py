@@ -12,15 +12,16 @@ the utterance once more with a grammar of just those two sentences and the audio
 No added latency: Whisper starts when the end silence begins (``silence_began``, sent by
 the speech input ~160 ms into the silence) and runs during the rest of the wait; if the
 caller speaks again the pass is withdrawn (or its result dropped) and starts over at the
-next silence. ``finish()`` then usually finds the result ready.
+next silence. ``finish()`` then usually finds the result ready. pocketsphinx's own final
+pass (the fallback) starts at the same moment; it costs about a seventh of Whisper's.
 
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
 (``refused``, or the turn ends while its pass, started in the silence, still waits for a
 worker), Whisper failed (``failed``), or its result was not ready within
-``final_wait_ms`` of the end of the turn (``late``; a pass a worker is running while no
-other call waits gets ``RUNNING_PASS_WAIT_SEC`` more first). Then the turn gets pocketsphinx's
-final instead: its second grammar pass after a failure, its streaming hypothesis when
-CPU is short (saturated, late), so an overload does not pile up more work. Whisper's
+``final_wait_ms`` of the end of the turn (``late``; 50 ms at most while other calls'
+passes wait for a worker). Then the turn gets pocketsphinx's grammar final, usually ready
+by then, so an overloaded host answers on time from the phrase grammar rather than late
+(the share of Whisper finals falls as load rises: watch the fallback counters). Whisper's
 "no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
 rather than a phrase it resembles.
 """
@@ -36,16 +37,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from adapters.asr.domain_model import words
-from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
+from adapters.asr.pocketsphinx import (
+    PocketsphinxRecognizer,
+    PocketsphinxStream,
+    final_pass_stats,
+)
 from adapters.asr.whisper import WhisperPool, WhisperResult, WhisperStats, whisper_stats
 from engine.runtime.ports.providers import Recognition, RecognitionStream
 
 __all__ = ["FinalStats", "HybridRecognizer", "final_stats", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
-# A pass a worker has started when final_wait_ms runs out may take this much longer.
-RUNNING_PASS_WAIT_SEC = 1.5
-
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 _CONFIDENCE_WHISPER = 0.9
 # A pass still waiting for a worker this long after it was queued means the pool is busy.
@@ -64,6 +66,9 @@ class FinalStats:
     fallback_failed: int  # Whisper raised
     fallback_late: int  # not ready within final_wait_ms of the end of the turn
     restarted: int  # early passes dropped because the caller spoke again
+    grammar_passes: int  # pocketsphinx final passes (asr.final grammar, and the fallback)
+    grammar_passes_dropped: int  # of those, begun in a pause before the caller spoke again
+    decoder_process_restarts: int  # pocketsphinx's decoder process died and was replaced
     pool: WhisperStats | None  # the shared Whisper pool (None before first use)
 
 
@@ -96,7 +101,14 @@ _COUNTERS = _Counters()
 
 def final_stats() -> FinalStats:
     """The counters an operator watches: fallbacks mean Whisper is short of CPU."""
-    return FinalStats(**_COUNTERS.snapshot(), pool=whisper_stats())
+    passes = final_pass_stats()
+    return FinalStats(
+        **_COUNTERS.snapshot(),
+        grammar_passes=passes.started,
+        grammar_passes_dropped=passes.dropped,
+        decoder_process_restarts=passes.decoder_process_restarts,
+        pool=whisper_stats(),
+    )
 
 
 _QUESTION_WORDS = frozenset(
@@ -185,10 +197,12 @@ class _HybridStream:
         return self._live.partial()
 
     def silence_began(self) -> None:
+        self._live.silence_began()  # the fallback's grammar pass, begun early too
         if self._pass is None and not self._done:
             self._start_pass()
 
     def speech_resumed(self) -> None:
+        self._live.speech_resumed()
         if self._pass is not None:
             self._pass.cancel()  # withdrawn if still queued; a running pass is ignored
             self._pass = None
@@ -202,30 +216,30 @@ class _HybridStream:
         )
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard, overloaded = await self._whisper_result(started_early)
+        heard = await self._whisper_result(started_early)
         self._audio = bytearray()
-        if heard is not None:
-            _COUNTERS.add("whisper")
-            text = " ".join(words(heard.text))
-            rivals = self._rival_phrases(text)
-            variant = _inflection_of(text, rivals)
-            if not rivals or variant is not None:
-                await self._live.finish(second_pass=False)  # ends it, returns the decoder
-                if variant is not None:
-                    _COUNTERS.add("phrase_chosen")
-                    return Recognition(variant, _CONFIDENCE_WHISPER)
-                return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
-            try:
-                chosen = (await self._live.finish(choose_between=[text, *rivals])).text
-            except Exception as exc:  # the choice is a refinement; Whisper's text stands
-                _log.warning("pocketsphinx: choosing between %s failed: %s", rivals, exc)
-                chosen = text
-            if chosen != text:
+        if heard is None:
+            # Short of CPU, or Whisper failed: pocketsphinx's grammar pass, begun in the
+            # end silence like Whisper's and far cheaper, is usually done by now.
+            return await self._live.finish()
+        _COUNTERS.add("whisper")
+        text = " ".join(words(heard.text))
+        rivals = self._rival_phrases(text)
+        variant = _inflection_of(text, rivals)
+        if not rivals or variant is not None:
+            self._live.cancel()  # its grammar pass is not needed: dropped, decoder returned
+            if variant is not None:
                 _COUNTERS.add("phrase_chosen")
-            return Recognition(chosen or text, _CONFIDENCE_WHISPER)
-        # Short of CPU (saturated or late): the streaming hypothesis at once, unless it is
-        # empty; a second grammar pass adds work exactly when there is none to spare.
-        return await self._live.finish(second_pass="if_empty" if overloaded else True)
+                return Recognition(variant, _CONFIDENCE_WHISPER)
+            return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
+        try:
+            chosen = (await self._live.finish(choose_between=[text, *rivals])).text
+        except Exception as exc:  # the choice is a refinement; Whisper's text stands
+            _log.warning("pocketsphinx: choosing between %s failed: %s", rivals, exc)
+            chosen = text
+        if chosen != text:
+            _COUNTERS.add("phrase_chosen")
+        return Recognition(chosen or text, _CONFIDENCE_WHISPER)
 
     def _rival_phrases(self, text: str) -> list[str]:
         """Listed phrases that Whisper's text may be a mishearing of, to let the audio choose.
@@ -258,11 +272,11 @@ class _HybridStream:
         self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
-    async def _whisper_result(self, started_early: bool) -> tuple[WhisperResult | None, bool]:
-        """Whisper's result, or None (counted) to fall back; and whether it was overload."""
+    async def _whisper_result(self, started_early: bool) -> WhisperResult | None:
+        """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
         if self._pass is None:
             _COUNTERS.add("fallback_saturated")
-            return None, True
+            return None
         queued = not self._pass.running() and not self._pass.done()
         if started_early and queued and self._pass.cancel():
             # The turn has ended and no worker has taken the pass in the silence (the pool
@@ -271,7 +285,7 @@ class _HybridStream:
             # At low load a free worker takes the pass within milliseconds.
             self._pass = None
             _COUNTERS.add("fallback_saturated")
-            return None, True
+            return None
         wait = self._final_wait_s
         if self._pass.running() and self._pool().stats().pending:
             # Other calls' passes wait for a worker: Whisper is short of CPU, so this
@@ -281,21 +295,17 @@ class _HybridStream:
         pending = asyncio.wrap_future(self._pass)
         try:
             done, _ = await asyncio.wait({pending}, timeout=wait)
-            if not done and self._pass.running() and not self._pool().stats().pending:
-                # A worker is on it and no other call waits for one: the host, not the
-                # pool, is slow; its answer is worth more wait than a wrong transcript.
-                done, _ = await asyncio.wait({pending}, timeout=RUNNING_PASS_WAIT_SEC)
             if not done:
                 _COUNTERS.add("fallback_late")
-                return None, True
-            return pending.result(), False
+                return None
+            return pending.result()
         except Exception as exc:
             _log.warning("whisper: final pass failed (%s); using pocketsphinx's", exc)
             _COUNTERS.add("fallback_failed")
         finally:
             if not pending.done():
                 pending.cancel()  # withdraws a request still queued
-        return None, False
+        return None
 
 
 class HybridRecognizer:

@@ -1,31 +1,42 @@
-"""Streaming speech recognition with PocketSphinx 5 and the en-US model in its wheel.
+"""Speech recognition with PocketSphinx 5 and the en-US model in its wheel.
 
 Domain model. The generic en-US trigram is poor on synthetic voices, so an assistant may
 list the phrases it expects. From them we build, once per phrase set, a small dictionary
 (the phrase words' cmudict entries), a JSGF grammar accepting exactly one of the phrases
 (the primary search: it recognized 12/12 in-domain espeak sentences where the generic
-model got 1/12) and a trigram LM over the phrases (a last pass over the kept audio when
-the grammar finds no path, so near-misses, phrase prefixes and several phrases in one
-breath still get a transcript). One phrase, not ``<phrase>+``: with repetition allowed,
-8 kHz speech of "what are your opening hours" came out as "when are you open when are
-you open". The final transcript comes from a second grammar pass over the whole utterance
-(one that starts from the cepstral mean of the whole utterance, see
-``_end_utterance``); the live pass feeds the interim transcripts. Domain decoders
-dither their input: upsampled 8 kHz telephony audio has empty bands above 4 kHz whose
-log energies otherwise swamp the features (the grammar then failed on most 8 kHz and
-mu-law utterances; with dither, 60/60 exact on mixed 8-48 kHz and mu-law test speech).
-Words missing from the dictionary are dropped from the phrases with a warning.
+model got 1/12) and a trigram LM over the phrases (a last pass when the grammar finds no
+path, so near-misses, phrase prefixes and several phrases in one breath still get a
+transcript). One phrase, not ``<phrase>+``: with repetition allowed, 8 kHz speech of
+"what are your opening hours" came out as "when are you open when are you open". Domain
+decoders dither their input: upsampled 8 kHz telephony audio has empty bands above 4 kHz
+whose log energies otherwise swamp the features (the grammar then failed on most 8 kHz
+and mu-law utterances; with dither, 60/60 exact on mixed 8-48 kHz and mu-law test
+speech). Words missing from the dictionary are dropped from the phrases with a warning.
+
+One pass per utterance, in the end silence. With a domain model the final transcript
+comes from a single job over the kept utterance (:func:`_final_pass`): a pass with a
+one-word grammar that only estimates the utterance's cepstral mean (CMN; a fresh
+decoder's mean is off for a new caller or channel, and 8 kHz speech then missed in 16 of
+40 clips against 5 of 40 from the utterance's own mean), then the phrase grammar from that
+mean, then the phrase trigram if the grammar found no path. It starts when the caller has
+been silent ~160 ms (``silence_began``, from the speech input) and runs during the rest of
+the end-silence wait; if the caller speaks again it is dropped and starts over at the next
+silence. Nothing is decoded while the caller speaks unless someone reads ``partial()``
+(interim transcripts): then a live pass decodes the audio as it arrives, in the
+background. ``feed`` never waits for decoding. Against the earlier design (a live pass
+over every frame, end silence included, and a second grammar pass after the endpoint)
+this is about 40% less decoding CPU per utterance and no decoding after the endpoint
+(docs/BENCHMARKS.md). The generic model (no phrases) has no grammar pass: it decodes live
+and its final is that pass's result.
 
 Threading. ``Decoder.process_raw`` holds the GIL for the whole call (measured: a 2.3 s
-buffer stalled another Python thread for 366 ms; two threads decoding took longer than
-running one after the other), so a thread buys no parallelism. What keeps other sessions
-responsive is decoding in bounded slices of 100 ms of audio (<3 ms CPU with a domain
-model, up to ~35 ms with the generic one; live audio is buffered up to a slice, not
-decoded per 20 ms frame) run as jobs on two shared decode threads
-(adapters/asr/decode_executor.py): the loop thread gets the GIL back between slices, and
-the end of a turn (last slice, second pass in 300 ms jobs, release) runs before other
-callers' live slices, first finished first. A stream awaits each of its jobs, so its jobs
-never overlap and no thread ever blocks waiting for another job.
+buffer stalled another Python thread for 366 ms), so a thread buys no parallelism. Jobs
+run on two shared decode threads (adapters/asr/decode_executor.py), final passes before
+live slices, first silence first. A job decodes in 100 ms slices (<4 ms of GIL each with
+a domain model): between slices the interpreter hands the GIL to the event loop when it
+asks, so the loop is never stalled for a whole pass, and a pass wakes the loop once, when
+it is done, not once per slice. A decoder is borrowed from the pool by a job and returned
+by it (a live pass keeps its decoder until the utterance ends).
 """
 
 from __future__ import annotations
@@ -36,16 +47,17 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import pocketsphinx
 
 from adapters.asr.decode_executor import FINAL as _FINAL
 from adapters.asr.decode_executor import LIVE as _LIVE
 from adapters.asr.decode_executor import decode_executor
+from adapters.asr.decode_process import decode_process
 from adapters.asr.domain_model import DomainModel, domain_model, words
 from engine.runtime.ports.providers import (
     ProviderConfigError,
@@ -55,23 +67,51 @@ from engine.runtime.ports.providers import (
     reject_unknown_options,
 )
 
-__all__ = ["DecoderPoolStats", "PocketsphinxRecognizer", "PocketsphinxStream"]
+__all__ = [
+    "DecoderPoolStats",
+    "FinalPassStats",
+    "PocketsphinxRecognizer",
+    "PocketsphinxStream",
+    "final_pass_stats",
+]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw call gets
-# Second passes decode 300 ms per job: a third of the job hand-offs and loop wake-ups of
-# 100 ms slices for ~8 ms of GIL per job with a domain model (docs/BENCHMARKS.md).
-_PASS_SLICE_BYTES = 3 * _SLICE_BYTES
-_MAX_SECOND_PASS_BYTES = 30 * 32_000  # audio kept for the trigram pass: 30 s, ~1 MB
+_MAX_KEPT_BYTES = 30 * 32_000  # an utterance kept for its final pass: 30 s, ~1 MB
 _GRAMMAR_SEARCH = "phrases"
+_CMN_SEARCH = "cmn"  # a one-word grammar: a cheap pass that only estimates the mean
 _CHOICE_SEARCH = "choice"  # a grammar of a few candidate sentences, set per utterance
 _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constructed with
 # No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
 # confidence is a prior per way the text was found.
 _CONFIDENCE_GRAMMAR, _CONFIDENCE_TRIGRAM, _CONFIDENCE_GENERIC = 0.9, 0.6, 0.5
 _OPTION_KEYS = frozenset({"phrases"})
+
+
+@dataclass(frozen=True, slots=True)
+class FinalPassStats:
+    """The process's grammar final passes since start (counters)."""
+
+    started: int  # passes submitted (one per turn, plus one per dropped pass)
+    dropped: int  # begun in a pause, then the caller spoke again
+    decoder_process_restarts: int  # the decoder process was found dead and replaced
+
+
+_PASS_LOCK = threading.Lock()
+_PASS_COUNTS = {"started": 0, "dropped": 0}
+
+
+def _count_pass(name: str) -> None:
+    with _PASS_LOCK:
+        _PASS_COUNTS[name] += 1
+
+
+def final_pass_stats() -> FinalPassStats:
+    with _PASS_LOCK:
+        started, dropped = _PASS_COUNTS["started"], _PASS_COUNTS["dropped"]
+    return FinalPassStats(started, dropped, decode_process().restarts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +143,12 @@ def _create_decoder(model: DomainModel | None) -> Any:
             dither=True,
         )
     decoder.add_jsgf_string(_GRAMMAR_SEARCH, model.grammar_jsgf)
+    # Any one word of the dictionary will do: this search only runs the front end and
+    # a handful of senones while the cepstral mean adapts to the utterance.
+    some_word = model.dictionary.split(" ", 1)[0].split("(", 1)[0]
+    decoder.add_jsgf_string(
+        _CMN_SEARCH, f"#JSGF V1.0;\ngrammar cmn;\npublic <utterance> = {some_word};\n"
+    )
     decoder.activate_search(_GRAMMAR_SEARCH)
     return decoder
 
@@ -110,7 +156,8 @@ def _create_decoder(model: DomainModel | None) -> Any:
 class _DecoderPool:
     """Idle decoders of one model, lent out one per utterance (thread-safe)."""
 
-    def __init__(self, model: DomainModel | None, max_idle: int) -> None:
+    def __init__(self, key: tuple[str, ...], model: DomainModel | None, max_idle: int) -> None:
+        self.key = key  # the phrases, to find the same pool in the decoder process
         self.model = model
         self.cmn_init = ""  # a fresh decoder's cepstral mean, set by the first acquire
         self._max_idle = max_idle
@@ -157,250 +204,409 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[key] = _DecoderPool(domain_model(key) if key else None, pool_size)
+            pool = _POOLS[key] = _DecoderPool(key, domain_model(key) if key else None, pool_size)
     if pool.stats().created == 0:
         pool.release(pool.acquire(), reusable=True)  # fail at start-up, not mid-call
     return pool
 
 
-class PocketsphinxStream:
-    """One utterance on a decoder borrowed from the pool for its lifetime.
+class _Token:
+    """Set on the loop to stop a job between two slices (read by the job's thread)."""
 
-    The public methods run on the event loop. Everything that touches the decoder runs
-    as a job on the executor; jobs are chained (each waits for the previous one), so they
-    never overlap and keep their order even when a caller stops awaiting one.
+    __slots__ = ("stopped",)
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A final pass's transcript and the utterance's cepstral mean (for a choice pass)."""
+
+    recognition: Recognition
+    cmn: str
+
+
+class _Stopped(Exception):
+    """A pass stopped by its token: the caller spoke again or the utterance ended."""
+
+
+def _decode(decoder: Any, search: str, audio: bytes, token: _Token | None) -> str:
+    """One utterance of ``audio`` on ``search`` in 100 ms slices; its hypothesis."""
+    decoder.activate_search(search)
+    decoder.start_utt()
+    try:
+        for start in range(0, len(audio), _SLICE_BYTES):
+            if token is not None and token.stopped:
+                raise _Stopped
+            decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
+    finally:
+        decoder.end_utt()
+    hypothesis = decoder.hyp()
+    return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+
+
+def _borrowed(pool: _DecoderPool, job: Callable[[Any], _T]) -> _T:
+    """Run ``job`` on a decoder borrowed for it; never lend one in an unknown state again."""
+    try:
+        decoder = pool.acquire()
+    except Exception as exc:  # RuntimeError/ValueError from the C library
+        raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
+    reusable = True
+    try:
+        return job(decoder)
+    except RuntimeError as exc:
+        reusable = False
+        raise ProviderError(f"pocketsphinx: decoding failed: {exc}") from exc
+    finally:
+        if reusable:
+            decoder.activate_search(_GRAMMAR_SEARCH)
+        pool.release(decoder, reusable)
+
+
+def _final_pass(pool: _DecoderPool, audio: bytes, token: _Token | None, refine: bool) -> _Outcome:
+    """The final transcript of a whole utterance with the domain model (a job)."""
+
+    def run(decoder: Any) -> _Outcome:
+        cmn = pool.cmn_init
+        if refine:
+            decoder.set_cmn(cmn)
+            _decode(decoder, _CMN_SEARCH, audio, token)
+            cmn = decoder.get_cmn(False)
+        decoder.set_cmn(cmn)
+        text, confidence = _decode(decoder, _GRAMMAR_SEARCH, audio, token), _CONFIDENCE_GRAMMAR
+        if not text and refine:
+            # The grammar found no path: the phrase trigram still gives near-misses,
+            # prefixes and several phrases in one breath a transcript.
+            decoder.set_cmn(cmn)
+            text, confidence = _decode(decoder, _TRIGRAM_SEARCH, audio, token), _CONFIDENCE_TRIGRAM
+        return _Outcome(Recognition(text, confidence if text else 0.0), cmn)
+
+    return _borrowed(pool, run)
+
+
+def _choice_pass(pool: _DecoderPool, audio: bytes, cmn: str | None, grammar: str) -> str:
+    """Which of a few sentences (``grammar``) the audio fits, "" if none (a job)."""
+
+    def run(decoder: Any) -> str:
+        mean = cmn
+        if mean is None:
+            decoder.set_cmn(pool.cmn_init)
+            _decode(decoder, _CMN_SEARCH, audio, None)
+            mean = decoder.get_cmn(False)
+        decoder.add_jsgf_string(_CHOICE_SEARCH, grammar)
+        decoder.set_cmn(mean)
+        return _decode(decoder, _CHOICE_SEARCH, audio, None)
+
+    return _borrowed(pool, run)
+
+
+# -- jobs in the decoder process (adapters/asr/decode_process.py) ------------------------
+
+_CHILD_POOL_SIZE = 4  # the process decodes one utterance at a time
+
+
+def _final_pass_job(key: tuple[str, ...], audio: bytes, refine: bool) -> _Outcome:
+    return _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, None, refine)
+
+
+def _choice_pass_job(key: tuple[str, ...], audio: bytes, cmn: str | None, grammar: str) -> str:
+    return _choice_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, cmn, grammar)
+
+
+def _warm_job(key: tuple[str, ...]) -> None:
+    _pool_for(key, _CHILD_POOL_SIZE)  # the model and one decoder, before the first turn
+
+
+class PocketsphinxStream:
+    """One utterance: its audio kept for one final pass, and a live pass on demand.
+
+    The public methods run on the event loop and never wait for decoding, except
+    ``finish``. See the module docstring for when each pass runs.
     """
 
-    def __init__(
-        self, pool: _DecoderPool, executor: Executor | None, *, second_pass: bool = True
-    ) -> None:
+    def __init__(self, pool: _DecoderPool, executor: Executor | None, *, refine: bool) -> None:
         self._pool = pool
         self._executor = executor
-        self._wants_second_pass = second_pass
-        self._feeding = asyncio.Lock()  # feeds of one stream decode in call order
-        self._buffer = bytearray()  # fed audio not yet decoded (less than one slice)
-        self._last_job: asyncio.Future[Any] | None = None
-        self._ticket = 0  # taken by finish(): this utterance's place among final passes
-        self._cancelled = False  # set on the loop, read by jobs between slices
+        self._refine = refine
+        self._audio = bytearray()  # the utterance so far, up to _MAX_KEPT_BYTES
+        self._early: asyncio.Future[_Outcome] | None = None  # the pass begun in the silence
+        self._early_token: _Token | None = None
         self._finishing = False
+        self._cancelled = False
         self._partial = ""
-        # Touched by jobs only (which never overlap).
-        self._decoder: Any = None
-        self._decoder_broken = False
-        self._kept_audio: bytearray | None = bytearray() if pool.model is not None else None
+        # The live pass: on for the generic model, for interims and for long utterances.
+        self._live_on = False
+        self._live_pending = bytearray()  # fed, not yet handed to a live job
+        self._live_job: asyncio.Future[str] | None = None  # at most one in flight
+        self._live_error: BaseException | None = None
+        self._live_decoder: Any = None  # touched by live jobs only (which never overlap)
+        if pool.model is None:
+            self._start_live()
+
+    # -- RecognitionStream -------------------------------------------------------------
 
     async def feed(self, pcm16k: bytes) -> None:
         if self._cancelled:
             return  # audio racing a barge-in cancel is simply dropped
         if self._finishing:
             raise ProviderError("pocketsphinx: feed after finish")
-        # Decoded in the 100 ms slices the decoder is tuned for, not per 20 ms frame:
-        # a fifth of the executor jobs and loop wake-ups (see docs/BENCHMARKS.md).
-        self._buffer += pcm16k
-        if len(self._buffer) < _SLICE_BYTES:
-            return
-        async with self._feeding:
-            while len(self._buffer) >= _SLICE_BYTES and not self._cancelled:
-                piece = bytes(self._buffer[:_SLICE_BYTES])
-                del self._buffer[:_SLICE_BYTES]
-                await self._run(functools.partial(self._decode_slice, piece), _LIVE)
+        if len(self._audio) + len(pcm16k) <= _MAX_KEPT_BYTES:
+            self._audio += pcm16k
+        elif not self._live_on:
+            self._start_live()  # too long to keep: decode it as it comes, final from that
+        if self._live_on:
+            self._live_pending += pcm16k
+            self._pump_live()
 
     def partial(self) -> str:
+        """The live pass's latest hypothesis; the first call starts the live pass."""
+        if not self._live_on and not self._finishing and not self._cancelled:
+            self._start_live()
         return self._partial
 
-    async def finish(
-        self,
-        *,
-        second_pass: bool | Literal["if_empty"] | None = None,
-        choose_between: Sequence[str] = (),
-    ) -> Recognition:
+    def silence_began(self) -> None:
+        """PreparesFinal: start the final pass over the utterance so far."""
+        if self._early is None and self._uses_final_pass() and not self._finishing:
+            self._early, self._early_token = self._submit_final_pass()
+
+    def speech_resumed(self) -> None:
+        """PreparesFinal: the pass begun in the silence no longer covers the utterance."""
+        self._drop_early()
+
+    async def finish(self, *, choose_between: Sequence[str] = ()) -> Recognition:
         """The final transcript.
 
-        ``second_pass``: False skips the second grammar pass, "if_empty" runs it only
-        when the streaming pass found nothing. ``choose_between``: instead, decode the
-        utterance once more with a grammar of exactly these sentences (their words must
-        be in the phrases' vocabulary) and return the one the audio fits ("" if none).
+        ``choose_between``: instead, decode the utterance with a grammar of exactly these
+        sentences (their words must be in the phrases' vocabulary) and return the one the
+        audio fits ("" if none).
         """
         if self._cancelled or self._finishing:
             raise ProviderError("pocketsphinx: utterance already finished or cancelled")
         self._finishing = True
-        self._ticket = decode_executor().ticket()
-        async with self._feeding:  # audio fed before finish() is part of the utterance
-            if self._buffer:
-                tail, self._buffer = bytes(self._buffer), bytearray()
-                await self._run(functools.partial(self._decode_slice, tail), _FINAL)
-            again = self._wants_second_pass if second_pass is None else second_pass
-            return await self._end_utterance(again, tuple(choose_between))
+        try:
+            if choose_between:
+                return await self._choose(tuple(choose_between))
+            if not self._uses_final_pass():
+                return await self._finish_live()
+            self._stop_live()
+            early, self._early = self._early, None
+            if early is None:
+                early, _ = self._submit_final_pass()
+            try:
+                outcome = await early
+            except Exception as exc:  # a broken decoder, or the decoder process died
+                _log.warning("pocketsphinx: final pass failed (%s); decoding once more", exc)
+                decode_process().replace_if_broken(exc)
+                try:
+                    outcome = await self._submit_final_pass()[0]
+                except ProviderError:
+                    raise
+                except Exception as again:
+                    raise ProviderError(f"pocketsphinx: final pass failed: {again}") from again
+            self._partial = outcome.recognition.text
+            return outcome.recognition
+        finally:
+            self._audio = bytearray()
 
     def cancel(self) -> None:
         if self._cancelled or self._finishing:
-            return  # a finishing utterance returns its decoder itself
-        self._cancelled = True
-        self._buffer = bytearray()
-        # Fire and forget, after the job in flight (jobs of a stream never overlap): the
-        # job ends the utterance and returns the decoder.
-        last = self._last_job
-        if last is None or last.done():
-            self._schedule(self._release, _LIVE)
-        else:
-            last.add_done_callback(lambda _: self._schedule(self._release, _LIVE))
-
-    # -- job plumbing (event loop) ------------------------------------------------------
-
-    def _schedule(self, job: Callable[[], _T], priority: int) -> asyncio.Future[_T]:
-        if self._executor is not None:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, job)
-        else:
-            ticket = self._ticket if priority == _FINAL else 0
-            future = asyncio.wrap_future(decode_executor().submit(priority, job, ticket=ticket))
-        self._last_job = future
-        return future
-
-    async def _run(self, job: Callable[[], _T], priority: int) -> _T:
-        # Callers hold ``_feeding`` and await each job, so one stream's jobs never overlap
-        # (no job blocks a thread waiting for another). Shielded: a job once scheduled
-        # always runs to the end, so the decoder is never left mid-call.
-        return await asyncio.shield(self._schedule(job, priority))
-
-    # -- jobs (executor thread) ---------------------------------------------------------
-
-    def _decode_slice(self, pcm: bytes) -> None:
-        if self._cancelled:
             return
-        if self._decoder is None:
-            try:
-                self._decoder = self._pool.acquire()
-            except Exception as exc:  # RuntimeError/ValueError from the C library
-                raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
-            # With a domain model each utterance starts from the initial cepstral mean, not
-            # the last caller's estimate, so a pooled decoder carries no state between
-            # sessions (its second pass re-estimates the mean). The generic model has no
-            # second pass and decodes better from the last estimate, so it keeps it.
-            if self._pool.model is not None and self._pool.cmn_init:
-                self._decoder.set_cmn(self._pool.cmn_init)
-            self._checked(self._decoder.start_utt)
-        self._checked(self._decoder.process_raw, pcm, False, False)
-        if self._kept_audio is not None:
-            if len(self._kept_audio) + len(pcm) <= _MAX_SECOND_PASS_BYTES:
-                self._kept_audio += pcm
-            else:
-                self._kept_audio = None  # too long to decode twice; grammar result only
-        hypothesis = self._decoder.hyp()
-        self._partial = hypothesis.hypstr if hypothesis is not None else ""
+        self._cancelled = True
+        self._audio = bytearray()
+        self._drop_early()
+        self._stop_live()
 
-    def _end_live_pass(self) -> tuple[str, bytes] | None:
-        """End the live pass: its text and the kept audio (None when never fed)."""
-        decoder = self._decoder
-        if decoder is None:
-            return None
-        self._checked(decoder.end_utt)
-        audio = bytes(self._kept_audio) if self._kept_audio else b""
-        return self._text(decoder), audio
+    # -- final passes ------------------------------------------------------------------
 
-    def _begin_pass(self, search: str, audio_cmn: bool) -> None:
-        decoder = self._decoder
-        if audio_cmn:
-            # The live pass has just seen the whole utterance, so its cepstral mean now
-            # fits this caller and channel: the second pass starts from it.
-            decoder.set_cmn(decoder.get_cmn(False))
-        decoder.activate_search(search)
-        self._checked(decoder.start_utt)
+    def _uses_final_pass(self) -> bool:
+        return self._pool.model is not None and len(self._audio) < _MAX_KEPT_BYTES
 
-    def _pass_slice(self, pcm: bytes) -> None:
-        self._checked(self._decoder.process_raw, pcm, False, False)
+    def _submit_final_pass(self) -> tuple[asyncio.Future[_Outcome], _Token]:
+        token = _Token()
+        if not self._audio:
+            future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+            future.set_result(_Outcome(Recognition("", 0.0), self._pool.cmn_init))
+            return future, token
+        audio = bytes(self._audio)
+        _count_pass("started")
+        if self._executor is not None:  # in this process (tests, benchmarks)
+            job = functools.partial(_final_pass, self._pool, audio, token, self._refine)
+            return self._schedule(job, _FINAL), token
+        work = decode_process().submit(_final_pass_job, self._pool.key, audio, self._refine)
+        return asyncio.wrap_future(work), token
 
-    def _end_pass(self) -> str:
-        decoder = self._decoder
-        try:
-            self._checked(decoder.end_utt)
-            return self._text(decoder)
-        finally:
-            decoder.activate_search(_GRAMMAR_SEARCH)
+    def _drop_early(self) -> None:
+        if self._early_token is not None:
+            self._early_token.stopped = True  # a running pass stops at its next slice
+        if self._early is not None:
+            _count_pass("dropped")
+            self._early.cancel()  # withdrawn if still queued
+            self._early.add_done_callback(_consume)
+        self._early = self._early_token = None
 
-    async def _second_pass(self, audio: bytes, *, search: str, audio_cmn: bool) -> str:
-        """Decode the kept utterance again, a job per slice like live audio.
-
-        One job per 100 ms slice, not one job for the whole utterance: pocketsphinx
-        holds the GIL, and a thread decoding back to back starves the event loop (the
-        worst loop stall with four utterances ending together went from 2 ms to 28 ms
-        when the pass ran as one job).
-        """
-        await self._run(functools.partial(self._begin_pass, search, audio_cmn), _FINAL)
-        for start in range(0, len(audio), _PASS_SLICE_BYTES):
-            piece = audio[start : start + _PASS_SLICE_BYTES]
-            await self._run(functools.partial(self._pass_slice, piece), _FINAL)
-        return await self._run(self._end_pass, _FINAL)
-
-    async def _end_utterance(
-        self, second_pass: bool | Literal["if_empty"], choose_between: tuple[str, ...]
-    ) -> Recognition:
-        """The final transcript, from the passes described in the module docstring.
-
-        The second grammar pass starts from the whole utterance's cepstral mean. Live
-        CMN starts from an initial estimate and adapts as it goes; on a new channel
-        (8 kHz telephony, another caller) that estimate is off for the first words and
-        the grammar finds no path or a wrong one. On mixed 8-48 kHz and mu-law test
-        speech, exact transcripts went from 94% (live pass only) to 100%. It costs one
-        more decode of the utterance at its end: about 15 ms of CPU per second of audio
-        and ~30 ms of latency for a 2 s question.
-        """
-        try:
-            live = await self._run(self._end_live_pass, _FINAL)
-            if live is None:
-                return Recognition(text="", confidence=0.0)  # never fed
-            text, audio = live
-            confidence = _CONFIDENCE_GRAMMAR if self._pool.model else _CONFIDENCE_GENERIC
-            if choose_between:
-                if not audio or self._pool.model is None:
-                    return Recognition(text="", confidence=0.0)
-                grammar = "#JSGF V1.0;\ngrammar choice;\npublic <utterance> = "
-                grammar += " | ".join(f"( {c} )" for c in choose_between) + ";\n"
-                add = functools.partial(self._checked, self._decoder.add_jsgf_string)
-                await self._run(functools.partial(add, _CHOICE_SEARCH, grammar), _FINAL)
-                text = await self._second_pass(audio, search=_CHOICE_SEARCH, audio_cmn=True)
-                return Recognition(text=text, confidence=confidence if text else 0.0)
-            if second_pass == "if_empty":
-                second_pass = not text
-            if second_pass and audio and self._pool.model is not None:
-                second = await self._second_pass(audio, search=_GRAMMAR_SEARCH, audio_cmn=True)
-                text = second or text
-            if second_pass and not text and audio:
-                # The grammar found no path: the phrase trigram still gives near-misses,
-                # prefixes and several phrases in one breath a transcript.
-                text = await self._second_pass(audio, search=_TRIGRAM_SEARCH, audio_cmn=False)
-                confidence = _CONFIDENCE_TRIGRAM
-        finally:
-            await self._run(self._release, _FINAL)
+    async def _choose(self, sentences: tuple[str, ...]) -> Recognition:
+        self._stop_live()
+        early, self._early = self._early, None
+        if not self._audio or self._pool.model is None:
+            self._drop_early()
+            return Recognition(text="", confidence=0.0)
+        cmn: str | None = None
+        if early is not None and early.done() and not early.cancelled():
+            if early.exception() is None:
+                cmn = early.result().cmn
+        elif early is not None:
+            self._early = early
+            self._drop_early()
+        grammar = "#JSGF V1.0;\ngrammar choice;\npublic <utterance> = "
+        grammar += " | ".join(f"( {c} )" for c in sentences) + ";\n"
+        audio = bytes(self._audio)
+        if self._executor is not None:
+            job = functools.partial(_choice_pass, self._pool, audio, cmn, grammar)
+            text = await self._schedule(job, _FINAL)
+        else:
+            work = decode_process().submit(_choice_pass_job, self._pool.key, audio, cmn, grammar)
+            text = await asyncio.wrap_future(work)
         self._partial = text
+        return Recognition(text=text, confidence=_CONFIDENCE_GRAMMAR if text else 0.0)
+
+    # -- the live pass -----------------------------------------------------------------
+
+    def _start_live(self) -> None:
+        self._live_on = True
+        self._live_pending = bytearray(self._audio)
+        self._pump_live()
+
+    def _pump_live(self, *, flush: bool = False) -> None:
+        """Hand the pending audio to a live job, unless one is in flight (loop side)."""
+        if self._live_job is not None or self._live_error is not None:
+            return
+        size = len(self._live_pending) if flush else len(self._live_pending) // _SLICE_BYTES
+        size = size if flush else size * _SLICE_BYTES
+        if not size:
+            return
+        chunk = bytes(self._live_pending[:size])
+        del self._live_pending[:size]
+        self._live_job = self._schedule(functools.partial(self._live_decode, chunk), _LIVE)
+        self._live_job.add_done_callback(self._live_done)
+
+    def _live_done(self, job: asyncio.Future[str]) -> None:
+        self._live_job = None
+        if job.cancelled():
+            self._live_error = ProviderError("pocketsphinx: live decoding was cancelled")
+        elif job.exception() is not None:
+            self._live_error = job.exception()
+        else:
+            self._partial = job.result()
+        if self._live_on and not self._cancelled:
+            self._pump_live()
+        elif self._live_decoder is not None:
+            self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
+
+    def _stop_live(self) -> None:
+        """End the live pass: its decoder goes back after the job in flight, if any."""
+        if not self._live_on:
+            return
+        self._live_on = False
+        self._live_pending = bytearray()
+        if self._live_job is None and self._live_decoder is not None:
+            self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
+
+    async def _finish_live(self) -> Recognition:
+        """The live pass's final (generic model, or an utterance too long to keep)."""
+        while self._live_job is not None:
+            await asyncio.wait({self._live_job})
+        self._pump_live(flush=True)
+        while self._live_job is not None:
+            await asyncio.wait({self._live_job})
+        self._live_on = False
+        if self._live_error is not None:
+            if self._live_decoder is not None:
+                self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
+            raise ProviderError(f"pocketsphinx: {self._live_error}") from self._live_error
+        text = await self._schedule(self._live_end, _FINAL, decode_executor().ticket())
+        self._partial = text
+        confidence = _CONFIDENCE_GENERIC if self._pool.model is None else _CONFIDENCE_GRAMMAR
         return Recognition(text=text, confidence=confidence if text else 0.0)
 
-    def _release(self) -> None:
-        decoder, self._decoder = self._decoder, None
-        self._kept_audio = None
+    # -- live jobs (decode threads; one at a time per stream) --------------------------
+
+    def _live_decode(self, pcm: bytes) -> str:
+        if self._cancelled:
+            return ""
+        decoder = self._live_decoder
+        if decoder is None:
+            try:
+                decoder = self._pool.acquire()
+            except Exception as exc:  # RuntimeError/ValueError from the C library
+                raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
+            self._live_decoder = decoder
+            # With a domain model each utterance starts from the initial cepstral mean, so
+            # a pooled decoder carries no state between sessions. The generic model
+            # decodes better from the last estimate, so it keeps it.
+            if self._pool.model is not None and self._pool.cmn_init:
+                decoder.set_cmn(self._pool.cmn_init)
+            self._live_checked(decoder.start_utt)
+        for start in range(0, len(pcm), _SLICE_BYTES):
+            if self._cancelled:
+                break
+            self._live_checked(decoder.process_raw, pcm[start : start + _SLICE_BYTES], False, False)
+        hypothesis = decoder.hyp()
+        return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+
+    def _live_end(self) -> str:
+        decoder = self._live_decoder
+        if decoder is None:
+            return ""  # never fed
+        try:
+            self._live_checked(decoder.end_utt)
+            hypothesis = decoder.hyp()
+            return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+        finally:
+            self._live_decoder = None
+            self._pool.release(decoder, reusable=True)
+
+    def _live_release(self) -> None:
+        decoder, self._live_decoder = self._live_decoder, None
         if decoder is None:
             return
-        reusable = not self._decoder_broken
+        reusable = True
         try:
-            if self._cancelled:
-                decoder.end_utt()  # a decoder must be idle to start its next utterance
+            decoder.end_utt()  # a decoder must be idle to start its next utterance
         except RuntimeError:
             reusable = False
         except Exception:
-            _log.exception("pocketsphinx: ending a cancelled utterance failed")
+            _log.exception("pocketsphinx: ending a live pass failed")
             reusable = False
         self._pool.release(decoder, reusable)
 
-    def _checked(self, call: Callable[..., Any], *args: Any) -> None:
+    def _live_checked(self, call: Callable[..., Any], *args: Any) -> None:
         try:
             call(*args)
         except RuntimeError as exc:
-            self._decoder_broken = True  # never lend a decoder in an unknown state again
+            decoder, self._live_decoder = self._live_decoder, None
+            self._pool.release(decoder, reusable=False)  # never lent in an unknown state
             raise ProviderError(f"pocketsphinx: {call.__name__} failed: {exc}") from exc
 
-    @staticmethod
-    def _text(decoder: Any) -> str:
-        hypothesis = decoder.hyp()
-        return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+    # -- job plumbing (event loop) -----------------------------------------------------
+
+    def _schedule(
+        self, job: Callable[[], _T], priority: int, ticket: int = 0
+    ) -> asyncio.Future[_T]:
+        if self._executor is not None:
+            return asyncio.get_running_loop().run_in_executor(self._executor, job)
+        return asyncio.wrap_future(decode_executor().submit(priority, job, ticket=ticket))
+
+
+def _log_failed_warm_up(future: Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _log.warning("asr: the decoder process could not load the model: %s", future.exception())
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a dropped job's outcome, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 class PocketsphinxRecognizer:
@@ -424,12 +630,14 @@ class PocketsphinxRecognizer:
         # (and then drops) one; 16 covers the concurrency measured in BENCHMARKS.md.
         pool_size: int = 16,
         executor: Executor | None = None,
-        second_pass: bool = True,
+        # False: the final pass starts from a fresh decoder's cepstral mean and has no
+        # trigram fallback (``asr.final: none``): cheaper, worse on telephone audio.
+        refine: bool = True,
     ) -> None:
         key = tuple(" ".join(words(phrase)) for phrase in phrases)
         key = tuple(phrase for phrase in dict.fromkeys(key) if phrase)  # order kept, deduped
         self._executor = executor
-        self._second_pass = second_pass
+        self._refine = refine
         self.phrases: tuple[str, ...] = key
         """The phrases (lower case, normalized) the domain model was built from."""
         try:
@@ -441,6 +649,10 @@ class PocketsphinxRecognizer:
             self._pool = _pool_for((), pool_size)
         if key and self._pool.model is None:
             _log.warning("asr.phrases: no usable phrase; using the generic model")
+        if self._pool.model is not None and executor is None:
+            # The decoder process builds its own copy of the model: now, not at the first turn.
+            warm = decode_process().submit(_warm_job, self._pool.key)
+            warm.add_done_callback(_log_failed_warm_up)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PocketsphinxRecognizer:
@@ -474,4 +686,4 @@ class PocketsphinxRecognizer:
     def open_stream(self) -> PocketsphinxStream:
         """``start_utterance`` with the concrete type (its ``finish`` takes options)."""
         # Cheap: the decoder is borrowed by the first feed, off the event loop.
-        return PocketsphinxStream(self._pool, self._executor, second_pass=self._second_pass)
+        return PocketsphinxStream(self._pool, self._executor, refine=self._refine)

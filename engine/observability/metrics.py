@@ -73,7 +73,7 @@ class _RecognizerCollector(Collector):
         values = _fields(self._stats())
         events = CounterMetricFamily(
             "voiceengine_asr_hybrid",
-            "Hybrid recognizer final transcripts by source, and restarted Whisper passes",
+            "Recognizer final transcripts by source, restarted Whisper passes, grammar passes",
             labels=["event"],
         )
         for name, value in sorted(values.items()):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from adapters.asr.decode_process import decode_process
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
@@ -168,11 +171,44 @@ async def test_partials_grow_while_audio_is_fed(
     domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
 ) -> None:
     stream = domain_recognizer.start_utterance()
-    await feed_all(stream, speech[PHRASES[0]], chunk=640)  # 20 ms, like the pipeline
-    assert stream.partial() != ""
+    pcm = speech[PHRASES[0]]
+    seen: list[str] = []
+    for start in range(0, len(pcm), 640):  # 20 ms frames, like the pipeline
+        await stream.feed(pcm[start : start + 640])
+        if start % 6_400 == 0:  # asked every 200 ms, like the speech input
+            seen.append(stream.partial())
+            await asyncio.sleep(0.005)
+    await eventually(lambda: len(stream.partial()) > len(PHRASES[0]) // 2)
+    assert any(seen) or stream.partial()
     result = await stream.finish()
     assert result.text == PHRASES[0].lower()
     assert 0.0 < result.confidence <= 1.0
+
+
+async def test_nothing_is_decoded_while_nobody_reads_interims(speech: dict[str, bytes]) -> None:
+    recognizer = PocketsphinxRecognizer(["yes please", "no thanks"], pool_size=2)
+    stream = recognizer.start_utterance()
+    await feed_all(stream, speech["yes please"])
+    await asyncio.sleep(0.1)
+    assert recognizer.pool_stats().in_use == 0  # no decoder borrowed: no live pass ran
+    assert (await stream.finish()).text == "yes please"
+
+
+async def test_a_pass_begun_in_a_pause_is_redone_when_the_caller_speaks_again(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> None:
+    """silence_began starts the final pass early; speech_resumed makes it cover the rest."""
+    pcm = speech[PHRASES[0]]
+    half = len(pcm) // 2 // 640 * 640
+    stream = domain_recognizer.open_stream()
+    await feed_all(stream, pcm[:half])
+    stream.silence_began()  # a pause mid-sentence: the pass over the first half starts
+    await asyncio.sleep(0.05)
+    stream.speech_resumed()
+    await feed_all(stream, pcm[half:])
+    stream.silence_began()
+    assert (await stream.finish()).text == PHRASES[0].lower()
+    await eventually(lambda: domain_recognizer.pool_stats().in_use == 0)
 
 
 async def test_finish_without_audio_is_an_empty_transcript(
@@ -241,3 +277,21 @@ def test_asr_options_are_validated(options: dict[str, object], field: str) -> No
 def test_asr_options_build_a_domain_recognizer() -> None:
     recognizer = PocketsphinxRecognizer.from_options({"phrases": ["yes please", "no thanks"]})
     assert recognizer.uses_domain_model
+
+
+async def test_a_turn_survives_the_decoder_process_being_killed(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> None:
+    """The final pass runs in a process of its own; if it dies, a new one decodes the turn."""
+    process = decode_process()
+    before = process.restarts
+    for _ in range(2):  # killed while a pass is queued or running, then between turns
+        pid = await asyncio.wrap_future(process.submit(os.getpid))
+        assert pid != os.getpid()
+        stream = domain_recognizer.open_stream()
+        await feed_all(stream, speech[PHRASES[4]])
+        stream.silence_began()
+        os.kill(pid, signal.SIGKILL)
+        assert (await stream.finish()).text == PHRASES[4].lower()
+    assert process.restarts >= before + 2
+    assert await recognize(domain_recognizer, speech[PHRASES[5]]) == PHRASES[5].lower()
