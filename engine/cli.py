@@ -109,6 +109,10 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.observability.logs import configure_logging
 
     workers = _worker_count(args, settings)
+    if args.worker_index is None:
+        # How many engine processes share this host's CPUs: a worker inherits the
+        # supervisor's count, and sizes per-process thread pools (Whisper) from it.
+        os.environ["ENGINE_WORKERS"] = str(workers)
     role = "" if workers == 1 and args.worker_index is None else _role(args.worker_index)
     configure_logging(
         settings.log_level,
@@ -139,13 +143,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker_count(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.workers import default_worker_count
+    from engine.cpus import usable_cpus
 
     workers: int = args.workers if args.workers is not None else settings.workers
     if workers < 0:
         print("voice-engine: --workers must be 0 (one per CPU) or more", file=sys.stderr)
         raise SystemExit(2)
-    return workers or default_worker_count()
+    return workers or usable_cpus()
 
 
 def _role(worker_index: int | None) -> str:

@@ -61,22 +61,6 @@ ADOPT_POLL_SEC = 0.5
 _PR_SET_PDEATHSIG = 1
 
 
-def default_worker_count(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The CPUs this process may use: its affinity (``taskset``, cpusets), capped by a
-    cgroup v2 CPU quota (a container limited to 2 CPUs on a 32-core node gets 2)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = cgroup_cpu_max.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, -(-int(quota) // int(period)))  # ceil
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
 def worker_spool_path(base: Path | None, index: int) -> Path | None:
     """Worker ``index``'s history spool: the configured path for 0, a sibling for others."""
     if base is None or index == 0:

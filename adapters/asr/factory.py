@@ -9,7 +9,7 @@
 - ``none``: pocketsphinx only, one grammar pass from the initial cepstral mean and no
   trigram: the cheapest, less accurate on telephone audio (for very loaded hosts).
 
-``asr.final_wait_ms`` (whisper only, default 250): how long after the end of the turn
+``asr.final_wait_ms`` (whisper only, default 80): how long after the end of the turn
 to wait for a Whisper result still running before using pocketsphinx's final.
 """
 
@@ -28,7 +28,7 @@ from engine.runtime.ports.providers import (
 __all__ = ["FINAL_SOURCES", "recognizer_from_options"]
 
 FINAL_SOURCES = ("whisper", "grammar", "none")
-DEFAULT_FINAL_WAIT_MS = 250
+DEFAULT_FINAL_WAIT_MS = 80
 _OPTION_KEYS = frozenset({"phrases", "final", "final_wait_ms"})
 
 

@@ -180,6 +180,7 @@ class _HybridStream:
         self._pool = pool
         self._prompt = prompt
         self._final_wait_s = final_wait_s
+        self._live_phrases = live_phrases
         self._phrases = frozenset(live_phrases)
         self._vocabulary = vocabulary
         self._audio = bytearray()
@@ -258,6 +259,17 @@ class _HybridStream:
         if best == 0 or best > max(1, len(said) // 3):
             return []
         return [p for d, p in distances if d == best][:2]
+
+    def next_utterance(self) -> _HybridStream:
+        """ContinuesCaller: pocketsphinx keeps what it learnt of this caller's line."""
+        return _HybridStream(
+            self._live.next_utterance(),
+            self._pool,
+            self._prompt,
+            self._final_wait_s,
+            self._live_phrases,
+            self._vocabulary,
+        )
 
     def cancel(self) -> None:
         self._done = True

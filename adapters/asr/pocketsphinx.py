@@ -221,7 +221,8 @@ class _Token:
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    """A final pass's transcript and the utterance's cepstral mean (for a choice pass)."""
+    """A final pass's transcript and the utterance's cepstral mean (for a choice pass,
+    and for the caller's next utterance)."""
 
     recognition: Recognition
     cmn: str
@@ -264,23 +265,39 @@ def _borrowed(pool: _DecoderPool, job: Callable[[Any], _T]) -> _T:
         pool.release(decoder, reusable)
 
 
-def _final_pass(pool: _DecoderPool, audio: bytes, token: _Token | None, refine: bool) -> _Outcome:
-    """The final transcript of a whole utterance with the domain model (a job)."""
+def _final_pass(
+    pool: _DecoderPool, audio: bytes, token: _Token | None, refine: bool, cmn: str | None = None
+) -> _Outcome:
+    """The final transcript of a whole utterance with the domain model (a job).
+
+    ``cmn``: the mean learnt from this caller's previous utterance; the pass starts from
+    it instead of estimating one first (a third less CPU; as exact on our test speech).
+    If the grammar then finds no path the mean is estimated from this utterance after all.
+    """
+
+    def estimate(decoder: Any) -> str:
+        decoder.set_cmn(pool.cmn_init)
+        _decode(decoder, _CMN_SEARCH, audio, token)
+        return str(decoder.get_cmn(False))
 
     def run(decoder: Any) -> _Outcome:
-        cmn = pool.cmn_init
+        mean = pool.cmn_init
         if refine:
-            decoder.set_cmn(cmn)
-            _decode(decoder, _CMN_SEARCH, audio, token)
-            cmn = decoder.get_cmn(False)
-        decoder.set_cmn(cmn)
+            mean = cmn if cmn else estimate(decoder)
+        decoder.set_cmn(mean)
         text, confidence = _decode(decoder, _GRAMMAR_SEARCH, audio, token), _CONFIDENCE_GRAMMAR
+        learnt = str(decoder.get_cmn(False)) if text else ""
+        if not text and refine and cmn:
+            mean = estimate(decoder)  # the carried mean did not fit (another line?)
+            decoder.set_cmn(mean)
+            text = _decode(decoder, _GRAMMAR_SEARCH, audio, token)
+            learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine:
             # The grammar found no path: the phrase trigram still gives near-misses,
             # prefixes and several phrases in one breath a transcript.
-            decoder.set_cmn(cmn)
+            decoder.set_cmn(mean)
             text, confidence = _decode(decoder, _TRIGRAM_SEARCH, audio, token), _CONFIDENCE_TRIGRAM
-        return _Outcome(Recognition(text, confidence if text else 0.0), cmn)
+        return _Outcome(Recognition(text, confidence if text else 0.0), learnt or mean)
 
     return _borrowed(pool, run)
 
@@ -306,8 +323,8 @@ def _choice_pass(pool: _DecoderPool, audio: bytes, cmn: str | None, grammar: str
 _CHILD_POOL_SIZE = 4  # the process decodes one utterance at a time
 
 
-def _final_pass_job(key: tuple[str, ...], audio: bytes, refine: bool) -> _Outcome:
-    return _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, None, refine)
+def _final_pass_job(key: tuple[str, ...], audio: bytes, refine: bool, cmn: str | None) -> _Outcome:
+    return _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, None, refine, cmn)
 
 
 def _choice_pass_job(key: tuple[str, ...], audio: bytes, cmn: str | None, grammar: str) -> str:
@@ -325,10 +342,18 @@ class PocketsphinxStream:
     ``finish``. See the module docstring for when each pass runs.
     """
 
-    def __init__(self, pool: _DecoderPool, executor: Executor | None, *, refine: bool) -> None:
+    def __init__(
+        self,
+        pool: _DecoderPool,
+        executor: Executor | None,
+        *,
+        refine: bool,
+        cmn: str | None = None,
+    ) -> None:
         self._pool = pool
         self._executor = executor
         self._refine = refine
+        self._cmn = cmn  # this caller's cepstral mean, once a final pass has learnt it
         self._audio = bytearray()  # the utterance so far, up to _MAX_KEPT_BYTES
         self._early: asyncio.Future[_Outcome] | None = None  # the pass begun in the silence
         self._early_token: _Token | None = None
@@ -405,13 +430,20 @@ class PocketsphinxStream:
                 except Exception as again:
                     raise ProviderError(f"pocketsphinx: final pass failed: {again}") from again
             self._partial = outcome.recognition.text
+            if outcome.recognition.text:
+                self._cmn = outcome.cmn
             return outcome.recognition
         finally:
             self._audio = bytearray()
 
+    def next_utterance(self) -> PocketsphinxStream:
+        """ContinuesCaller: the caller's next utterance starts from the mean learnt here."""
+        return PocketsphinxStream(self._pool, self._executor, refine=self._refine, cmn=self._cmn)
+
     def cancel(self) -> None:
         if self._cancelled or self._finishing:
             return
+        self._learn_from(self._early)  # a pass the hybrid did not need still taught us
         self._cancelled = True
         self._audio = bytearray()
         self._drop_early()
@@ -431,10 +463,19 @@ class PocketsphinxStream:
         audio = bytes(self._audio)
         _count_pass("started")
         if self._executor is not None:  # in this process (tests, benchmarks)
-            job = functools.partial(_final_pass, self._pool, audio, token, self._refine)
+            job = functools.partial(_final_pass, self._pool, audio, token, self._refine, self._cmn)
             return self._schedule(job, _FINAL), token
-        work = decode_process().submit(_final_pass_job, self._pool.key, audio, self._refine)
+        work = decode_process().submit(
+            _final_pass_job, self._pool.key, audio, self._refine, self._cmn
+        )
         return asyncio.wrap_future(work), token
+
+    def _learn_from(self, early: asyncio.Future[_Outcome] | None) -> None:
+        """Keep the mean of a pass that is done and found a phrase."""
+        if early is None or not early.done() or early.cancelled() or early.exception():
+            return
+        if early.result().recognition.text:
+            self._cmn = early.result().cmn
 
     def _drop_early(self) -> None:
         if self._early_token is not None:
@@ -455,6 +496,7 @@ class PocketsphinxStream:
         if early is not None and early.done() and not early.cancelled():
             if early.exception() is None:
                 cmn = early.result().cmn
+                self._learn_from(early)
         elif early is not None:
             self._early = early
             self._drop_early()

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.cpus import usable_cpus
+
 __all__ = [
     "WhisperModel",
     "WhisperPool",
@@ -392,8 +394,19 @@ _SHARED_LOCK = threading.Lock()
 
 
 def default_workers() -> int:
-    """Worker threads for a process: one per core (each runs one single-threaded replica)."""
-    return max(1, os.cpu_count() or 1)
+    """Worker threads for this process: one per core it may use (each runs one
+    single-threaded replica), the cores shared among the host's engine processes.
+
+    Cores are the affinity and cgroup quota (``taskset``, containers), not the host's
+    count: on one pinned core two threads ran two passes at half speed each, so both
+    missed the end of their turns where one would have made it.
+    """
+    cores = usable_cpus()
+    try:
+        processes = max(1, int(os.environ.get("ENGINE_WORKERS", "1") or 1))
+    except ValueError:
+        processes = 1
+    return max(1, cores // processes)
 
 
 def shared_pool() -> WhisperPool:

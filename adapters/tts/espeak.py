@@ -6,6 +6,12 @@ and initialized once (lazily), and every call into it runs on a single dedicated
 thread. Each ``synthesize`` call is a job on that thread; audio buffers flow from the C
 callback to the caller's event loop as they are produced, so the first audio of a sentence
 does not wait for the rest of it. Per-call state lives in the job, never in the engine.
+
+Sentences are cached (:class:`_SentenceCache`, per process, bounded in bytes): for a
+text and voice settings eSpeak always says the same thing (only the noise of fricatives
+is drawn anew), and an assistant says the same sentences over and over (its greeting on
+every call, its answers to the common questions). A cached sentence costs no synthesis
+and its audio is ready at once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import ctypes
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +69,50 @@ _SynthCallback = ctypes.CFUNCTYPE(
 )
 
 _T = TypeVar("_T")
+
+# ~3 minutes of speech per process (22,050 Hz PCM16 is 43 KiB a second); a sentence
+# longer than ~24 s is not kept.
+_CACHE_BYTES = 8 * 1024 * 1024
+_CACHE_ENTRY_BYTES = 1024 * 1024
+
+
+class _SentenceCache:
+    """Synthesized sentences by (payload, voice, rate, pitch); least recently used out."""
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
+        self._entries: OrderedDict[tuple[bytes, str, int, int], tuple[bytes, ...]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = max_entry_bytes
+        self._bytes = 0
+        self._lock = threading.Lock()  # recognizers' event loops in tests share the process
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[bytes, str, int, int]) -> tuple[bytes, ...] | None:
+        with self._lock:
+            chunks = self._entries.get(key)
+            if chunks is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return chunks
+
+    def put(self, key: tuple[bytes, str, int, int], chunks: tuple[bytes, ...]) -> None:
+        size = sum(len(chunk) for chunk in chunks)
+        if size > self._max_entry_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = chunks
+            self._bytes += size
+            while self._bytes > self._max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= sum(len(chunk) for chunk in dropped)
+
+
+_CACHE = _SentenceCache(_CACHE_BYTES, _CACHE_ENTRY_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,9 +378,16 @@ class EspeakSynthesizer:
         payload = _speakable(text)
         if payload is None:
             return
+        key = (payload, self._voice, self._rate_wpm, self._pitch)
+        cached = _CACHE.get(key)
+        if cached is not None:
+            for chunk in cached:
+                yield chunk
+            return
         job = _Job(payload, self._voice, self._rate_wpm, self._pitch, asyncio.get_running_loop())
         future = _ENGINE.submit(_ENGINE.synthesize, job)
         finished = False
+        produced: list[bytes] = []
         try:
             while True:
                 item = await job.queue.get()
@@ -337,7 +395,9 @@ class EspeakSynthesizer:
                     finished = True
                     if item.error is not None:
                         raise item.error
+                    _CACHE.put(key, tuple(produced))  # whole sentences only
                     return
+                produced.append(item)
                 yield item
         finally:
             job.abort()

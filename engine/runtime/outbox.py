@@ -19,10 +19,11 @@ class Outbox:
     """Unbounded FIFO of events, closed once with ``close``."""
 
     def __init__(self) -> None:
-        # Unbounded: real-time pacing of audio bounds what a response can queue, and
-        # an `ended` must never wait for a client that stopped reading.
+        # Unbounded: producers that can outrun the client wait in ``room_for`` (audio),
+        # and an `ended` must never wait for a client that stopped reading.
         self._queue: deque[Event] = deque()
         self._arrived = asyncio.Event()
+        self._taken = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
@@ -55,15 +56,24 @@ class Outbox:
         self._queue = kept
         self._arrived.set()
 
+    async def room_for(self, at_most: int) -> None:
+        """Wait until no more than ``at_most`` events are queued (the client reads on)."""
+        while len(self._queue) > at_most and not self._closed:
+            self._taken.clear()
+            await self._taken.wait()
+
     def close(self) -> None:
         """No more events: the iterator ends once the queue is empty."""
         self._closed = True
         self._arrived.set()
+        self._taken.set()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             while self._queue:
-                yield self._queue.popleft()
+                event = self._queue.popleft()
+                self._taken.set()
+                yield event
             if self._closed:
                 return
             self._arrived.clear()

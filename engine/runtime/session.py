@@ -18,7 +18,14 @@ from engine.runtime.assistant import (
     is_valid_assistant_id,
 )
 from engine.runtime.audio_out import PCM16_INPUT_FORMAT, PassthroughCodecs
-from engine.runtime.events import Draining, EndReason, ErrorEvent, Event, SessionEnded
+from engine.runtime.events import (
+    AudioChunk,
+    Draining,
+    EndReason,
+    ErrorEvent,
+    Event,
+    SessionEnded,
+)
 from engine.runtime.outbox import Outbox
 from engine.runtime.pipeline import DuplexPipeline
 from engine.runtime.ports.audio import AudioCodecs, InputDecoder, OutputEncoder, WireFormat
@@ -39,6 +46,10 @@ from engine.runtime.ports.providers import (
 )
 
 log = logging.getLogger(__name__)
+
+# Audio produced faster than the client reads waits this long for room in the queue
+# before the client is taken for one that stopped reading.
+AUDIO_ROOM_WAIT_SEC = 10.0
 
 
 class RejectKind(StrEnum):
@@ -168,15 +179,28 @@ class Session:
         self._not_reading: asyncio.Task[SessionEnded] | None = None
 
     async def _emit(self, event: Event) -> None:
+        # Audio can be produced faster than the client reads it (unpaced output, a cached
+        # or instant synthesizer): it waits for room beyond half the queue bound; a client
+        # that stops reading for a while is ended.
+        if isinstance(event, AudioChunk) and len(self._outbox) > self._max_queued_events // 2:
+            try:
+                async with asyncio.timeout(AUDIO_ROOM_WAIT_SEC):
+                    await self._outbox.room_for(self._max_queued_events // 4)
+            except TimeoutError:
+                self._client_not_reading()
+                return
         # Bounded (ENGINE_MAX_QUEUED_EVENTS): a client that stops reading is ended rather
         # than buffered without limit; an `ended` must never wait, so it always goes in.
         if len(self._outbox) >= self._max_queued_events and not isinstance(event, SessionEnded):
-            if self._not_reading is None:
-                detail = f"the client is not reading its stream ({len(self._outbox)} events queued)"
-                ending = self.end(EndReason.CLIENT_NOT_READING, detail)
-                self._not_reading = asyncio.create_task(ending, name=f"overflow {self.session_id}")
+            self._client_not_reading()
             return
         self._outbox.put(event)
+
+    def _client_not_reading(self) -> None:
+        if self._not_reading is None:
+            detail = f"the client is not reading its stream ({len(self._outbox)} events queued)"
+            ending = self.end(EndReason.CLIENT_NOT_READING, detail)
+            self._not_reading = asyncio.create_task(ending, name=f"overflow {self.session_id}")
 
     async def notify_draining(self, remaining_ms: int) -> None:
         """Tell the client the server is shutting down and the call ends within ``remaining_ms``."""

@@ -18,6 +18,7 @@ from engine.runtime.assistant import VadSettings
 from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcript
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
+    ContinuesCaller,
     PreparesFinal,
     ProviderError,
     Recognition,
@@ -71,6 +72,7 @@ class SpeechInput:
         self._voiced_run = 0
         self._silent_run = 0
         self._stream: RecognitionStream | None = None
+        self._previous: RecognitionStream | None = None  # this caller's last utterance
         self._utterance_id = ""
         self._speech_ms = 0
         self._last_interim = 0.0
@@ -146,7 +148,11 @@ class SpeechInput:
     async def _start(self) -> None:
         self._utterance_id = f"u-{uuid.uuid4().hex[:12]}"
         started_ms = self._offset_ms - self._voiced_run * self._frame_ms
-        self._stream = self._asr.start_utterance()
+        previous = self._previous
+        if isinstance(previous, ContinuesCaller):
+            self._stream = previous.next_utterance()
+        else:
+            self._stream = self._asr.start_utterance()
         self._speech_ms = self._voiced_run * self._frame_ms
         self._silent_run = 0
         self._last_partial = ""
@@ -172,6 +178,7 @@ class SpeechInput:
     async def _finish(self) -> FinishedUtterance | None:
         stream, self._stream = self._stream, None
         assert stream is not None
+        self._previous = stream
         stop_ms = self._offset_ms - self._silent_run * self._frame_ms
         await self._emit(SpeechStopped(self._utterance_id, max(0, stop_ms)))
         self._silent_run = 0

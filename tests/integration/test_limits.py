@@ -194,6 +194,35 @@ async def test_an_endless_utterance_is_cut_and_answered(
     assert stopped.offset_ms < 5000
 
 
+async def test_a_reply_faster_than_the_client_reads_waits_for_it_instead_of_ending_it(
+    start_server: StartServer, channel_to: ChannelTo, tmp_path: Path
+) -> None:
+    """Unpaced output of cached sentences (no synthesis at all) outruns any client."""
+    reply = " ".join(f"Here is part {n} of the answer." for n in range(30))  # ~600 chunks
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "talker.yaml").write_text(
+        f"id: talker\nname: Talker\nllm:\n  provider: scripted\n  fallback: {reply}\n"
+    )
+    server = await start_server(
+        ASSISTANT_LOCAL_CONFIG_DIR=str(agents), ENGINE_MAX_QUEUED_EVENTS="300"
+    )
+    for attempt in ("synthesized", "from the sentence cache"):
+        client = ConverseClient(channel_to(target_of(server)))
+        client.start("talker", options=pb.SessionOptions())
+        client.send(text=pb.TextInput(text="tell me everything"))
+        while True:
+            message = await client.next(30)
+            if message.WhichOneof("event") == "response_done" and message.response_done.text:
+                break
+            await asyncio.sleep(0.002)  # a client slower than the engine
+        assert message.response_done.status == pb.RESPONSE_STATUS_COMPLETED, attempt
+        assert len(client.of_kind("audio")) > 500, attempt
+        client.send(end=pb.EndSession())
+        await client.drain()
+        assert await client.status() == grpc.StatusCode.OK
+
+
 async def test_a_client_that_does_not_read_is_ended_with_a_clear_status(
     start_server: StartServer, channel_to: ChannelTo, tmp_path: Path
 ) -> None:

@@ -50,8 +50,12 @@ async def test_audio_chunks_are_exact_even_and_contiguous(
 
 
 async def test_a_typed_turn_before_the_greeting_audio_reports_what_was_sent(
-    client: ConverseClient,
+    start_engine: StartEngine, channel_to: Callable[[str], grpc.aio.Channel]
 ) -> None:
+    # Paced output (as in production): the greeting is still being sent when the text
+    # arrives. Unpaced, a greeting the sentence cache holds is all sent at once.
+    target = await start_engine(ENGINE_OUTPUT_AUDIO_LEAD_MS="500")
+    client = ConverseClient(channel_to(target))
     client.start("default")
     client.send(text=pb.TextInput(text="what are your opening hours"))
     client.close_requests()

@@ -14,7 +14,8 @@ import pytest
 from voiceengine.v1 import converse_pb2 as pb
 
 from adapters.history.spool import HistorySpool
-from engine.workers import default_worker_count, orphan_spools, worker_spool_path
+from engine.cpus import usable_cpus
+from engine.workers import orphan_spools, worker_spool_path
 from tests.helpers.converse import ConverseClient
 from tests.helpers.engine_process import EngineProcess, engine_processes, spawn_engine
 from tests.helpers.refbackend import RefBackend, running_refbackend
@@ -214,11 +215,11 @@ def test_the_default_worker_count_follows_the_cpus_and_a_container_quota(tmp_pat
     cpus = len(os.sched_getaffinity(0))
     unlimited = tmp_path / "cpu.max"
     unlimited.write_text("max 100000\n")
-    assert default_worker_count(unlimited) == cpus
+    assert usable_cpus(unlimited) == cpus
     one_and_a_half = tmp_path / "quota"
     one_and_a_half.write_text("150000 100000\n")
-    assert default_worker_count(one_and_a_half) == min(cpus, 2)
-    assert default_worker_count(tmp_path / "missing") == cpus
+    assert usable_cpus(one_and_a_half) == min(cpus, 2)
+    assert usable_cpus(tmp_path / "missing") == cpus
 
 
 async def test_an_engine_on_uvloop_holds_a_session(

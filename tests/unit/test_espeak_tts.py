@@ -45,6 +45,12 @@ async def engine_idle() -> bool:
     return False
 
 
+@pytest.fixture(autouse=True)
+def no_sentence_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about synthesis itself: every sentence goes to the engine."""
+    monkeypatch.setattr(espeak, "_CACHE", espeak._SentenceCache(0, 0))
+
+
 @pytest.fixture
 def synth() -> EspeakSynthesizer:
     return EspeakSynthesizer()
@@ -177,3 +183,36 @@ def test_from_options_reads_every_option() -> None:
 def test_bad_options_name_the_field(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ProviderConfigError, match=message):
         EspeakSynthesizer.from_options(options)
+
+
+async def test_a_sentence_said_again_comes_from_the_cache(
+    monkeypatch: pytest.MonkeyPatch, synth: EspeakSynthesizer
+) -> None:
+    cache = espeak._SentenceCache(max_bytes=10_000_000, max_entry_bytes=1_000_000)
+    monkeypatch.setattr(espeak, "_CACHE", cache)
+    first = await collect(synth, SHORT)
+    again = await collect(synth, SHORT)
+    assert again == first  # the very same audio, not a new rendering
+    assert (cache.hits, cache.misses) == (1, 1)
+    # Other voice settings are other audio; a cut-short sentence is not kept.
+    assert not same_speech(
+        b"".join(await collect(EspeakSynthesizer(rate_wpm=300), SHORT)), b"".join(first)
+    )
+    stream = synth.synthesize(LONG)
+    assert await anext(stream)
+    await stream.aclose()
+    assert same_speech(b"".join(await collect(synth, LONG)), b"".join(await collect(synth, LONG)))
+    # Missed: SHORT, SHORT at 300 wpm, the cut LONG, the first whole LONG; the second hit.
+    assert (cache.hits, cache.misses) == (2, 4)
+
+
+def test_the_sentence_cache_keeps_the_most_recent_within_its_bytes() -> None:
+    cache = espeak._SentenceCache(max_bytes=250, max_entry_bytes=120)
+    key = lambda n: (str(n).encode(), "en-us", 175, 50)  # noqa: E731
+    cache.put(key(1), (b"a" * 100,))
+    cache.put(key(2), (b"b" * 100,))
+    assert cache.get(key(1)) is not None  # 1 is now the most recent
+    cache.put(key(3), (b"c" * 100,))  # over 250 bytes: the least recent (2) goes
+    cache.put(key(4), (b"d" * 121,))  # too big to keep at all
+    assert cache.get(key(2)) is None and cache.get(key(4)) is None
+    assert cache.get(key(1)) == (b"a" * 100,) and cache.get(key(3)) == (b"c" * 100,)

@@ -295,3 +295,28 @@ async def test_a_turn_survives_the_decoder_process_being_killed(
         assert (await stream.finish()).text == PHRASES[4].lower()
     assert process.restarts >= before + 2
     assert await recognize(domain_recognizer, speech[PHRASES[5]]) == PHRASES[5].lower()
+
+
+def telephone_line(pcm16k: bytes, gain: float) -> bytes:
+    """``pcm16k`` through an 8 kHz line at another level: another channel's mean."""
+    down, up = StreamResampler(INPUT_SAMPLE_RATE_HZ, 8000), StreamResampler(8000, 16000)
+    narrow = down.process(pcm16k) + down.flush()
+    wide = np.frombuffer(up.process(narrow) + up.flush(), dtype=np.int16) * gain
+    return np.clip(wide, -32768, 32767).astype(np.int16).tobytes()
+
+
+async def test_a_callers_next_utterance_starts_from_what_the_last_one_learnt(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> None:
+    first = domain_recognizer.open_stream()
+    await feed_all(first, telephone_line(speech[PHRASES[1]], 0.3))
+    first.silence_began()
+    assert (await first.finish()).text == PHRASES[1].lower()
+    second = first.next_utterance()  # what the speech input does for the same caller
+    await feed_all(second, telephone_line(speech[PHRASES[3]], 0.3))
+    second.silence_began()
+    assert (await second.finish()).text == PHRASES[3].lower()
+    # A mean learnt on another line does not stick: the phrase is still heard.
+    third = second.next_utterance()
+    await feed_all(third, speech[PHRASES[5]])
+    assert (await third.finish()).text == PHRASES[5].lower()

@@ -117,6 +117,20 @@ class RecognitionStream(Protocol):
 
 
 @runtime_checkable
+class ContinuesCaller(Protocol):
+    """A RecognitionStream whose caller's next utterance can start from what it learnt.
+
+    Optional. The speech input starts a session's next utterance from its last one, so
+    a recognizer can carry over what belongs to the caller and the line rather than to
+    one utterance (pocketsphinx: the channel's cepstral mean).
+    """
+
+    def next_utterance(self) -> RecognitionStream:
+        """A new utterance of the same caller (this one must be finished or cancelled)."""
+        ...
+
+
+@runtime_checkable
 class PreparesFinal(Protocol):
     """A RecognitionStream that can start its final pass early, while the end silence runs.
 
