@@ -86,6 +86,7 @@ _LISTENING = re.compile(r"listening on [\w.:\[\]-]+:(\d+)( with \d+ workers)?")
 @dataclass
 class Turn:
     server_ms: float | None = None  # end_of_speech_to_first_audio_ms
+    final_ms: float | None = None  # end_of_speech_to_final_transcript_ms
     client_ms: float | None = None  # last speech frame sent -> first audio received
     lag_frames: float | None = None  # frames the server was behind at speech_stopped
     overhead_ms: float | None = None  # frame that completed the end silence sent -> first audio
@@ -181,6 +182,8 @@ async def _session(
                 elif kind == "metrics" and turn is not None:
                     if message.metrics.HasField("end_of_speech_to_first_audio_ms"):
                         turn.server_ms = message.metrics.end_of_speech_to_first_audio_ms
+                    if message.metrics.HasField("end_of_speech_to_final_transcript_ms"):
+                        turn.final_ms = message.metrics.end_of_speech_to_final_transcript_ms
                 elif kind == "response_done":
                     played_ms = 0
                     reply_done.set()
@@ -383,6 +386,7 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
     errors = [e for r in results for e in r.get("errors", [])]
     errors += [r["error"] + ": " + r.get("stderr", "")[-300:] for r in results if "error" in r]
     server = [t["server_ms"] for t in turns if t["server_ms"] is not None]
+    final = [t["final_ms"] for t in turns if t.get("final_ms") is not None]
     client = [t["client_ms"] for t in turns if t["client_ms"] is not None]
     lag = [t["lag_frames"] for t in turns if t["lag_frames"] is not None]
     overhead = [t["overhead_ms"] for t in turns if t["overhead_ms"] is not None]
@@ -393,7 +397,8 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
     frames = sum(r.get("frames", 0) for r in results)
     late = sum(r.get("late_frames", 0) for r in results)
     return {
-        "n": n, "turns": len(turns), "server": server, "client": client, "lag": lag,
+        "n": n, "turns": len(turns), "server": server, "final": final, "client": client,
+        "lag": lag,
         "overhead": overhead,
         "errors": errors, "misheard": misheard, "missing": missing,
         "cpu_pct": cpu_pct, "cpu_sec": cpu_sec, "run_wait_pct": run_wait_pct,
@@ -414,7 +419,8 @@ def _row(p: dict[str, Any], idle_rss: float, base_p95: float | None, overhead: b
     return (
         f"| {p['n']} | {p['turns']} | {p['cpu_pct']:.0f}% ({p['run_wait_pct']:.0f}%)"
         f" | {p['rss_mib']:.0f} ({extra:.2f}/call)"
-        f" | {_fmt(p['server'], 50, 95, 99)} | {delta} | {_fmt(p['client'], 50, 95, 99)}{over}"
+        f" | {_fmt(p['server'], 50, 95, 99)} | {delta} | {_fmt(p['final'], 50, 95)}"
+        f" | {_fmt(p['client'], 50, 95, 99)}{over}"
         f" | {_fmt(p['lag'], 95)} / {max(p['lag'], default=0):.0f}"
         f" | {len(p['errors'])} err, {p['missing']} no-metrics, {p['misheard']} misheard"
         f" | {p['client_cpu_pct']:.0f}% ({p['clients']} proc), late {p['late_pct']:.1f}% |"
@@ -437,10 +443,11 @@ def _orchestrate(args: argparse.Namespace) -> int:
             overhead = args.providers == "testkit"
             print("| calls | turns | engine CPU (waiting for a CPU) | RSS MiB (extra per call) "
                   "| server eos->first audio p50/p95/p99 ms | p95 vs 1 call "
+                  "| server eos->final transcript p50/p95 "
                   "| client eos->first audio p50/p95/p99"
                   + (" | engine overhead p50/p95/p99" if overhead else "")
                   + " | input lag frames p95/max | errors | client CPU, late frames |")  # fmt: skip
-            print("|---" * (11 if overhead else 10) + "|")
+            print("|---" * (12 if overhead else 11) + "|")
             base_p95: float | None = None
             for n in [int(x) for x in args.sweep.split(",") if x.strip()]:
                 if n > args.max_n or time.monotonic() > deadline:

@@ -10,115 +10,244 @@ at 57% CPU, p95 +308 ms; with a 0.5 ms switch interval 4 frames, +112 ms. In a p
 of their own the passes hold no lock the loop needs, and the kernel, not the GIL, shares
 the core: a loop that wakes preempts the decoder within its scheduling granularity.
 
+The protocol is two pipes and no thread of ours on the way in. A job (a module-level
+function and its arguments: the audio of one utterance, ~60 KB) is written to the job
+pipe by whoever submits it; in the child a reader thread drains that pipe into a local
+queue at once, so the decoder never waits for the engine to hand it the next job (with
+``concurrent.futures.ProcessPoolExecutor`` it did: its hand-over threads need the
+engine's busy GIL, and at 60 calls the decoder sat idle between jobs while they queued).
+Results come back on the result pipe to one reader thread here. A job not yet started is
+withdrawn by a cancel message; a running one is told to stop too (the pass checks a
+token between slices).
+
 One process per engine process (a worker is pinned to its core or shares it; a second
-decoder process would only contend), started on first use, warmed per phrase set, and
-replaced if it dies: the turn that saw it die is decoded again in the new one, other
-turns never notice. Jobs are plain functions of picklable arguments (the audio of one
-utterance, ~60 KB); a job not yet started can be withdrawn, a running one finishes
-(~50 ms of CPU at most for a question).
+decoder process would only contend), started on first use or by ``start()``, and
+replaced if it dies: the jobs it held fail with :class:`DecoderProcessDied` and the
+caller submits them again to the new one. It exits when the engine does (its job pipe
+reports EOF), even after a SIGKILL.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import fcntl
+import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-__all__ = ["DecodeProcess", "decode_process"]
+__all__ = ["DecodeProcess", "DecoderProcessDied", "current_job_stopped", "decode_process"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), absent from older Pythons' fcntl
+_PIPE_BYTES = 1 << 20  # room for ~16 queued utterances: a submit never waits on the child
 
-_PARENT_CHECK_SEC = 0.5
+
+class DecoderProcessDied(RuntimeError):
+    """The decoder process ended with this job unfinished."""
 
 
-def _child_init() -> None:
-    # Ctrl-C in a terminal reaches the whole process group: the engine drains and stops
-    # this process itself, so the child must not die first with a traceback.
+# -- the child ---------------------------------------------------------------------------
+
+_stop_flags: dict[int, threading.Event] = {}
+
+
+def current_job_stopped() -> bool:
+    """In a job: True once the engine withdrew it (check between slices and give up)."""
+    flag = _stop_flags.get(threading.get_ident())
+    return flag is not None and flag.is_set()
+
+
+def _child_main(jobs: Connection, results: Connection) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the engine stops this
+    # process itself (EOF on the job pipe), so it must not die first with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # An engine killed outright (SIGKILL, OOM) runs no shutdown code, and the job queue's
-    # pipe never reports EOF here (this process holds both of its ends): without this an
-    # orphan would live on, holding the engine's stderr open.
-    parent = os.getppid()
+    queue: collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+    cancelled: set[int] = set()
+    running: dict[int, threading.Event] = {}
+    arrived = threading.Condition()
 
-    def exit_with_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(_PARENT_CHECK_SEC)
-        os._exit(0)
+    def read_jobs() -> None:
+        while True:
+            try:
+                message = jobs.recv_bytes()
+            except (EOFError, OSError):
+                os._exit(0)  # the engine is gone (even a SIGKILL closes its end)
+            kind, job_id, payload = pickle.loads(message)
+            with arrived:
+                if kind == "cancel":
+                    cancelled.add(job_id)
+                    if job_id in running:
+                        running[job_id].set()
+                else:
+                    fn, args = payload
+                    queue.append((job_id, fn, args))
+                    arrived.notify()
 
-    threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
+    threading.Thread(target=read_jobs, name="decode-jobs", daemon=True).start()
+    me = threading.get_ident()
+    while True:
+        with arrived:
+            while not queue:
+                arrived.wait()
+            job_id, fn, args = queue.popleft()
+            if job_id in cancelled:
+                cancelled.discard(job_id)
+                continue
+            stop = running[job_id] = _stop_flags[me] = threading.Event()
+        try:
+            outcome: tuple[str, Any] = ("ok", fn(*args))
+        except BaseException as exc:
+            outcome = ("error", exc)
+        with arrived:
+            running.pop(job_id, None)
+            cancelled.discard(job_id)
+        if stop.is_set():
+            outcome = ("cancelled", None)
+        try:
+            data = pickle.dumps((job_id, *outcome))
+        except Exception as exc:  # an unpicklable exception
+            data = pickle.dumps((job_id, "error", RuntimeError(repr(exc))))
+        results.send_bytes(data)
+
+
+# -- the engine's side -------------------------------------------------------------------
+
+
+class _Child:
+    """One decoder process and the futures of the jobs it holds."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")  # the engine has threads: no fork
+        job_read, self.job_write = context.Pipe(duplex=False)
+        self.result_read, result_write = context.Pipe(duplex=False)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.job_write.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        self.process = context.Process(
+            target=_child_main, args=(job_read, result_write), name="asr-decoder", daemon=True
+        )
+        self.process.start()
+        job_read.close()  # only the child reads jobs; its end closes when it dies
+        result_write.close()
+        self.pending: dict[int, Future[Any]] = {}
+        self.lock = threading.Lock()
+        self.dead = False
+        self.reader = threading.Thread(
+            target=self._read_results, name="decode-results", daemon=True
+        )
+        self.reader.start()
+
+    def _read_results(self) -> None:
+        while True:
+            try:
+                job_id, kind, value = pickle.loads(self.result_read.recv_bytes())
+            except (EOFError, OSError):
+                break
+            with self.lock:
+                future = self.pending.pop(job_id, None)
+            if future is None or future.done():
+                continue
+            if kind == "ok":
+                future.set_result(value)
+            elif kind == "error":
+                future.set_exception(value)
+            elif not future.cancel():
+                future.set_exception(DecoderProcessDied("withdrawn"))
+        with self.lock:
+            self.dead = True
+            orphans, self.pending = list(self.pending.values()), {}
+        for future in orphans:
+            if not future.done():
+                future.set_exception(DecoderProcessDied("the decoder process died"))
+
+    def send(self, message: tuple[str, int, Any]) -> None:
+        self.job_write.send_bytes(pickle.dumps(message))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.job_write.close()  # EOF: the child exits
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.reader.join(5)
+
+
+class DecodeProcess:
+    """Runs jobs in one decoder process; starts it when needed, again after a crash."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: _Child | None = None
+        self._ids = itertools.count(1)
+        self._restarts = 0
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Queue ``fn(*args)`` (a module-level function) in the decoder process."""
+        future: Future[_T] = Future()
+        job_id = next(self._ids)
+        with self._lock:
+            child = self._running_child()
+            with child.lock:
+                child.pending[job_id] = future
+            try:
+                child.send(("job", job_id, (fn, args)))
+            except OSError as exc:  # it died just now
+                with child.lock:
+                    child.pending.pop(job_id, None)
+                future.set_exception(DecoderProcessDied(str(exc)))
+                return future
+        future.add_done_callback(lambda f: self._withdraw(child, job_id) if f.cancelled() else None)
+        return future
+
+    def start(self) -> Future[int]:
+        """Start the process now (it imports pocketsphinx); the future gives its pid."""
+        return self.submit(_ready)
+
+    def _running_child(self) -> _Child:
+        child = self._child
+        if child is not None and (child.dead or not child.process.is_alive()):
+            self._restarts += 1
+            _log.warning("asr: the decoder process died; starting a new one")
+            child.close()
+            child = None
+        if child is None:
+            child = self._child = _Child()
+        return child
+
+    def _withdraw(self, child: _Child, job_id: int) -> None:
+        with child.lock:
+            child.pending.pop(job_id, None)
+        with contextlib.suppress(OSError), self._lock:
+            if self._child is child:
+                child.send(("cancel", job_id, None))
+
+    @property
+    def restarts(self) -> int:
+        """How many times the process was found dead and replaced."""
+        return self._restarts
+
+    def close(self) -> None:
+        with self._lock:
+            child, self._child = self._child, None
+        if child is not None:
+            child.close()
 
 
 def _ready() -> int:
     import pocketsphinx  # noqa: F401  (the import is most of the start-up)
 
     return os.getpid()
-
-
-class DecodeProcess:
-    """A one-process pool for decoding jobs; it restarts itself after a crash."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: ProcessPoolExecutor | None = None
-        self._broken_seen = 0
-
-    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
-        """Queue ``fn(*args)`` in the decoder process (started or restarted as needed)."""
-        with self._lock:
-            for attempt in (1, 2):
-                executor = self._executor
-                if executor is None:
-                    # spawn, not fork: the engine has gRPC's and the decoders' threads.
-                    context = multiprocessing.get_context("spawn")
-                    executor = ProcessPoolExecutor(1, context, initializer=_child_init)
-                    self._executor = executor
-                try:
-                    return executor.submit(fn, *args)
-                except BrokenProcessPool:
-                    if attempt == 2:
-                        raise
-                    self._replace(executor)
-        raise AssertionError("unreachable")
-
-    def start(self) -> Future[int]:
-        """Start the process now (it imports pocketsphinx); the future gives its pid."""
-        return self.submit(_ready)
-
-    def replace_if_broken(self, exc: BaseException) -> bool:
-        """After a job failed with ``exc``: True if the process had died (now replaced)."""
-        if not isinstance(exc, BrokenProcessPool):
-            return False
-        with self._lock:
-            if self._executor is not None:
-                self._replace(self._executor)
-        return True
-
-    def _replace(self, executor: ProcessPoolExecutor) -> None:
-        if self._executor is executor:
-            self._executor = None
-            self._broken_seen += 1
-            _log.warning("asr: the decoder process died; starting a new one")
-        executor.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def restarts(self) -> int:
-        """How many times the process was found dead and replaced."""
-        return self._broken_seen
-
-    def close(self) -> None:
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
 
 
 _SHARED: DecodeProcess | None = None

@@ -57,7 +57,7 @@ import pocketsphinx
 from adapters.asr.decode_executor import FINAL as _FINAL
 from adapters.asr.decode_executor import LIVE as _LIVE
 from adapters.asr.decode_executor import decode_executor
-from adapters.asr.decode_process import decode_process
+from adapters.asr.decode_process import current_job_stopped, decode_process
 from adapters.asr.domain_model import DomainModel, domain_model, words
 from engine.runtime.ports.providers import (
     ProviderConfigError,
@@ -238,7 +238,7 @@ def _decode(decoder: Any, search: str, audio: bytes, token: _Token | None) -> st
     decoder.start_utt()
     try:
         for start in range(0, len(audio), _SLICE_BYTES):
-            if token is not None and token.stopped:
+            if token.stopped if token is not None else current_job_stopped():
                 raise _Stopped
             decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
     finally:
@@ -422,7 +422,6 @@ class PocketsphinxStream:
                 outcome = await early
             except Exception as exc:  # a broken decoder, or the decoder process died
                 _log.warning("pocketsphinx: final pass failed (%s); decoding once more", exc)
-                decode_process().replace_if_broken(exc)
                 try:
                     outcome = await self._submit_final_pass()[0]
                 except ProviderError:
