@@ -67,7 +67,7 @@ class FinalStats:
     fallback_late: int  # not ready within final_wait_ms of the end of the turn
     restarted: int  # early passes dropped because the caller spoke again
     grammar_passes: int  # pocketsphinx final passes (asr.final grammar, and the fallback)
-    grammar_passes_dropped: int  # of those, begun in a pause before the caller spoke again
+    grammar_passes_dropped: int  # of those, not needed (caller spoke again; Whisper answered)
     decoder_process_restarts: int  # pocketsphinx's decoder process died and was replaced
     pool: WhisperStats | None  # the shared Whisper pool (None before first use)
 

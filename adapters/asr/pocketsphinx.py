@@ -95,7 +95,7 @@ class FinalPassStats:
     """The process's grammar final passes since start (counters)."""
 
     started: int  # passes submitted (one per turn, plus one per dropped pass)
-    dropped: int  # begun in a pause, then the caller spoke again
+    dropped: int  # begun early, then not needed (the caller spoke again; Whisper answered)
     decoder_process_restarts: int  # the decoder process was found dead and replaced
 
 
