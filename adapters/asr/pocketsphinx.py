@@ -464,9 +464,14 @@ class PocketsphinxStream:
         if self._executor is not None:  # in this process (tests, benchmarks)
             job = functools.partial(_final_pass, self._pool, audio, token, self._refine, self._cmn)
             return self._schedule(job, _FINAL), token
-        work = decode_process().submit(
-            _final_pass_job, self._pool.key, audio, self._refine, self._cmn
-        )
+        try:
+            work = decode_process().submit(
+                _final_pass_job, self._pool.key, audio, self._refine, self._cmn
+            )
+        except Exception as exc:  # the decoder process cannot be started: finish() says so
+            failed: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ProviderError(f"pocketsphinx: no decoder process: {exc}"))
+            return failed, token
         return asyncio.wrap_future(work), token
 
     def _learn_from(self, early: asyncio.Future[_Outcome] | None) -> None:

@@ -19,6 +19,7 @@ from engine.audio.codec import StreamResampler
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ProviderConfigError,
+    ProviderError,
     RecognitionStream,
 )
 
@@ -320,3 +321,21 @@ async def test_a_callers_next_utterance_starts_from_what_the_last_one_learnt(
     third = second.next_utterance()
     await feed_all(third, speech[PHRASES[5]])
     assert (await third.finish()).text == PHRASES[5].lower()
+
+
+async def test_a_decoder_process_that_cannot_start_fails_the_turn_cleanly(
+    domain_recognizer: PocketsphinxRecognizer,
+    speech: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def cannot_start(*_: object) -> None:
+        raise OSError("fork: Resource temporarily unavailable")
+
+    monkeypatch.setattr(decode_process(), "submit", cannot_start)
+    stream = domain_recognizer.open_stream()
+    await feed_all(stream, speech[PHRASES[1]])
+    stream.silence_began()  # no exception into the speech input's frame loop
+    with pytest.raises(ProviderError, match="no decoder process"):
+        await stream.finish()
+    monkeypatch.undo()
+    assert await recognize(domain_recognizer, speech[PHRASES[1]]) == PHRASES[1].lower()
