@@ -155,7 +155,8 @@ async def _session(
     try:
         call = pb_grpc.VoiceEngineServiceStub(channel).Converse()
         await call.write(pb.ConverseRequest(start=pb.StartSession(
-            assistant_id=args.assistant, input_audio=wire, output_audio=wire)))  # fmt: skip
+            assistant_id=args.assistant, input_audio=wire, output_audio=wire,
+            options=pb.SessionOptions(interim_transcripts=args.interim))))  # fmt: skip
 
         async def read() -> None:
             first_audio_at = 0.0
@@ -352,6 +353,8 @@ def _client_cmds(args: argparse.Namespace, target: str, n: int, point: int) -> l
         ]  # fmt: skip
         if sync is not None:
             cmd += ["--sync-origin", sync]
+        if args.interim:
+            cmd += ["--interim"]
         cmds.append(pinned(cmd, args.client_cpus))
     return cmds
 
@@ -498,6 +501,9 @@ def main() -> int:
     parser.add_argument("--ramp-sec", type=float, default=3.0)
     parser.add_argument("--sessions-per-client", type=int, default=25)
     parser.add_argument("--synchronized", action="store_true")
+    parser.add_argument(
+        "--interim", action="store_true", help="ask for interim transcripts (a live ASR pass)"
+    )
     parser.add_argument("--sync-period-sec", type=float, default=8.0)
     parser.add_argument("--end-silence-ms", type=int, default=600, help="the assistant's")
     parser.add_argument(
