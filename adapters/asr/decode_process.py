@@ -72,7 +72,11 @@ def _child_main(jobs: Connection, results: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the engine stops this
     # process itself (EOF on the job pipe), so it must not die first with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    queue: collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+    # Two queues: turn ends (final passes) before live slices (interim transcripts).
+    queues: tuple[
+        collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]],
+        collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]],
+    ] = (collections.deque(), collections.deque())
     cancelled: set[int] = set()
     running: dict[int, threading.Event] = {}
     arrived = threading.Condition()
@@ -90,17 +94,17 @@ def _child_main(jobs: Connection, results: Connection) -> None:
                     if job_id in running:
                         running[job_id].set()
                 else:
-                    fn, args = payload
-                    queue.append((job_id, fn, args))
+                    fn, args, live = payload
+                    queues[1 if live else 0].append((job_id, fn, args))
                     arrived.notify()
 
     threading.Thread(target=read_jobs, name="decode-jobs", daemon=True).start()
     me = threading.get_ident()
     while True:
         with arrived:
-            while not queue:
+            while not queues[0] and not queues[1]:
                 arrived.wait()
-            job_id, fn, args = queue.popleft()
+            job_id, fn, args = (queues[0] or queues[1]).popleft()
             if job_id in cancelled:
                 cancelled.discard(job_id)
                 continue
@@ -112,6 +116,8 @@ def _child_main(jobs: Connection, results: Connection) -> None:
         with arrived:
             running.pop(job_id, None)
             cancelled.discard(job_id)
+        if job_id == 0:
+            continue  # posted: nobody waits for it
         if stop.is_set():
             outcome = ("cancelled", None)
         try:
@@ -192,8 +198,11 @@ class DecodeProcess:
         self._ids = itertools.count(1)
         self._restarts = 0
 
-    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
-        """Queue ``fn(*args)`` (a module-level function) in the decoder process."""
+    def submit(self, fn: Callable[..., _T], *args: Any, live: bool = False) -> Future[_T]:
+        """Queue ``fn(*args)`` (a module-level function) in the decoder process.
+
+        ``live``: a job for interim transcripts, run only when no turn's final waits.
+        """
         future: Future[_T] = Future()
         job_id = next(self._ids)
         with self._lock:
@@ -201,7 +210,7 @@ class DecodeProcess:
             with child.lock:
                 child.pending[job_id] = future
             try:
-                child.send(("job", job_id, (fn, args)))
+                child.send(("job", job_id, (fn, args, live)))
             except OSError as exc:  # it died just now
                 with child.lock:
                     child.pending.pop(job_id, None)
@@ -209,6 +218,13 @@ class DecodeProcess:
                 return future
         future.add_done_callback(lambda f: self._withdraw(child, job_id) if f.cancelled() else None)
         return future
+
+    def post(self, fn: Callable[..., object], *args: Any, live: bool = False) -> None:
+        """Queue ``fn(*args)`` with no answer wanted (job 0: the child sends none back)."""
+        with self._lock:
+            child = self._running_child()
+            with contextlib.suppress(OSError):  # it died: the next submit finds out
+                child.send(("job", 0, (fn, args, live)))
 
     def start(self) -> Future[int]:
         """Start the process now (it imports pocketsphinx); the future gives its pid."""

@@ -42,7 +42,9 @@ by it (a live pass keeps its decoder until the utterance ends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import itertools
 import logging
 import tempfile
 import threading
@@ -210,6 +212,9 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
     return pool
 
 
+_LIVE_IDS = itertools.count(1)  # live passes in the decoder process, unique per engine process
+
+
 class _Token:
     """Set on the loop to stop a job between two slices (read by the job's thread)."""
 
@@ -335,6 +340,74 @@ def _warm_job(key: tuple[str, ...]) -> None:
     _pool_for(key, _CHILD_POOL_SIZE)  # the model and one decoder, before the first turn
 
 
+def _pool_stats_job(key: tuple[str, ...]) -> DecoderPoolStats:
+    return _pool_for(key, _CHILD_POOL_SIZE).stats()
+
+
+# Live passes in the decoder process, by stream id: (pool, decoder in an utterance).
+_CHILD_LIVE: dict[int, tuple[_DecoderPool, Any]] = {}
+
+
+def _live_feed_job(sid: int, key: tuple[str, ...], pcm: bytes, first: bool) -> str:
+    """Decode ``pcm`` on the stream's live decoder (opened by its first feed); the partial."""
+    entry = _CHILD_LIVE.get(sid)
+    if entry is None:
+        if not first:  # this process was started after the pass began: its audio is lost
+            raise ProviderError("pocketsphinx: the live pass was lost with a decoder process")
+        pool = _pool_for(key, _CHILD_POOL_SIZE)
+        decoder = pool.acquire()
+        try:
+            # A domain utterance starts from the initial mean (no state between callers);
+            # the generic model decodes better from the last estimate, so it keeps it.
+            if pool.model is not None and pool.cmn_init:
+                decoder.set_cmn(pool.cmn_init)
+            decoder.start_utt()
+        except RuntimeError as exc:
+            pool.release(decoder, reusable=False)
+            raise ProviderError(f"pocketsphinx: start_utt failed: {exc}") from exc
+        entry = _CHILD_LIVE[sid] = (pool, decoder)
+    pool, decoder = entry
+    try:
+        for start in range(0, len(pcm), _SLICE_BYTES):
+            if current_job_stopped():
+                break
+            decoder.process_raw(pcm[start : start + _SLICE_BYTES], False, False)
+    except RuntimeError as exc:
+        del _CHILD_LIVE[sid]
+        pool.release(decoder, reusable=False)
+        raise ProviderError(f"pocketsphinx: process_raw failed: {exc}") from exc
+    hypothesis = decoder.hyp()
+    return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+
+
+def _live_end_job(sid: int) -> str:
+    """End the live utterance: its final hypothesis ("" if it never started)."""
+    entry = _CHILD_LIVE.pop(sid, None)
+    if entry is None:
+        return ""
+    pool, decoder = entry
+    try:
+        decoder.end_utt()
+    except RuntimeError as exc:
+        pool.release(decoder, reusable=False)
+        raise ProviderError(f"pocketsphinx: end_utt failed: {exc}") from exc
+    hypothesis = decoder.hyp()
+    pool.release(decoder, reusable=True)
+    return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+
+
+def _live_drop_job(sid: int) -> None:
+    entry = _CHILD_LIVE.pop(sid, None)
+    if entry is not None:
+        pool, decoder = entry
+        try:
+            decoder.end_utt()  # a decoder must be idle to start its next utterance
+        except RuntimeError:
+            pool.release(decoder, reusable=False)
+        else:
+            pool.release(decoder, reusable=True)
+
+
 class PocketsphinxStream:
     """One utterance: its audio kept for one final pass, and a live pass on demand.
 
@@ -366,6 +439,8 @@ class PocketsphinxStream:
         self._live_job: asyncio.Future[str] | None = None  # at most one in flight
         self._live_error: BaseException | None = None
         self._live_decoder: Any = None  # touched by live jobs only (which never overlap)
+        self._sid = next(_LIVE_IDS)  # the live pass's name in the decoder process
+        self._live_remote = False  # a live job was sent to the decoder process
         if pool.model is None:
             self._start_live()
 
@@ -446,6 +521,8 @@ class PocketsphinxStream:
         self._cancelled = True
         self._audio = bytearray()
         self._drop_early()
+        if self._live_job is not None:
+            self._live_job.cancel()  # withdrawn if still queued; its callback cleans up
         self._stop_live()
 
     # -- final passes ------------------------------------------------------------------
@@ -533,7 +610,18 @@ class PocketsphinxStream:
             return
         chunk = bytes(self._live_pending[:size])
         del self._live_pending[:size]
-        self._live_job = self._schedule(functools.partial(self._live_decode, chunk), _LIVE)
+        if self._executor is None:  # in the decoder process, off the event loop's GIL
+            first, self._live_remote = not self._live_remote, True
+            try:
+                work = decode_process().submit(
+                    _live_feed_job, self._sid, self._pool.key, chunk, first, live=True
+                )
+            except Exception as exc:  # the decoder process cannot be started
+                self._live_error = exc
+                return
+            self._live_job = asyncio.wrap_future(work)
+        else:
+            self._live_job = self._schedule(functools.partial(self._live_decode, chunk), _LIVE)
         self._live_job.add_done_callback(self._live_done)
 
     def _live_done(self, job: asyncio.Future[str]) -> None:
@@ -546,8 +634,8 @@ class PocketsphinxStream:
             self._partial = job.result()
         if self._live_on and not self._cancelled:
             self._pump_live()
-        elif self._live_decoder is not None:
-            self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
+        else:
+            self._release_live()
 
     def _stop_live(self) -> None:
         """End the live pass: its decoder goes back after the job in flight, if any."""
@@ -555,7 +643,16 @@ class PocketsphinxStream:
             return
         self._live_on = False
         self._live_pending = bytearray()
-        if self._live_job is None and self._live_decoder is not None:
+        if self._live_job is None:
+            self._release_live()
+
+    def _release_live(self) -> None:
+        if self._live_remote:
+            self._live_remote = False
+            with contextlib.suppress(Exception):  # a dead process holds no decoder
+                # Queued with the live slices, so it never overtakes the stream's last one.
+                decode_process().post(_live_drop_job, self._sid, live=True)
+        elif self._live_decoder is not None:
             self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
 
     async def _finish_live(self) -> Recognition:
@@ -567,10 +664,19 @@ class PocketsphinxStream:
             await asyncio.wait({self._live_job})
         self._live_on = False
         if self._live_error is not None:
-            if self._live_decoder is not None:
-                self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
+            self._release_live()
             raise ProviderError(f"pocketsphinx: {self._live_error}") from self._live_error
-        text = await self._schedule(self._live_end, _FINAL, decode_executor().ticket())
+        if self._live_remote:
+            self._live_remote = False
+            try:
+                ending = decode_process().submit(_live_end_job, self._sid, live=True)
+                text = await asyncio.wrap_future(ending)
+            except ProviderError:
+                raise
+            except Exception as exc:  # the decoder process died with the live pass
+                raise ProviderError(f"pocketsphinx: the live pass was lost: {exc}") from exc
+        else:
+            text = await self._schedule(self._live_end, _FINAL, decode_executor().ticket())
         self._partial = text
         confidence = _CONFIDENCE_GENERIC if self._pool.model is None else _CONFIDENCE_GRAMMAR
         return Recognition(text=text, confidence=confidence if text else 0.0)
@@ -721,6 +827,10 @@ class PocketsphinxRecognizer:
             return frozenset()
         lines = self._pool.model.dictionary.splitlines()
         return frozenset(line.split(" ", 1)[0].split("(", 1)[0] for line in lines if line)
+
+    async def decoder_process_pool_stats(self) -> DecoderPoolStats:
+        """The same, in the decoder process (where live and final passes run)."""
+        return await asyncio.wrap_future(decode_process().submit(_pool_stats_job, self._pool.key))
 
     def pool_stats(self) -> DecoderPoolStats:
         """Decoders of this recognizer's model (shared by recognizers of the same phrases)."""
