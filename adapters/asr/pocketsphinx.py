@@ -29,14 +29,14 @@ this is about 40% less decoding CPU per utterance and no decoding after the endp
 (docs/BENCHMARKS.md). The generic model (no phrases) has no grammar pass: it decodes live
 and its final is that pass's result.
 
-Threading. ``Decoder.process_raw`` holds the GIL for the whole call (measured: a 2.3 s
-buffer stalled another Python thread for 366 ms), so a thread buys no parallelism. Jobs
-run on two shared decode threads (adapters/asr/decode_executor.py), final passes before
-live slices, first silence first. A job decodes in 100 ms slices (<4 ms of GIL each with
-a domain model): between slices the interpreter hands the GIL to the event loop when it
-asks, so the loop is never stalled for a whole pass, and a pass wakes the loop once, when
-it is done, not once per slice. A decoder is borrowed from the pool by a job and returned
-by it (a live pass keeps its decoder until the utterance ends).
+Where it runs. ``Decoder.process_raw`` holds the GIL for the whole call (measured: a 2.3 s
+buffer stalled another Python thread for 366 ms); beside the event loop that made the
+loop fall behind its input long before the core was busy. So every decoding job, final
+passes and live slices alike, runs in the engine process's decoder process
+(adapters/asr/decode_process.py), turn ends before live slices. A job decodes in 100 ms
+slices and gives up between two when it is withdrawn. A decoder is borrowed from the
+decoder process's pool by a job and returned by it (a live pass keeps its decoder until
+the utterance ends); the pool here only gives the vocabulary and fails start-up early.
 """
 
 from __future__ import annotations
@@ -49,16 +49,13 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pocketsphinx
 
-from adapters.asr.decode_executor import FINAL as _FINAL
-from adapters.asr.decode_executor import LIVE as _LIVE
-from adapters.asr.decode_executor import decode_executor
 from adapters.asr.decode_process import current_job_stopped, decode_process
 from adapters.asr.domain_model import DomainModel, domain_model, words
 from engine.runtime.ports.providers import (
@@ -215,15 +212,6 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
 _LIVE_IDS = itertools.count(1)  # live passes in the decoder process, unique per engine process
 
 
-class _Token:
-    """Set on the loop to stop a job between two slices (read by the job's thread)."""
-
-    __slots__ = ("stopped",)
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     """A final pass's transcript and the utterance's cepstral mean (for a choice pass,
@@ -234,16 +222,16 @@ class _Outcome:
 
 
 class _Stopped(Exception):
-    """A pass stopped by its token: the caller spoke again or the utterance ended."""
+    """A pass withdrawn while it ran: the caller spoke again or the utterance ended."""
 
 
-def _decode(decoder: Any, search: str, audio: bytes, token: _Token | None) -> str:
+def _decode(decoder: Any, search: str, audio: bytes) -> str:
     """One utterance of ``audio`` on ``search`` in 100 ms slices; its hypothesis."""
     decoder.activate_search(search)
     decoder.start_utt()
     try:
         for start in range(0, len(audio), _SLICE_BYTES):
-            if token.stopped if token is not None else current_job_stopped():
+            if current_job_stopped():
                 raise _Stopped
             decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
     finally:
@@ -270,9 +258,7 @@ def _borrowed(pool: _DecoderPool, job: Callable[[Any], _T]) -> _T:
         pool.release(decoder, reusable)
 
 
-def _final_pass(
-    pool: _DecoderPool, audio: bytes, token: _Token | None, refine: bool, cmn: str | None = None
-) -> _Outcome:
+def _final_pass(pool: _DecoderPool, audio: bytes, refine: bool, cmn: str | None = None) -> _Outcome:
     """The final transcript of a whole utterance with the domain model (a job).
 
     ``cmn``: the mean learnt from this caller's previous utterance; the pass starts from
@@ -282,7 +268,7 @@ def _final_pass(
 
     def estimate(decoder: Any) -> str:
         decoder.set_cmn(pool.cmn_init)
-        _decode(decoder, _CMN_SEARCH, audio, token)
+        _decode(decoder, _CMN_SEARCH, audio)
         return str(decoder.get_cmn(False))
 
     def run(decoder: Any) -> _Outcome:
@@ -290,18 +276,18 @@ def _final_pass(
         if refine:
             mean = cmn if cmn else estimate(decoder)
         decoder.set_cmn(mean)
-        text, confidence = _decode(decoder, _GRAMMAR_SEARCH, audio, token), _CONFIDENCE_GRAMMAR
+        text, confidence = _decode(decoder, _GRAMMAR_SEARCH, audio), _CONFIDENCE_GRAMMAR
         learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine and cmn:
             mean = estimate(decoder)  # the carried mean did not fit (another line?)
             decoder.set_cmn(mean)
-            text = _decode(decoder, _GRAMMAR_SEARCH, audio, token)
+            text = _decode(decoder, _GRAMMAR_SEARCH, audio)
             learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine:
             # The grammar found no path: the phrase trigram still gives near-misses,
             # prefixes and several phrases in one breath a transcript.
             decoder.set_cmn(mean)
-            text, confidence = _decode(decoder, _TRIGRAM_SEARCH, audio, token), _CONFIDENCE_TRIGRAM
+            text, confidence = _decode(decoder, _TRIGRAM_SEARCH, audio), _CONFIDENCE_TRIGRAM
         return _Outcome(Recognition(text, confidence if text else 0.0), learnt or mean)
 
     return _borrowed(pool, run)
@@ -314,11 +300,11 @@ def _choice_pass(pool: _DecoderPool, audio: bytes, cmn: str | None, grammar: str
         mean = cmn
         if mean is None:
             decoder.set_cmn(pool.cmn_init)
-            _decode(decoder, _CMN_SEARCH, audio, None)
+            _decode(decoder, _CMN_SEARCH, audio)
             mean = decoder.get_cmn(False)
         decoder.add_jsgf_string(_CHOICE_SEARCH, grammar)
         decoder.set_cmn(mean)
-        return _decode(decoder, _CHOICE_SEARCH, audio, None)
+        return _decode(decoder, _CHOICE_SEARCH, audio)
 
     return _borrowed(pool, run)
 
@@ -329,7 +315,7 @@ _CHILD_POOL_SIZE = 4  # the process decodes one utterance at a time
 
 
 def _final_pass_job(key: tuple[str, ...], audio: bytes, refine: bool, cmn: str | None) -> _Outcome:
-    return _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, None, refine, cmn)
+    return _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, refine, cmn)
 
 
 def _choice_pass_job(key: tuple[str, ...], audio: bytes, cmn: str | None, grammar: str) -> str:
@@ -415,21 +401,12 @@ class PocketsphinxStream:
     ``finish``. See the module docstring for when each pass runs.
     """
 
-    def __init__(
-        self,
-        pool: _DecoderPool,
-        executor: Executor | None,
-        *,
-        refine: bool,
-        cmn: str | None = None,
-    ) -> None:
+    def __init__(self, pool: _DecoderPool, *, refine: bool, cmn: str | None = None) -> None:
         self._pool = pool
-        self._executor = executor
         self._refine = refine
         self._cmn = cmn  # this caller's cepstral mean, once a final pass has learnt it
         self._audio = bytearray()  # the utterance so far, up to _MAX_KEPT_BYTES
         self._early: asyncio.Future[_Outcome] | None = None  # the pass begun in the silence
-        self._early_token: _Token | None = None
         self._finishing = False
         self._cancelled = False
         self._partial = ""
@@ -438,7 +415,6 @@ class PocketsphinxStream:
         self._live_pending = bytearray()  # fed, not yet handed to a live job
         self._live_job: asyncio.Future[str] | None = None  # at most one in flight
         self._live_error: BaseException | None = None
-        self._live_decoder: Any = None  # touched by live jobs only (which never overlap)
         self._sid = next(_LIVE_IDS)  # the live pass's name in the decoder process
         self._live_remote = False  # a live job was sent to the decoder process
         if pool.model is None:
@@ -468,7 +444,7 @@ class PocketsphinxStream:
     def silence_began(self) -> None:
         """PreparesFinal: start the final pass over the utterance so far."""
         if self._early is None and self._uses_final_pass() and not self._finishing:
-            self._early, self._early_token = self._submit_final_pass()
+            self._early = self._submit_final_pass()
 
     def speech_resumed(self) -> None:
         """PreparesFinal: the pass begun in the silence no longer covers the utterance."""
@@ -492,13 +468,13 @@ class PocketsphinxStream:
             self._stop_live()
             early, self._early = self._early, None
             if early is None:
-                early, _ = self._submit_final_pass()
+                early = self._submit_final_pass()
             try:
                 outcome = await early
             except Exception as exc:  # a broken decoder, or the decoder process died
                 _log.warning("pocketsphinx: final pass failed (%s); decoding once more", exc)
                 try:
-                    outcome = await self._submit_final_pass()[0]
+                    outcome = await self._submit_final_pass()
                 except ProviderError:
                     raise
                 except Exception as again:
@@ -512,7 +488,7 @@ class PocketsphinxStream:
 
     def next_utterance(self) -> PocketsphinxStream:
         """ContinuesCaller: the caller's next utterance starts from the mean learnt here."""
-        return PocketsphinxStream(self._pool, self._executor, refine=self._refine, cmn=self._cmn)
+        return PocketsphinxStream(self._pool, refine=self._refine, cmn=self._cmn)
 
     def cancel(self) -> None:
         if self._cancelled or self._finishing:
@@ -530,17 +506,13 @@ class PocketsphinxStream:
     def _uses_final_pass(self) -> bool:
         return self._pool.model is not None and len(self._audio) < _MAX_KEPT_BYTES
 
-    def _submit_final_pass(self) -> tuple[asyncio.Future[_Outcome], _Token]:
-        token = _Token()
+    def _submit_final_pass(self) -> asyncio.Future[_Outcome]:
         if not self._audio:
             future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
             future.set_result(_Outcome(Recognition("", 0.0), self._pool.cmn_init))
-            return future, token
+            return future
         audio = bytes(self._audio)
         _count_pass("started")
-        if self._executor is not None:  # in this process (tests, benchmarks)
-            job = functools.partial(_final_pass, self._pool, audio, token, self._refine, self._cmn)
-            return self._schedule(job, _FINAL), token
         try:
             work = decode_process().submit(
                 _final_pass_job, self._pool.key, audio, self._refine, self._cmn
@@ -548,8 +520,8 @@ class PocketsphinxStream:
         except Exception as exc:  # the decoder process cannot be started: finish() says so
             failed: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
             failed.set_exception(ProviderError(f"pocketsphinx: no decoder process: {exc}"))
-            return failed, token
-        return asyncio.wrap_future(work), token
+            return failed
+        return asyncio.wrap_future(work)
 
     def _learn_from(self, early: asyncio.Future[_Outcome] | None) -> None:
         """Keep the mean of a pass that is done and found a phrase."""
@@ -559,13 +531,11 @@ class PocketsphinxStream:
             self._cmn = early.result().cmn
 
     def _drop_early(self) -> None:
-        if self._early_token is not None:
-            self._early_token.stopped = True  # a running pass stops at its next slice
         if self._early is not None:
             _count_pass("dropped")
-            self._early.cancel()  # withdrawn if still queued
+            self._early.cancel()  # withdrawn if queued, stopped at its next slice if running
             self._early.add_done_callback(_consume)
-        self._early = self._early_token = None
+        self._early = None
 
     async def _choose(self, sentences: tuple[str, ...]) -> Recognition:
         self._stop_live()
@@ -583,13 +553,10 @@ class PocketsphinxStream:
             self._drop_early()
         grammar = "#JSGF V1.0;\ngrammar choice;\npublic <utterance> = "
         grammar += " | ".join(f"( {c} )" for c in sentences) + ";\n"
-        audio = bytes(self._audio)
-        if self._executor is not None:
-            job = functools.partial(_choice_pass, self._pool, audio, cmn, grammar)
-            text = await self._schedule(job, _FINAL)
-        else:
-            work = decode_process().submit(_choice_pass_job, self._pool.key, audio, cmn, grammar)
-            text = await asyncio.wrap_future(work)
+        work = decode_process().submit(
+            _choice_pass_job, self._pool.key, bytes(self._audio), cmn, grammar
+        )
+        text = await asyncio.wrap_future(work)
         self._partial = text
         return Recognition(text=text, confidence=_CONFIDENCE_GRAMMAR if text else 0.0)
 
@@ -610,18 +577,15 @@ class PocketsphinxStream:
             return
         chunk = bytes(self._live_pending[:size])
         del self._live_pending[:size]
-        if self._executor is None:  # in the decoder process, off the event loop's GIL
-            first, self._live_remote = not self._live_remote, True
-            try:
-                work = decode_process().submit(
-                    _live_feed_job, self._sid, self._pool.key, chunk, first, live=True
-                )
-            except Exception as exc:  # the decoder process cannot be started
-                self._live_error = exc
-                return
-            self._live_job = asyncio.wrap_future(work)
-        else:
-            self._live_job = self._schedule(functools.partial(self._live_decode, chunk), _LIVE)
+        first, self._live_remote = not self._live_remote, True
+        try:
+            work = decode_process().submit(
+                _live_feed_job, self._sid, self._pool.key, chunk, first, live=True
+            )
+        except Exception as exc:  # the decoder process cannot be started
+            self._live_error = exc
+            return
+        self._live_job = asyncio.wrap_future(work)
         self._live_job.add_done_callback(self._live_done)
 
     def _live_done(self, job: asyncio.Future[str]) -> None:
@@ -652,8 +616,6 @@ class PocketsphinxStream:
             with contextlib.suppress(Exception):  # a dead process holds no decoder
                 # Queued with the live slices, so it never overtakes the stream's last one.
                 decode_process().post(_live_drop_job, self._sid, live=True)
-        elif self._live_decoder is not None:
-            self._schedule(self._live_release, _LIVE).add_done_callback(_consume)
 
     async def _finish_live(self) -> Recognition:
         """The live pass's final (generic model, or an utterance too long to keep)."""
@@ -666,6 +628,7 @@ class PocketsphinxStream:
         if self._live_error is not None:
             self._release_live()
             raise ProviderError(f"pocketsphinx: {self._live_error}") from self._live_error
+        text = ""  # never fed
         if self._live_remote:
             self._live_remote = False
             try:
@@ -675,79 +638,9 @@ class PocketsphinxStream:
                 raise
             except Exception as exc:  # the decoder process died with the live pass
                 raise ProviderError(f"pocketsphinx: the live pass was lost: {exc}") from exc
-        else:
-            text = await self._schedule(self._live_end, _FINAL, decode_executor().ticket())
         self._partial = text
         confidence = _CONFIDENCE_GENERIC if self._pool.model is None else _CONFIDENCE_GRAMMAR
         return Recognition(text=text, confidence=confidence if text else 0.0)
-
-    # -- live jobs (decode threads; one at a time per stream) --------------------------
-
-    def _live_decode(self, pcm: bytes) -> str:
-        if self._cancelled:
-            return ""
-        decoder = self._live_decoder
-        if decoder is None:
-            try:
-                decoder = self._pool.acquire()
-            except Exception as exc:  # RuntimeError/ValueError from the C library
-                raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
-            self._live_decoder = decoder
-            # With a domain model each utterance starts from the initial cepstral mean, so
-            # a pooled decoder carries no state between sessions. The generic model
-            # decodes better from the last estimate, so it keeps it.
-            if self._pool.model is not None and self._pool.cmn_init:
-                decoder.set_cmn(self._pool.cmn_init)
-            self._live_checked(decoder.start_utt)
-        for start in range(0, len(pcm), _SLICE_BYTES):
-            if self._cancelled:
-                break
-            self._live_checked(decoder.process_raw, pcm[start : start + _SLICE_BYTES], False, False)
-        hypothesis = decoder.hyp()
-        return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
-
-    def _live_end(self) -> str:
-        decoder = self._live_decoder
-        if decoder is None:
-            return ""  # never fed
-        try:
-            self._live_checked(decoder.end_utt)
-            hypothesis = decoder.hyp()
-            return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
-        finally:
-            self._live_decoder = None
-            self._pool.release(decoder, reusable=True)
-
-    def _live_release(self) -> None:
-        decoder, self._live_decoder = self._live_decoder, None
-        if decoder is None:
-            return
-        reusable = True
-        try:
-            decoder.end_utt()  # a decoder must be idle to start its next utterance
-        except RuntimeError:
-            reusable = False
-        except Exception:
-            _log.exception("pocketsphinx: ending a live pass failed")
-            reusable = False
-        self._pool.release(decoder, reusable)
-
-    def _live_checked(self, call: Callable[..., Any], *args: Any) -> None:
-        try:
-            call(*args)
-        except RuntimeError as exc:
-            decoder, self._live_decoder = self._live_decoder, None
-            self._pool.release(decoder, reusable=False)  # never lent in an unknown state
-            raise ProviderError(f"pocketsphinx: {call.__name__} failed: {exc}") from exc
-
-    # -- job plumbing (event loop) -----------------------------------------------------
-
-    def _schedule(
-        self, job: Callable[[], _T], priority: int, ticket: int = 0
-    ) -> asyncio.Future[_T]:
-        if self._executor is not None:
-            return asyncio.get_running_loop().run_in_executor(self._executor, job)
-        return asyncio.wrap_future(decode_executor().submit(priority, job, ticket=ticket))
 
 
 def _log_failed_warm_up(future: Future[None]) -> None:
@@ -781,14 +674,12 @@ class PocketsphinxRecognizer:
         # but with fewer kept than concurrent callers every overlapping utterance builds
         # (and then drops) one; 16 covers the concurrency measured in BENCHMARKS.md.
         pool_size: int = 16,
-        executor: Executor | None = None,
         # False: the final pass starts from a fresh decoder's cepstral mean and has no
         # trigram fallback (``asr.final: none``): cheaper, worse on telephone audio.
         refine: bool = True,
     ) -> None:
         key = tuple(" ".join(words(phrase)) for phrase in phrases)
         key = tuple(phrase for phrase in dict.fromkeys(key) if phrase)  # order kept, deduped
-        self._executor = executor
         self._refine = refine
         self.phrases: tuple[str, ...] = key
         """The phrases (lower case, normalized) the domain model was built from."""
@@ -801,7 +692,7 @@ class PocketsphinxRecognizer:
             self._pool = _pool_for((), pool_size)
         if key and self._pool.model is None:
             _log.warning("asr.phrases: no usable phrase; using the generic model")
-        if self._pool.model is not None and executor is None:
+        if self._pool.model is not None:
             # The decoder process builds its own copy of the model: now, not at the first turn.
             warm = decode_process().submit(_warm_job, self._pool.key)
             warm.add_done_callback(_log_failed_warm_up)
@@ -842,4 +733,4 @@ class PocketsphinxRecognizer:
     def open_stream(self) -> PocketsphinxStream:
         """``start_utterance`` with the concrete type (its ``finish`` takes options)."""
         # Cheap: the decoder is borrowed by the first feed, off the event loop.
-        return PocketsphinxStream(self._pool, self._executor, refine=self._refine)
+        return PocketsphinxStream(self._pool, refine=self._refine)
