@@ -36,3 +36,13 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
 def target_of(server: EngineServer) -> str:
     """The loopback target of a started server."""
     return f"127.0.0.1:{server.port}"
+
+
+def talker_agents(tmp_path: Path, reply: str) -> Path:
+    """An assistants directory with ``talker``, whose every answer is ``reply``."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "talker.yaml").write_text(
+        f"id: talker\nname: Talker\nllm:\n  provider: scripted\n  fallback: {reply}\n"
+    )
+    return agents

@@ -14,7 +14,7 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from tests.helpers.converse import ConverseClient
 from tests.helpers.security import error_reason, metric, scrape
-from tests.integration.conftest import StartServer, target_of
+from tests.integration.conftest import StartServer, talker_agents, target_of
 
 ChannelTo = Callable[[str], grpc.aio.Channel]
 CONVERSE = "/voiceengine.v1.VoiceEngineService/Converse"
@@ -92,12 +92,8 @@ async def test_a_client_cancelling_mid_reply_logs_nothing_above_debug(
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
-    agents = tmp_path / "agents"
-    agents.mkdir()
     reply = " ".join(f"Sentence {n} of a long answer." for n in range(60))
-    (agents / "talker.yaml").write_text(
-        f"id: talker\nname: Talker\nllm:\n  provider: scripted\n  fallback: {reply}\n"
-    )
+    agents = talker_agents(tmp_path, reply)
     server = await start_server(ASSISTANT_LOCAL_CONFIG_DIR=str(agents))
     caplog.clear()
     for _ in range(5):

@@ -17,7 +17,7 @@ from tests.helpers.converse import ConverseClient, expect_rpc_error
 from tests.helpers.refbackend import RefBackend, running_refbackend
 from tests.helpers.security import KeyedClient, error_reason, metric, scrape
 from tests.helpers.speech import chunks, silence, spoken
-from tests.integration.conftest import StartServer, target_of
+from tests.integration.conftest import StartServer, talker_agents, target_of
 
 ChannelTo = Callable[[str], grpc.aio.Channel]
 PCM16K = AudioFormat(AudioEncoding.LINEAR16, 16000)
@@ -199,11 +199,7 @@ async def test_a_reply_faster_than_the_client_reads_waits_for_it_instead_of_endi
 ) -> None:
     """Unpaced output of cached sentences (no synthesis at all) outruns any client."""
     reply = " ".join(f"Here is part {n} of the answer." for n in range(30))  # ~600 chunks
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "talker.yaml").write_text(
-        f"id: talker\nname: Talker\nllm:\n  provider: scripted\n  fallback: {reply}\n"
-    )
+    agents = talker_agents(tmp_path, reply)
     server = await start_server(
         ASSISTANT_LOCAL_CONFIG_DIR=str(agents), ENGINE_MAX_QUEUED_EVENTS="300"
     )
@@ -226,11 +222,7 @@ async def test_a_reply_faster_than_the_client_reads_waits_for_it_instead_of_endi
 async def test_a_client_that_does_not_read_is_ended_with_a_clear_status(
     start_server: StartServer, channel_to: ChannelTo, tmp_path: Path
 ) -> None:
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "talker.yaml").write_text(
-        f"id: talker\nname: Talker\nllm:\n  provider: scripted\n  fallback: {LONG_REPLY}\n"
-    )
+    agents = talker_agents(tmp_path, LONG_REPLY)
     server = await start_server(
         ASSISTANT_LOCAL_CONFIG_DIR=str(agents), ENGINE_MAX_QUEUED_EVENTS="50"
     )
