@@ -337,8 +337,12 @@ class HybridRecognizer:
         self._final_wait_s = final_wait_ms / 1000
 
     def start_utterance(self) -> RecognitionStream:
+        return self.start_utterance_on("")
+
+    def start_utterance_on(self, line: str) -> RecognitionStream:
+        """LearnsLines: pocketsphinx starts a new caller from what the line taught it."""
         return _HybridStream(
-            self._live.open_stream(),
+            self._live.open_stream(line),
             self._pool,
             self._prompt,
             self._final_wait_s,

@@ -267,6 +267,7 @@ class DuplexPipeline:
                 self._speech_providers.recognizer(),
                 self.config.vad,
                 self._emit,
+                line=self._speech_providers.line,
                 interim_transcripts=lambda: self.interim_transcripts,
             )
         return self._speech

@@ -90,7 +90,10 @@ class _SpeechProviders:
     start; a text-only session builds them on first audio (most never send any).
     """
 
-    def __init__(self, providers: ProviderFactory, config: AssistantConfig, *, now: bool) -> None:
+    def __init__(
+        self, providers: ProviderFactory, config: AssistantConfig, line: WireFormat, *, now: bool
+    ) -> None:
+        self.line = f"{line.encoding}/{line.sample_rate_hz}"
         self._providers = providers
         self._config = config
         self._vad = self._build_vad() if now else None
@@ -150,7 +153,7 @@ class Session:
         # opened, and so leaked, a call in the history.
         llm = providers.language_model(config.llm)
         synthesizer = None if request.text_only else providers.synthesizer(config.tts)
-        speech = _SpeechProviders(providers, config, now=not request.text_only)
+        speech = _SpeechProviders(providers, config, request.input_audio, now=not request.text_only)
         self._history = history.open_call(
             CallRecord(
                 call_id=self.call_id,

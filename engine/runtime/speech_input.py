@@ -19,6 +19,7 @@ from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcrip
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ContinuesCaller,
+    LearnsLines,
     PreparesFinal,
     ProviderError,
     Recognition,
@@ -55,7 +56,9 @@ class SpeechInput:
         emit: Callable[[Event], Awaitable[None]],
         *,
         interim_transcripts: Callable[[], bool],
+        line: str = "",
     ) -> None:
+        self._line = line
         self._vad = vad
         self._asr = recognizer
         self._emit = emit
@@ -151,6 +154,8 @@ class SpeechInput:
         previous = self._previous
         if isinstance(previous, ContinuesCaller):
             self._stream = previous.next_utterance()
+        elif self._line and isinstance(self._asr, LearnsLines):
+            self._stream = self._asr.start_utterance_on(self._line)
         else:
             self._stream = self._asr.start_utterance()
         self._speech_ms = self._voiced_run * self._frame_ms

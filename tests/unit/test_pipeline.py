@@ -54,6 +54,8 @@ class FakeRecognizer:
 
 
 class FakeSpeech:
+    line = "LINEAR16/16000"
+
     def __init__(self) -> None:
         self.asr = FakeRecognizer()
 

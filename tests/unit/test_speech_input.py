@@ -75,3 +75,38 @@ async def test_each_utterance_of_a_caller_continues_from_the_last() -> None:
         if (done := await other.feed(frame)) is not None:
             assert done.recognition.text == "utterance 1"
     assert recognizer.started == 2
+
+
+class _LineRecognizer(_Recognizer):
+    """Also LearnsLines: says which line a new caller was started on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def start_utterance_on(self, line: str) -> RecognitionStream:
+        self.lines.append(line)
+        return _Stream(1)
+
+
+async def test_a_new_caller_is_started_on_the_line_the_session_was_opened_with() -> None:
+    async def emit(_: Event) -> None:
+        return None
+
+    recognizer = _LineRecognizer()
+    speech = SpeechInput(
+        SignalVad(),
+        recognizer,
+        VadSettings(end_silence_ms=200),
+        emit,
+        interim_transcripts=lambda: False,
+        line="MULAW/8000",
+    )
+    heard = []
+    for _ in range(2):
+        for frame in [SPEECH] * 20 + [SILENCE] * 15:
+            if (done := await speech.feed(frame)) is not None:
+                heard.append(done.recognition.text)
+    assert heard == ["utterance 1", "utterance 2"]
+    assert recognizer.lines == ["MULAW/8000"]  # the second continued from the first
+    assert recognizer.started == 0

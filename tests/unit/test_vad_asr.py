@@ -334,6 +334,25 @@ async def test_a_callers_next_utterance_starts_from_what_the_last_one_learnt(
     assert (await third.finish()).text == PHRASES[5].lower()
 
 
+async def test_a_new_caller_starts_from_what_callers_on_the_same_line_taught(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> None:
+    """The line's mean is shared by its callers; a caller on another line is not misled."""
+    line = "LINEAR16/8000"
+    for caller, phrase in enumerate((PHRASES[1], PHRASES[3], PHRASES[4])):
+        stream = domain_recognizer.open_stream(line)
+        await feed_all(stream, telephone_line(speech[phrase], 0.3))
+        stream.silence_began()
+        assert (await stream.finish()).text == phrase.lower(), f"caller {caller}"
+    wideband = domain_recognizer.start_utterance_on("LINEAR16/16000")
+    await feed_all(wideband, speech[PHRASES[5]])
+    assert (await wideband.finish()).text == PHRASES[5].lower()
+    # Even a mean from another kind of line only costs a second try, not the phrase.
+    misled = domain_recognizer.open_stream(line)
+    await feed_all(misled, speech[PHRASES[2]])
+    assert (await misled.finish()).text == PHRASES[2].lower()
+
+
 async def test_a_decoder_process_that_cannot_start_fails_the_turn_cleanly(
     domain_recognizer: PocketsphinxRecognizer,
     speech: dict[str, bytes],

@@ -131,6 +131,21 @@ class ContinuesCaller(Protocol):
 
 
 @runtime_checkable
+class LearnsLines(Protocol):
+    """A SpeechRecognizer that starts a new caller from what callers on such lines taught it.
+
+    Optional. ``line`` names the kind of line the audio came over (the client's input
+    encoding and rate, e.g. "MULAW/8000"); what belongs to the line rather than to the
+    speaker (pocketsphinx: the channel's cepstral mean) is shared by its callers, so a
+    caller's first utterance costs no more than the next ones.
+    """
+
+    def start_utterance_on(self, line: str) -> RecognitionStream:
+        """The first utterance of a caller on ``line``."""
+        ...
+
+
+@runtime_checkable
 class PreparesFinal(Protocol):
     """A RecognitionStream that can start its final pass early, while the end silence runs.
 
