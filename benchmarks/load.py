@@ -23,6 +23,10 @@ signalled end of speech (frames sent by then minus frames it had processed). Per
 engine CPU (% of one core, the whole process tree) and RSS, the clients' own CPU and how
 late they were at pacing (a saturated client invalidates the point), errors.
 
+Calls start at random within ``--ramp-sec`` (3 s: a herd whose first questions all come
+within a few seconds) or at ``--arrival-rate`` calls a second. The "later turns" column is
+the p95 without each call's first question: the steady state once the calls are up.
+
 The sweep (``--sweep``, default 1,10,20,40,60,80,100,...) stops after the first point
 whose p95 is more than ``--budget-ms`` (100) over the single-call p95, or at ``--max-n``.
 Bounded: every point lasts ``--duration-sec`` (+ ramp), every client has a timeout, the
@@ -91,6 +95,8 @@ class Turn:
     lag_frames: float | None = None  # frames the server was behind at speech_stopped
     overhead_ms: float | None = None  # frame that completed the end silence sent -> first audio
     heard_right: bool | None = None
+    nth: int = 0  # the call's first question is 1 (asked while all calls are starting)
+    at_sec: float = 0.0  # when it was asked, from the client's start
 
 
 @dataclass
@@ -229,7 +235,7 @@ async def _session(
             if loop.time() >= stop_at:
                 break
             last_speech = questions[q][1]
-            turn = Turn()
+            turn = Turn(nth=len(report.turns) + 1, at_sec=loop.time() - start_at)
             # The frame whose arrival completes the end silence: the turn ends there.
             eot = state["sent"] + last_speech + 1 + args.end_silence_ms // FRAME_MS
             state.update(turn=turn, expected=QUESTIONS[q], eos_at=None, eot_at=None, eot_frame=eot)
@@ -370,6 +376,8 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
     if meter:
         meter.start()
     duration = args.duration_sec * (2 if n == 1 else 1)
+    ramp = args.ramp_sec if args.arrival_rate is None else max(1.0, n / args.arrival_rate)
+    args = argparse.Namespace(**{**vars(args), "ramp_sec": ramp})
     run_args = argparse.Namespace(**{**vars(args), "duration_sec": duration})
     cmds = _client_cmds(run_args, target, n, n)
     # RSS while every call is live: sampled in the middle of the point by a helper thread.
@@ -389,6 +397,10 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
     errors = [e for r in results for e in r.get("errors", [])]
     errors += [r["error"] + ": " + r.get("stderr", "")[-300:] for r in results if "error" in r]
     server = [t["server_ms"] for t in turns if t["server_ms"] is not None]
+    # Every call asks its first question while all calls are starting (ramp, greetings):
+    # the later turns are the steady state.
+    later = [t["server_ms"] for t in turns if t["server_ms"] is not None and t["nth"] > 1]
+    timeline = sorted((round(t["at_sec"], 2), t["nth"], t["server_ms"]) for t in turns)
     final = [t["final_ms"] for t in turns if t.get("final_ms") is not None]
     client = [t["client_ms"] for t in turns if t["client_ms"] is not None]
     lag = [t["lag_frames"] for t in turns if t["lag_frames"] is not None]
@@ -401,6 +413,7 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
     late = sum(r.get("late_frames", 0) for r in results)
     return {
         "n": n, "turns": len(turns), "server": server, "final": final, "client": client,
+        "server_later": later, "timeline": timeline,
         "lag": lag,
         "overhead": overhead,
         "errors": errors, "misheard": misheard, "missing": missing,
@@ -422,7 +435,8 @@ def _row(p: dict[str, Any], idle_rss: float, base_p95: float | None, overhead: b
     return (
         f"| {p['n']} | {p['turns']} | {p['cpu_pct']:.0f}% ({p['run_wait_pct']:.0f}%)"
         f" | {p['rss_mib']:.0f} ({extra:.2f}/call)"
-        f" | {_fmt(p['server'], 50, 95, 99)} | {delta} | {_fmt(p['final'], 50, 95)}"
+        f" | {_fmt(p['server'], 50, 95, 99)} | {delta} | {_fmt(p['server_later'], 95)}"
+        f" | {_fmt(p['final'], 50, 95)}"
         f" | {_fmt(p['client'], 50, 95, 99)}{over}"
         f" | {_fmt(p['lag'], 95)} / {max(p['lag'], default=0):.0f}"
         f" | {len(p['errors'])} err, {p['missing']} no-metrics, {p['misheard']} misheard"
@@ -446,11 +460,12 @@ def _orchestrate(args: argparse.Namespace) -> int:
             overhead = args.providers == "testkit"
             print("| calls | turns | engine CPU (waiting for a CPU) | RSS MiB (extra per call) "
                   "| server eos->first audio p50/p95/p99 ms | p95 vs 1 call "
+                  "| p95, calls' later turns "
                   "| server eos->final transcript p50/p95 "
                   "| client eos->first audio p50/p95/p99"
                   + (" | engine overhead p50/p95/p99" if overhead else "")
                   + " | input lag frames p95/max | errors | client CPU, late frames |")  # fmt: skip
-            print("|---" * (12 if overhead else 11) + "|")
+            print("|---" * (13 if overhead else 12) + "|")
             base_p95: float | None = None
             for n in [int(x) for x in args.sweep.split(",") if x.strip()]:
                 if n > args.max_n or time.monotonic() > deadline:
@@ -498,7 +513,18 @@ def main() -> int:
         help="run every --sweep point even past the budget (CPU and memory per call at scale)",
     )  # fmt: skip
     parser.add_argument("--duration-sec", type=float, default=30.0)
-    parser.add_argument("--ramp-sec", type=float, default=3.0)
+    parser.add_argument(
+        "--ramp-sec",
+        type=float,
+        default=3.0,
+        help="the calls start at random within this (all N: a herd)",
+    )
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=None,
+        help="calls starting per second instead (ramp = N / rate)",
+    )
     parser.add_argument("--sessions-per-client", type=int, default=25)
     parser.add_argument("--synchronized", action="store_true")
     parser.add_argument(
