@@ -40,8 +40,14 @@ class EmbeddedProviderFactory:
     """ProviderFactory over the embedded, offline adapters."""
 
     def __init__(
-        self, *, llm_api_key: str | None = None, llm_allowed_base_urls: tuple[str, ...] = ()
+        self,
+        *,
+        llm_api_key: str | None = None,
+        llm_allowed_base_urls: tuple[str, ...] = (),
+        engine_processes: int = 1,
     ) -> None:
+        # Engine processes sharing this host's cores: Whisper's threads are sized from it.
+        self._engine_processes = engine_processes
         self._llm_api_key = llm_api_key
         self._llm_allowed_base_urls = llm_allowed_base_urls
         self._http: httpx.AsyncClient | None = None
@@ -90,7 +96,7 @@ class EmbeddedProviderFactory:
         from adapters.asr.decode_process import decode_process
         from adapters.asr.whisper import shared_pool
 
-        pool = shared_pool()
+        pool = shared_pool(self._engine_processes)
         decoder = asyncio.wrap_future(decode_process().start())
         loaded = await asyncio.to_thread(pool.wait_loaded, WHISPER_LOAD_TIMEOUT_SEC)
         if loaded is None:
@@ -142,7 +148,9 @@ class EmbeddedProviderFactory:
             )
         from adapters.asr.factory import recognizer_from_options
 
-        built: SpeechRecognizer = recognizer_from_options(spec.options)
+        built: SpeechRecognizer = recognizer_from_options(
+            spec.options, engine_processes=self._engine_processes
+        )
         self._recognizers[key] = built
         return built
 

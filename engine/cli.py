@@ -113,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         # How many engine processes share this host's CPUs: a worker inherits the
         # supervisor's count, and sizes per-process thread pools (Whisper) from it.
         os.environ["ENGINE_WORKERS"] = str(workers)
+        settings = replace(settings, workers=workers)
     role = "" if workers == 1 and args.worker_index is None else _role(args.worker_index)
     configure_logging(
         settings.log_level,

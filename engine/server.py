@@ -87,7 +87,9 @@ async def bootstrap(
     await history.start()
     if providers is None:
         providers = EmbeddedProviderFactory(
-            llm_api_key=settings.llm_api_key, llm_allowed_base_urls=settings.llm_allowed_base_urls
+            llm_api_key=settings.llm_api_key,
+            llm_allowed_base_urls=settings.llm_allowed_base_urls,
+            engine_processes=max(1, settings.workers),
         )
     sessions = SessionManager(
         control_plane,

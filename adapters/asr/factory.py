@@ -15,6 +15,7 @@ to wait for a Whisper result still running before using pocketsphinx's final.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,8 +33,14 @@ DEFAULT_FINAL_WAIT_MS = 80
 _OPTION_KEYS = frozenset({"phrases", "final", "final_wait_ms"})
 
 
-def recognizer_from_options(options: Mapping[str, Any]) -> SpeechRecognizer:
-    """Build from an assistant's ``asr:`` options; raise ProviderConfigError if invalid."""
+def recognizer_from_options(
+    options: Mapping[str, Any], *, engine_processes: int = 1
+) -> SpeechRecognizer:
+    """Build from an assistant's ``asr:`` options; raise ProviderConfigError if invalid.
+
+    ``engine_processes``: how many engine processes share this host's cores (Whisper's
+    threads are the cores divided among them).
+    """
     reject_unknown_options("asr", "pocketsphinx", options, _OPTION_KEYS)
     final = options.get("final", "whisper")
     if final not in FINAL_SOURCES:
@@ -50,7 +57,6 @@ def recognizer_from_options(options: Mapping[str, Any]) -> SpeechRecognizer:
     from adapters.asr.hybrid import HybridRecognizer, phrase_prompt
     from adapters.asr.whisper import shared_pool
 
-    shared_pool()  # starts loading the model in the background now, not at the first turn
-    return HybridRecognizer(
-        live, shared_pool, prompt=phrase_prompt(list(phrases)), final_wait_ms=wait
-    )
+    pool = functools.partial(shared_pool, engine_processes)
+    pool()  # starts loading the model in the background now, not at the first turn
+    return HybridRecognizer(live, pool, prompt=phrase_prompt(list(phrases)), final_wait_ms=wait)

@@ -393,28 +393,28 @@ _SHARED: WhisperPool | None = None
 _SHARED_LOCK = threading.Lock()
 
 
-def default_workers() -> int:
+def default_workers(processes: int = 1) -> int:
     """Worker threads for this process: one per core it may use (each runs one
-    single-threaded replica), the cores shared among the host's engine processes.
+    single-threaded replica), the cores shared among the host's ``processes`` engine
+    processes.
 
     Cores are the affinity and cgroup quota (``taskset``, containers), not the host's
     count: on one pinned core two threads ran two passes at half speed each, so both
     missed the end of their turns where one would have made it.
     """
-    cores = usable_cpus()
-    try:
-        processes = max(1, int(os.environ.get("ENGINE_WORKERS", "1") or 1))
-    except ValueError:
-        processes = 1
-    return max(1, cores // processes)
+    return max(1, usable_cpus() // max(1, processes))
 
 
-def shared_pool() -> WhisperPool:
-    """The process's pool (built on first use: ~0.3 s and ~130 MB to load the model)."""
+def shared_pool(processes: int = 1) -> WhisperPool:
+    """The process's pool (built on first use: ~0.3 s and ~130 MB to load the model).
+
+    ``processes``: engine processes sharing the host's cores, read by the call that
+    builds the pool (the provider factory's warm-up, before the port opens).
+    """
     global _SHARED
     with _SHARED_LOCK:
         if _SHARED is None:
-            workers = default_workers()
+            workers = default_workers(processes)
             load = functools.partial(WhisperModel, workers=workers, threads=1)
             # Two waiting requests per worker, then callers fall back. No batching: on 2
             # cores a batch of 4 saved 14% CPU per item but took 34% longer per item

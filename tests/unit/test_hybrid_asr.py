@@ -15,9 +15,10 @@ import pytest
 from adapters.asr.factory import recognizer_from_options
 from adapters.asr.hybrid import HybridRecognizer, final_stats, phrase_prompt
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
-from adapters.asr.whisper import WhisperModel, WhisperPool, model_path, shared_pool
+from adapters.asr.whisper import WhisperModel, WhisperPool, default_workers, model_path, shared_pool
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.cpus import usable_cpus
 from engine.runtime.assistant import VadSettings
 from engine.runtime.events import Event
 from engine.runtime.ports.providers import ProviderConfigError, RecognitionStream
@@ -325,3 +326,10 @@ def test_a_clipped_word_ending_is_read_as_the_listed_phrase() -> None:
     assert _inflection_of("what are our opening hours", phrases) is None
     # Two listed phrases fit equally: no guess.
     assert _inflection_of("a table for two", ["a table for twos", "a tables for two"]) is None
+
+
+def test_whisper_threads_are_the_usable_cores_shared_among_the_engine_processes() -> None:
+    cores = usable_cpus()
+    assert default_workers(1) == cores
+    assert default_workers(2) == max(1, cores // 2)
+    assert default_workers(cores * 4) == 1  # never none, however many processes
