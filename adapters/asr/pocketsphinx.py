@@ -213,11 +213,6 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
     return pool
 
 
-# The latest cepstral mean a final pass learnt, by (phrase set, kind of line): a new caller
-# starts from it instead of paying an estimating pass (LearnsLines). Channel, not speaker:
-# on our clips as exact as each utterance's own estimate (36-39/40 against 35-36/40),
-# and a mean that does not fit is re-estimated (the grammar then finds no path).
-_LINE_MEANS: dict[tuple[tuple[str, ...], str], str] = {}
 _LIVE_IDS = itertools.count(1)  # live passes in the decoder process, unique per engine process
 
 
@@ -322,13 +317,37 @@ def _choice_pass(pool: _DecoderPool, audio: bytes, cmn: str | None, grammar: str
 
 _CHILD_POOL_SIZE = 4  # the process decodes one utterance at a time
 
+# The latest cepstral mean a final pass learnt, by (phrase set, kind of line): a new
+# caller's pass starts from it instead of paying an estimating pass (LearnsLines). Channel
+# more than speaker: on our clips as exact as each utterance's own estimate (36-39/40
+# against 35-36/40), and a mean that does not fit is re-estimated (the grammar then finds
+# no path). Kept here, where passes run one after another, so that when many callers
+# start at once only the first pass on a line estimates.
+_LINE_MEANS: dict[tuple[tuple[str, ...], str], str] = {}
 
-def _final_pass_job(key: tuple[str, ...], audio: bytes, refine: bool, cmn: str | None) -> _Outcome:
-    return _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, refine, cmn)
+
+def _line_mean(key: tuple[str, ...], line: str, cmn: str | None) -> str | None:
+    """The caller's own mean, else the line's latest (None: estimate one)."""
+    return cmn if cmn is not None or not line else _LINE_MEANS.get((key, line))
 
 
-def _choice_pass_job(key: tuple[str, ...], audio: bytes, cmn: str | None, grammar: str) -> str:
-    return _choice_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, cmn, grammar)
+def _final_pass_job(
+    key: tuple[str, ...], audio: bytes, refine: bool, cmn: str | None, line: str = ""
+) -> _Outcome:
+    if refine:
+        cmn = _line_mean(key, line, cmn)
+    outcome = _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, refine, cmn)
+    if line and refine and outcome.recognition.text:
+        _LINE_MEANS[key, line] = outcome.cmn
+    return outcome
+
+
+def _choice_pass_job(
+    key: tuple[str, ...], audio: bytes, cmn: str | None, grammar: str, line: str = ""
+) -> str:
+    return _choice_pass(
+        _pool_for(key, _CHILD_POOL_SIZE), audio, _line_mean(key, line, cmn), grammar
+    )
 
 
 def _warm_job(key: tuple[str, ...]) -> None:
@@ -344,7 +363,7 @@ _CHILD_LIVE: dict[int, tuple[_DecoderPool, Any]] = {}
 
 
 def _live_feed_job(
-    sid: int, key: tuple[str, ...], pcm: bytes, first: bool, cmn: str | None = None
+    sid: int, key: tuple[str, ...], pcm: bytes, first: bool, cmn: str | None, line: str
 ) -> str:
     """Decode ``pcm`` on the stream's live decoder (opened by its first feed); the partial."""
     entry = _CHILD_LIVE.get(sid)
@@ -356,8 +375,9 @@ def _live_feed_job(
         try:
             # A domain utterance starts from the caller's (or the line's) mean, else the
             # initial one; the generic model decodes better from the last estimate.
-            if pool.model is not None and (cmn or pool.cmn_init):
-                decoder.set_cmn(cmn or pool.cmn_init)
+            mean = _line_mean(key, line, cmn) or pool.cmn_init
+            if pool.model is not None and mean:
+                decoder.set_cmn(mean)
             decoder.start_utt()
         except RuntimeError as exc:
             pool.release(decoder, reusable=False)
@@ -418,8 +438,6 @@ class PocketsphinxStream:
         self._pool = pool
         self._refine = refine
         self._line = line  # the kind of line this caller is on ("" if not told)
-        if cmn is None and line and refine:
-            cmn = _LINE_MEANS.get((pool.key, line))
         self._cmn = cmn  # this caller's cepstral mean, once a final pass has learnt it
         self._audio = bytearray()  # the utterance so far, up to _MAX_KEPT_BYTES
         self._early: asyncio.Future[_Outcome] | None = None  # the pass begun in the silence
@@ -497,7 +515,7 @@ class PocketsphinxStream:
                     raise ProviderError(f"pocketsphinx: final pass failed: {again}") from again
             self._partial = outcome.recognition.text
             if outcome.recognition.text:
-                self._learnt(outcome.cmn)
+                self._cmn = outcome.cmn
             return outcome.recognition
         finally:
             self._audio = bytearray()
@@ -531,7 +549,7 @@ class PocketsphinxStream:
         _count_pass("started")
         try:
             work = decode_process().submit(
-                _final_pass_job, self._pool.key, audio, self._refine, self._cmn
+                _final_pass_job, self._pool.key, audio, self._refine, self._cmn, self._line
             )
         except Exception as exc:  # the decoder process cannot be started: finish() says so
             failed: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
@@ -544,12 +562,7 @@ class PocketsphinxStream:
         if early is None or not early.done() or early.cancelled() or early.exception():
             return
         if early.result().recognition.text:
-            self._learnt(early.result().cmn)
-
-    def _learnt(self, cmn: str) -> None:
-        self._cmn = cmn
-        if self._line and self._refine:
-            _LINE_MEANS[self._pool.key, self._line] = cmn
+            self._cmn = early.result().cmn
 
     def _drop_early(self) -> None:
         if self._early is not None:
@@ -575,7 +588,7 @@ class PocketsphinxStream:
         grammar = "#JSGF V1.0;\ngrammar choice;\npublic <utterance> = "
         grammar += " | ".join(f"( {c} )" for c in sentences) + ";\n"
         work = decode_process().submit(
-            _choice_pass_job, self._pool.key, bytes(self._audio), cmn, grammar
+            _choice_pass_job, self._pool.key, bytes(self._audio), cmn, grammar, self._line
         )
         text = await asyncio.wrap_future(work)
         self._partial = text
@@ -601,7 +614,14 @@ class PocketsphinxStream:
         first, self._live_remote = not self._live_remote, True
         try:
             work = decode_process().submit(
-                _live_feed_job, self._sid, self._pool.key, chunk, first, self._cmn, live=True
+                _live_feed_job,
+                self._sid,
+                self._pool.key,
+                chunk,
+                first,
+                self._cmn,
+                self._line,
+                live=True,
             )
         except Exception as exc:  # the decoder process cannot be started
             self._live_error = exc
