@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -342,13 +343,37 @@ def _agents_dir(args: argparse.Namespace, workdir: Path) -> Path:
     return target
 
 
+GO_CLIENT = Path(__file__).resolve().parent.parent / ".tools" / "go" / "bin" / "voice-engine-load"
+
+
+def _write_questions(providers: str, path: Path) -> None:
+    """The questions for the Go client (benchmarks/goload): text, PCM, last speech frame."""
+    frames = asyncio.run(_question_frames(providers))
+    path.write_text(json.dumps([
+        {"text": text, "pcm": base64.b64encode(b"".join(q)).decode(), "last_speech": last}
+        for text, (q, last) in zip(QUESTIONS, frames, strict=True)
+    ]))  # fmt: skip
+
+
 def _client_cmds(args: argparse.Namespace, target: str, n: int, point: int) -> list[list[str]]:
-    per = max(1, args.sessions_per_client)
+    per = max(1, args.sessions_per_client) if args.client == "python" else n
     procs = math.ceil(n / per)
     sync = str(time.time() + args.ramp_sec + 3.0) if args.synchronized else None
     cmds = []
     for i in range(procs):
         count = n // procs + (1 if i < n % procs else 0)
+        if args.client == "go":
+            cmd = [
+                str(GO_CLIENT), "-target", target, "-sessions", str(count),
+                "-assistant", args.assistant, "-questions", args.questions_file,
+                "-duration-sec", str(args.duration_sec), "-ramp-sec", str(args.ramp_sec),
+                "-seed", str(point * 1000 + i), "-end-silence-ms", str(args.end_silence_ms),
+                "-sync-period-sec", str(args.sync_period_sec),
+            ]  # fmt: skip
+            cmd += ["-sync-origin", sync] if sync is not None else []
+            cmd += ["-interim"] if args.interim else []
+            cmds.append(pinned(cmd, args.client_cpus))
+            continue
         cmd = [
             sys.executable, str(Path(__file__).resolve()), "client", "--target", target,
             "--sessions", str(count), "--providers", args.providers,
@@ -451,6 +476,12 @@ def _orchestrate(args: argparse.Namespace) -> int:
           f"client cpus={args.client_cpus} synchronized={args.synchronized}")  # fmt: skip
     deadline = time.monotonic() + args.max_sec
     with tempfile.TemporaryDirectory(prefix="voice-load-") as tmp:
+        if args.client == "go":
+            if not GO_CLIENT.exists():
+                print(f"# {GO_CLIENT} is missing: run `bash scripts/clients.sh` (it builds it)")
+                return 2
+            args.questions_file = str(Path(tmp) / "questions.json")
+            _write_questions(args.providers, Path(args.questions_file))
         engine = None if args.target else EngineGroup(args, Path(tmp))
         target = args.target or (engine.target if engine else "")
         pid = engine.proc.pid if engine else None
@@ -526,6 +557,11 @@ def main() -> int:
         help="calls starting per second instead (ramp = N / rate)",
     )
     parser.add_argument("--sessions-per-client", type=int, default=25)
+    parser.add_argument(
+        "--client", choices=("python", "go"), default="python",
+        help="the callers: Python processes of --sessions-per-client calls, or one Go process "
+        "(benchmarks/goload, built by scripts/clients.sh; a fraction of the CPU per call)",
+    )  # fmt: skip
     parser.add_argument("--synchronized", action="store_true")
     parser.add_argument(
         "--interim", action="store_true", help="ask for interim transcripts (a live ASR pass)"

@@ -7,7 +7,8 @@
 #   Stubs:   `buf generate` (buf.gen.yaml) with local plugins: Python, Go, TypeScript (then
 #            type-checked with tsc)
 # Needs .venv (scripts/test.sh makes it) and buf: BUF=path, default .tools/node_modules/.bin/buf.
-# The binaries: node clients/node/converse.js, .tools/go/bin/voice-engine-converse.
+# The binaries: node clients/node/converse.js, .tools/go/bin/voice-engine-converse, and the
+# Go load client of benchmarks/load.py (--client go), .tools/go/bin/voice-engine-load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -52,6 +53,7 @@ export GO111MODULE=off GOPATH="$GO_TOOLS/gopath:/usr/share/gocode" GOCACHE="$GO_
 GO_PACKAGE_DIR="$GO_TOOLS/gopath/src/github.com/voice-engine/voice-engine"
 mkdir -p "$GO_TOOLS/bin" "$GO_PACKAGE_DIR"
 ln -sfn "$ROOT/clients" "$GO_PACKAGE_DIR/clients" # the client's import path, in GOPATH
+ln -sfn "$ROOT/benchmarks" "$GO_PACKAGE_DIR/benchmarks" # the load client's (benchmarks/goload)
 if [ ! -x "$GO_TOOLS/bin/protoc-gen-go" ]; then
   go build -o "$GO_TOOLS/bin/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
 fi
@@ -64,4 +66,7 @@ clients/node/node_modules/.bin/tsc --noEmit --strict --esModuleInterop --module 
 
 (cd "$GO_PACKAGE_DIR/clients/go" && go vet ./cmd/converse &&
   go build -o "$GO_TOOLS/bin/voice-engine-converse" ./cmd/converse)
-echo "clients built: node clients/node/converse.js, $GO_TOOLS/bin/voice-engine-converse"
+(cd "$GO_PACKAGE_DIR/benchmarks/goload" && go vet . &&
+  go build -o "$GO_TOOLS/bin/voice-engine-load" .)
+echo "clients built: node clients/node/converse.js, $GO_TOOLS/bin/voice-engine-converse" \
+  "(and benchmarks/load.py --client go: $GO_TOOLS/bin/voice-engine-load)"
