@@ -43,37 +43,39 @@ class _Recognizer:
         return _Stream(1)
 
 
-async def test_each_utterance_of_a_caller_continues_from_the_last() -> None:
-    async def emit(_: Event) -> None:
-        return None
+async def _ignore(_: Event) -> None:
+    return None
 
-    recognizer = _Recognizer()
-    speech = SpeechInput(
+
+def _speech_input(recognizer: _Recognizer, line: str = "") -> SpeechInput:
+    return SpeechInput(
         SignalVad(),
         recognizer,
         VadSettings(end_silence_ms=200),
-        emit,
+        _ignore,
         interim_transcripts=lambda: False,
+        line=line,
     )
+
+
+async def _utterances(speech: SpeechInput, count: int) -> list[str]:
+    """The caller says ``count`` utterances; what the speech input heard."""
     heard = []
-    for _ in range(3):
+    for _ in range(count):
         for frame in [SPEECH] * 20 + [SILENCE] * 15:
             if (done := await speech.feed(frame)) is not None:
                 heard.append(done.recognition.text)
-    assert heard == ["utterance 1", "utterance 2", "utterance 3"]
+    return heard
+
+
+async def test_each_utterance_of_a_caller_continues_from_the_last() -> None:
+    recognizer = _Recognizer()
+    speech = _speech_input(recognizer)
+    assert await _utterances(speech, 3) == ["utterance 1", "utterance 2", "utterance 3"]
     assert recognizer.started == 1  # only the first was a new caller
 
     # Another session (another SpeechInput) on the same recognizer starts afresh.
-    other = SpeechInput(
-        SignalVad(),
-        recognizer,
-        VadSettings(end_silence_ms=200),
-        emit,
-        interim_transcripts=lambda: False,
-    )
-    for frame in [SPEECH] * 20 + [SILENCE] * 15:
-        if (done := await other.feed(frame)) is not None:
-            assert done.recognition.text == "utterance 1"
+    assert await _utterances(_speech_input(recognizer), 1) == ["utterance 1"]
     assert recognizer.started == 2
 
 
@@ -90,23 +92,8 @@ class _LineRecognizer(_Recognizer):
 
 
 async def test_a_new_caller_is_started_on_the_line_the_session_was_opened_with() -> None:
-    async def emit(_: Event) -> None:
-        return None
-
     recognizer = _LineRecognizer()
-    speech = SpeechInput(
-        SignalVad(),
-        recognizer,
-        VadSettings(end_silence_ms=200),
-        emit,
-        interim_transcripts=lambda: False,
-        line="MULAW/8000",
-    )
-    heard = []
-    for _ in range(2):
-        for frame in [SPEECH] * 20 + [SILENCE] * 15:
-            if (done := await speech.feed(frame)) is not None:
-                heard.append(done.recognition.text)
-    assert heard == ["utterance 1", "utterance 2"]
+    speech = _speech_input(recognizer, line="MULAW/8000")
+    assert await _utterances(speech, 2) == ["utterance 1", "utterance 2"]
     assert recognizer.lines == ["MULAW/8000"]  # the second continued from the first
     assert recognizer.started == 0
