@@ -314,10 +314,11 @@ async def run_clip(
 
 
 def _cpu() -> float:
-    """This process's CPU time plus pocketsphinx's decoder process's (where passes run)."""
-    from adapters.asr.decode_process import decode_process
+    """CPU time of this process and its children: pocketsphinx's passes run in its decoder
+    process."""
+    from benchmarks.loadkit import tree_cpu_sec
 
-    return time.process_time() + decode_process().cpu_seconds()
+    return tree_cpu_sec(os.getpid())
 
 
 def _condition_is(condition: str) -> Callable[[Clip], bool]:

@@ -248,18 +248,6 @@ class DecodeProcess:
             if self._child is child:
                 child.send(("cancel", job_id, None))
 
-    def cpu_seconds(self) -> float:
-        """CPU time the current decoder process has used (0.0 if none; Linux /proc)."""
-        child = self._child
-        if child is None or child.process.pid is None:
-            return 0.0
-        try:
-            with open(f"/proc/{child.process.pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     @property
     def restarts(self) -> int:
         """How many times the process was found dead and replaced."""
