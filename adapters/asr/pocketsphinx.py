@@ -711,9 +711,9 @@ class PocketsphinxRecognizer:
         self,
         phrases: Sequence[str] = (),
         *,
-        # Idle decoders kept per phrase set. A domain decoder is small and ~10 ms to build,
-        # but with fewer kept than concurrent callers every overlapping utterance builds
-        # (and then drops) one; 16 covers the concurrency measured in BENCHMARKS.md.
+        # Idle decoders kept per phrase set in this process. Decoding runs in the decoder
+        # process (its pools keep _CHILD_POOL_SIZE); here a pool only builds the one decoder
+        # that checks the model at start-up and gives ``cmn_init``.
         pool_size: int = 16,
         # False: the final pass starts from a fresh decoder's cepstral mean and has no
         # trigram fallback (``asr.final: none``): cheaper, worse on telephone audio.

@@ -202,7 +202,8 @@ async def test_nothing_is_decoded_while_nobody_reads_interims(speech: dict[str, 
     stream = recognizer.start_utterance()
     await feed_all(stream, speech["yes please"])
     await asyncio.sleep(0.1)
-    assert recognizer.pool_stats().in_use == 0  # no decoder borrowed: no live pass ran
+    # No decoder borrowed where passes run (the decoder process): no live pass ran.
+    assert (await recognizer.decoder_process_pool_stats()).in_use == 0
     assert (await stream.finish()).text == "yes please"
 
 
@@ -220,7 +221,7 @@ async def test_a_pass_begun_in_a_pause_is_redone_when_the_caller_speaks_again(
     await feed_all(stream, pcm[half:])
     stream.silence_began()
     assert (await stream.finish()).text == PHRASES[0].lower()
-    await eventually(lambda: domain_recognizer.pool_stats().in_use == 0)
+    assert await decoders_in_use(domain_recognizer) == 0
 
 
 async def test_finish_without_audio_is_an_empty_transcript(
