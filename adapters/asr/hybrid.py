@@ -68,6 +68,7 @@ class FinalStats:
     restarted: int  # early passes dropped because the caller spoke again
     grammar_passes: int  # pocketsphinx final passes (asr.final grammar, and the fallback)
     grammar_passes_dropped: int  # of those, not needed (caller spoke again; Whisper answered)
+    grammar_passes_live: int  # finals that ended a live pass: decoded while the caller spoke
     decoder_process_restarts: int  # pocketsphinx's decoder process died and was replaced
     pool: WhisperStats | None  # the shared Whisper pool (None before first use)
 
@@ -106,6 +107,7 @@ def final_stats() -> FinalStats:
         **_COUNTERS.snapshot(),
         grammar_passes=passes.started,
         grammar_passes_dropped=passes.dropped,
+        grammar_passes_live=passes.live,
         decoder_process_restarts=passes.decoder_process_restarts,
         pool=whisper_stats(),
     )

@@ -13,25 +13,27 @@ whose log energies otherwise swamp the features (the grammar then failed on most
 and mu-law utterances; with dither, 60/60 exact on mixed 8-48 kHz and mu-law test
 speech). Words missing from the dictionary are dropped from the phrases with a warning.
 
-One pass per utterance, in the end silence. With a domain model the final transcript
-comes from a single job over the kept utterance (:func:`_final_pass`): a pass with a
-one-word grammar that only estimates the utterance's cepstral mean (CMN; a fresh
-decoder's mean is off for a new caller or channel, and 8 kHz speech then missed in 16 of
-40 clips against 5 of 40 from the utterance's own mean), then the phrase grammar from that
-mean, then the phrase trigram if the grammar found no path. The estimating pass is
-skipped when a mean is known: the caller's own from their last utterance
-(ContinuesCaller), or for a new caller the last one learnt on the same kind of line
-(LearnsLines: encoding and rate; the mean is the channel's more than the speaker's); the
-grammar finding no path from it means re-estimating. It starts when the caller has
-been silent ~160 ms (``silence_began``, from the speech input) and runs during the rest of
-the end-silence wait; if the caller speaks again it is dropped and starts over at the next
-silence. Nothing is decoded while the caller speaks unless someone reads ``partial()``
-(interim transcripts): then a live pass decodes the audio as it arrives, in the
-background. ``feed`` never waits for decoding. Against the earlier design (a live pass
-over every frame, end silence included, and a second grammar pass after the endpoint)
-this is about 40% less decoding CPU per utterance and no decoding after the endpoint
-(docs/BENCHMARKS.md). The generic model (no phrases) has no grammar pass: it decodes live
-and its final is that pass's result.
+One pass per utterance, decoded while the caller speaks. With a domain model the final
+transcript comes from one grammar pass over the utterance (:func:`_final_pass`): the phrase
+grammar from the utterance's cepstral mean (CMN), then the phrase trigram if the grammar
+found no path. The mean matters: a fresh decoder's is off for a new caller or channel,
+and 8 kHz speech then missed in 16 of 40 clips against 5 of 40 from the utterance's own.
+When a mean is known, the caller's own from their last utterance (ContinuesCaller) or,
+for a new caller, the last one learnt on the same kind of line (LearnsLines: encoding
+and rate; the mean is the channel's more than the speaker's), the pass starts with the
+caller's first word as a *live pass*: the audio goes to the decoder process as it
+arrives (200 ms a job, behind any turn's final), and the final job, sent when the caller
+has been silent ~160 ms (``silence_began``, from the speech input), only decodes what
+the live pass has not reached and ends it: the same audio from the same mean in the same
+slices, so the same transcript as one pass over the whole utterance, but at the turn end
+only the tail is left. When many turns end together (a burst of new calls) they no
+longer queue behind each other's whole passes. Without a known mean (the first caller
+on a line) the final job first estimates one with a one-word grammar (a cheap pass that
+only runs the front end), then decodes the whole utterance; the grammar finding no path
+from a carried mean means the same. If the caller speaks again after ``silence_began``
+the final job is withdrawn (or its result dropped) and the next one decodes the whole
+utterance. The generic model (no phrases) has no grammar pass: it decodes live and its
+final is that pass's result; interims (``partial()``) read the live pass.
 
 Where it runs. ``Decoder.process_raw`` holds the GIL for the whole call (measured: a 2.3 s
 buffer stalled another Python thread for 366 ms); beside the event loop that made the
@@ -54,7 +56,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,11 +101,12 @@ class FinalPassStats:
 
     started: int  # passes submitted (one per turn, plus one per dropped pass)
     dropped: int  # begun early, then not needed (the caller spoke again; Whisper answered)
+    live: int  # of the finals, those that ended a live pass (only the tail left to decode)
     decoder_process_restarts: int  # the decoder process was found dead and replaced
 
 
 _PASS_LOCK = threading.Lock()
-_PASS_COUNTS = {"started": 0, "dropped": 0}
+_PASS_COUNTS = {"started": 0, "dropped": 0, "live": 0}
 
 
 def _count_pass(name: str) -> None:
@@ -113,8 +116,8 @@ def _count_pass(name: str) -> None:
 
 def final_pass_stats() -> FinalPassStats:
     with _PASS_LOCK:
-        started, dropped = _PASS_COUNTS["started"], _PASS_COUNTS["dropped"]
-    return FinalPassStats(started, dropped, decode_process().restarts)
+        started, dropped, live = (_PASS_COUNTS[k] for k in ("started", "dropped", "live"))
+    return FinalPassStats(started, dropped, live, decode_process().restarts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,9 @@ def _pool_for(key: tuple[str, ...], pool_size: int) -> _DecoderPool:
 
 
 _LIVE_IDS = itertools.count(1)  # live passes in the decoder process, unique per engine process
+# Audio per live job while nobody reads interims: fewer jobs (each a round trip through
+# the decoder process) for the same decoding.
+_LIVE_BATCH_SLICES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +229,7 @@ class _Outcome:
 
     recognition: Recognition
     cmn: str
+    ended_live: bool = False  # it ended the stream's live pass (decoded only the tail)
 
 
 class _Stopped(Exception):
@@ -315,7 +322,10 @@ def _choice_pass(pool: _DecoderPool, audio: bytes, cmn: str | None, grammar: str
 
 # -- jobs in the decoder process (adapters/asr/decode_process.py) ------------------------
 
-_CHILD_POOL_SIZE = 4  # the process decodes one utterance at a time
+# Idle decoders kept in the decoder process. Every caller speaking holds one (its live
+# pass), so this is about the most callers speaking at once that the process expects:
+# a decoder costs ~8 MiB kept and ~20 ms of CPU to build again.
+_CHILD_POOL_SIZE = 32
 
 # The latest cepstral mean a final pass learnt, by (phrase set, kind of line): a new
 # caller's pass starts from it instead of paying an estimating pass (LearnsLines). Channel
@@ -332,11 +342,31 @@ def _line_mean(key: tuple[str, ...], line: str, cmn: str | None) -> str | None:
 
 
 def _final_pass_job(
-    key: tuple[str, ...], audio: bytes, refine: bool, cmn: str | None, line: str = ""
+    key: tuple[str, ...],
+    audio: bytes,
+    refine: bool,
+    cmn: str | None,
+    line: str = "",
+    sid: int = 0,
 ) -> _Outcome:
+    """The final pass of ``audio``; ``sid``: the stream's live pass, to end instead.
+
+    A live pass that began from a known mean has decoded most of ``audio`` already,
+    exactly as this pass would (same mean, same audio, same slices): it only decodes the
+    rest. Its grammar finding no path means estimating a mean, as below.
+    """
+    pool = _pool_for(key, _CHILD_POOL_SIZE)
+    live = _CHILD_LIVE.pop(sid, None) if sid else None
     if refine:
         cmn = _line_mean(key, line, cmn)
-    outcome = _final_pass(_pool_for(key, _CHILD_POOL_SIZE), audio, refine, cmn)
+    outcome: _Outcome | None = None
+    if live is not None:
+        outcome = _end_live_pass(live, audio, refine)
+        if outcome is not None and not outcome.recognition.text:
+            cmn = None  # the carried mean found no path: estimate one
+            outcome = None
+    if outcome is None:
+        outcome = _final_pass(pool, audio, refine, cmn)
     if line and refine and outcome.recognition.text:
         _LINE_MEANS[key, line] = outcome.cmn
     return outcome
@@ -358,71 +388,140 @@ def _pool_stats_job(key: tuple[str, ...]) -> DecoderPoolStats:
     return _pool_for(key, _CHILD_POOL_SIZE).stats()
 
 
-# Live passes in the decoder process, by stream id: (pool, decoder in an utterance).
-_CHILD_LIVE: dict[int, tuple[_DecoderPool, Any]] = {}
+@dataclass(slots=True)
+class _LivePass:
+    """A stream's live pass in the decoder process."""
+
+    pool: _DecoderPool
+    decoder: Any  # in an utterance; None while held back (below)
+    known_mean: bool  # began from the caller's or the line's mean (not a fresh decoder's)
+    fed: int = 0  # bytes of the utterance decoded so far
+    # Audio not decoded yet: a pass only for the final, with no mean known, waits for the
+    # final job (which estimates one first) rather than decode from a fresh decoder's mean
+    # for nothing; if interims are asked for after all, it decodes this first.
+    held: bytearray = field(default_factory=bytearray)
+
+
+# Live passes in the decoder process, by stream id.
+_CHILD_LIVE: dict[int, _LivePass] = {}
+
+
+def _start_live_decoder(pool: _DecoderPool, mean: str) -> Any:
+    decoder = pool.acquire()
+    try:
+        if pool.model is not None and mean:
+            decoder.set_cmn(mean)
+        decoder.start_utt()
+    except RuntimeError as exc:
+        pool.release(decoder, reusable=False)
+        raise ProviderError(f"pocketsphinx: start_utt failed: {exc}") from exc
+    return decoder
 
 
 def _live_feed_job(
-    sid: int, key: tuple[str, ...], pcm: bytes, first: bool, cmn: str | None, line: str
+    sid: int,
+    key: tuple[str, ...],
+    pcm: bytes,
+    first: bool,
+    cmn: str | None,
+    line: str,
+    final_only: bool = False,
 ) -> str:
-    """Decode ``pcm`` on the stream's live decoder (opened by its first feed); the partial."""
-    entry = _CHILD_LIVE.get(sid)
-    if entry is None:
+    """Decode ``pcm`` on the stream's live pass (opened by its first feed); the partial.
+
+    ``final_only``: nobody reads interims (yet); the pass is for the final job.
+    """
+    live = _CHILD_LIVE.get(sid)
+    if live is None:
         if not first:  # this process was started after the pass began: its audio is lost
             raise ProviderError("pocketsphinx: the live pass was lost with a decoder process")
         pool = _pool_for(key, _CHILD_POOL_SIZE)
-        decoder = pool.acquire()
-        try:
-            # A domain utterance starts from the caller's (or the line's) mean, else the
-            # initial one; the generic model decodes better from the last estimate.
-            mean = _line_mean(key, line, cmn) or pool.cmn_init
-            if pool.model is not None and mean:
-                decoder.set_cmn(mean)
-            decoder.start_utt()
-        except RuntimeError as exc:
-            pool.release(decoder, reusable=False)
-            raise ProviderError(f"pocketsphinx: start_utt failed: {exc}") from exc
-        entry = _CHILD_LIVE[sid] = (pool, decoder)
-    pool, decoder = entry
+        # A domain utterance starts from the caller's (or the line's) mean, else the
+        # initial one; the generic model decodes better from the last estimate.
+        known = _line_mean(key, line, cmn) if pool.model is not None else None
+        hold = final_only and known is None and pool.model is not None
+        decoder = None if hold else _start_live_decoder(pool, known or pool.cmn_init)
+        live = _CHILD_LIVE[sid] = _LivePass(pool, decoder, known_mean=known is not None)
+    if live.decoder is None:
+        live.held += pcm
+        if final_only:
+            return ""
+        live.decoder = _start_live_decoder(live.pool, live.pool.cmn_init)
+        pcm, live.held = bytes(live.held), bytearray()
     try:
         for start in range(0, len(pcm), _SLICE_BYTES):
             if current_job_stopped():
                 break
-            decoder.process_raw(pcm[start : start + _SLICE_BYTES], False, False)
+            piece = pcm[start : start + _SLICE_BYTES]
+            live.decoder.process_raw(piece, False, False)
+            live.fed += len(piece)
     except RuntimeError as exc:
         del _CHILD_LIVE[sid]
-        pool.release(decoder, reusable=False)
+        live.pool.release(live.decoder, reusable=False)
         raise ProviderError(f"pocketsphinx: process_raw failed: {exc}") from exc
-    hypothesis = decoder.hyp()
+    hypothesis = live.decoder.hyp()
     return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+
+
+def _end_live_pass(live: _LivePass, audio: bytes, refine: bool) -> _Outcome | None:
+    """Decode the rest of ``audio`` on a live pass and end it (None: it cannot serve).
+
+    It serves a grammar final when it began from a known mean and has decoded a prefix of
+    ``audio``; else it is ended unused.
+    """
+    decoder, reusable = live.decoder, False
+    if decoder is None:
+        return None  # held back: nothing decoded yet
+    usable = live.pool.model is not None and refine and live.known_mean
+    usable = usable and live.fed <= len(audio)
+    try:
+        try:
+            for start in range(live.fed, len(audio) if usable else 0, _SLICE_BYTES):
+                if current_job_stopped():
+                    raise _Stopped
+                decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
+        finally:
+            decoder.end_utt()  # a decoder must be idle to start its next utterance
+        hypothesis = decoder.hyp()
+        text = str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+        learnt = str(decoder.get_cmn(False)) if text else ""
+        reusable = True
+    except _Stopped:
+        reusable = True
+        raise
+    except RuntimeError as exc:
+        raise ProviderError(f"pocketsphinx: decoding failed: {exc}") from exc
+    finally:
+        live.pool.release(decoder, reusable)
+    if not usable:
+        return None
+    return _Outcome(Recognition(text, _CONFIDENCE_GRAMMAR if text else 0.0), learnt, True)
 
 
 def _live_end_job(sid: int) -> str:
     """End the live utterance: its final hypothesis ("" if it never started)."""
-    entry = _CHILD_LIVE.pop(sid, None)
-    if entry is None:
+    live = _CHILD_LIVE.pop(sid, None)
+    if live is None or live.decoder is None:
         return ""
-    pool, decoder = entry
     try:
-        decoder.end_utt()
+        live.decoder.end_utt()
     except RuntimeError as exc:
-        pool.release(decoder, reusable=False)
+        live.pool.release(live.decoder, reusable=False)
         raise ProviderError(f"pocketsphinx: end_utt failed: {exc}") from exc
-    hypothesis = decoder.hyp()
-    pool.release(decoder, reusable=True)
+    hypothesis = live.decoder.hyp()
+    live.pool.release(live.decoder, reusable=True)
     return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
 
 
 def _live_drop_job(sid: int) -> None:
-    entry = _CHILD_LIVE.pop(sid, None)
-    if entry is not None:
-        pool, decoder = entry
+    live = _CHILD_LIVE.pop(sid, None)
+    if live is not None and live.decoder is not None:
         try:
-            decoder.end_utt()  # a decoder must be idle to start its next utterance
+            live.decoder.end_utt()  # a decoder must be idle to start its next utterance
         except RuntimeError:
-            pool.release(decoder, reusable=False)
+            live.pool.release(live.decoder, reusable=False)
         else:
-            pool.release(decoder, reusable=True)
+            live.pool.release(live.decoder, reusable=True)
 
 
 class PocketsphinxStream:
@@ -444,14 +543,20 @@ class PocketsphinxStream:
         self._finishing = False
         self._cancelled = False
         self._partial = ""
-        # The live pass: on for the generic model, for interims and for long utterances.
+        # The live pass: the generic model's only pass; with the phrase grammar (refined)
+        # the final pass's first part, decoded while the caller speaks; interims; and
+        # utterances too long to keep.
         self._live_on = False
         self._live_pending = bytearray()  # fed, not yet handed to a live job
         self._live_job: asyncio.Future[str] | None = None  # at most one in flight
         self._live_error: BaseException | None = None
-        self._sid = next(_LIVE_IDS)  # the live pass's name in the decoder process
+        self._sid = 0  # the live pass's name in the decoder process (new for each)
         self._live_remote = False  # a live job was sent to the decoder process
-        if pool.model is None:
+        self._interims_read = False  # partial() was called: the live pass serves interims
+        # The final pass will end the live pass instead of decoding from the start.
+        self._live_final = refine and pool.model is not None
+        self._early_sid = 0  # the live pass the early final pass ends (0: none)
+        if pool.model is None or self._live_final:
             self._start_live()
 
     # -- RecognitionStream -------------------------------------------------------------
@@ -471,6 +576,7 @@ class PocketsphinxStream:
 
     def partial(self) -> str:
         """The live pass's latest hypothesis; the first call starts the live pass."""
+        self._interims_read = True
         if not self._live_on and not self._finishing and not self._cancelled:
             self._start_live()
         return self._partial
@@ -499,10 +605,11 @@ class PocketsphinxStream:
                 return await self._choose(tuple(choose_between))
             if not self._uses_final_pass():
                 return await self._finish_live()
-            self._stop_live()
             early, self._early = self._early, None
+            self._early_sid = 0
             if early is None:
                 early = self._submit_final_pass()
+            self._stop_live()
             try:
                 outcome = await early
             except Exception as exc:  # a broken decoder, or the decoder process died
@@ -516,6 +623,8 @@ class PocketsphinxStream:
             self._partial = outcome.recognition.text
             if outcome.recognition.text:
                 self._cmn = outcome.cmn
+            if outcome.ended_live:
+                _count_pass("live")
             return outcome.recognition
         finally:
             self._audio = bytearray()
@@ -546,16 +655,37 @@ class PocketsphinxStream:
             future.set_result(_Outcome(Recognition("", 0.0), self._pool.cmn_init))
             return future
         audio = bytes(self._audio)
+        sid = self._hand_over_live()
         _count_pass("started")
         try:
             work = decode_process().submit(
-                _final_pass_job, self._pool.key, audio, self._refine, self._cmn, self._line
+                _final_pass_job, self._pool.key, audio, self._refine, self._cmn, self._line, sid
             )
         except Exception as exc:  # the decoder process cannot be started: finish() says so
             failed: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
             failed.set_exception(ProviderError(f"pocketsphinx: no decoder process: {exc}"))
             return failed
+        self._early_sid = sid
         return asyncio.wrap_future(work)
+
+    def _hand_over_live(self) -> int:
+        """The live pass the final pass is to end (0: none; it decodes from the start).
+
+        The live pass stops here: a live job still queued is withdrawn (its audio is then
+        decoded by the final pass, which knows how much the live pass took), one running
+        ends before the final pass starts (one job at a time in the decoder process).
+        """
+        if not (self._live_final and self._live_on and self._live_remote):
+            self._live_final = False
+            return 0
+        self._live_final = False
+        sid, job = self._sid, self._live_job
+        self._live_on = self._live_remote = False
+        self._live_pending = bytearray()
+        self._live_job = None
+        if job is not None:
+            job.cancel()  # _live_done ignores it: no longer this stream's job
+        return sid
 
     def _learn_from(self, early: asyncio.Future[_Outcome] | None) -> None:
         """Keep the mean of a pass that is done and found a phrase."""
@@ -569,7 +699,11 @@ class PocketsphinxStream:
             _count_pass("dropped")
             self._early.cancel()  # withdrawn if queued, stopped at its next slice if running
             self._early.add_done_callback(_consume)
+            if self._early_sid:  # a withdrawn pass leaves the live pass it was to end
+                with contextlib.suppress(Exception):
+                    decode_process().post(_live_drop_job, self._early_sid, live=True)
         self._early = None
+        self._early_sid = 0
 
     async def _choose(self, sentences: tuple[str, ...]) -> Recognition:
         self._stop_live()
@@ -598,6 +732,7 @@ class PocketsphinxStream:
 
     def _start_live(self) -> None:
         self._live_on = True
+        self._sid = next(_LIVE_IDS)
         self._live_pending = bytearray(self._audio)
         self._pump_live()
 
@@ -605,8 +740,10 @@ class PocketsphinxStream:
         """Hand the pending audio to a live job, unless one is in flight (loop side)."""
         if self._live_job is not None or self._live_error is not None:
             return
-        size = len(self._live_pending) if flush else len(self._live_pending) // _SLICE_BYTES
-        size = size if flush else size * _SLICE_BYTES
+        # Only for the final pass: 200 ms a job, and no decoding from an unknown mean.
+        final_only = not self._interims_read and self._uses_final_pass()
+        batch = (_LIVE_BATCH_SLICES if final_only else 1) * _SLICE_BYTES
+        size = len(self._live_pending) if flush else len(self._live_pending) // batch * batch
         if not size:
             return
         chunk = bytes(self._live_pending[:size])
@@ -621,6 +758,7 @@ class PocketsphinxStream:
                 first,
                 self._cmn,
                 self._line,
+                final_only,
                 live=True,
             )
         except Exception as exc:  # the decoder process cannot be started
@@ -630,6 +768,8 @@ class PocketsphinxStream:
         self._live_job.add_done_callback(self._live_done)
 
     def _live_done(self, job: asyncio.Future[str]) -> None:
+        if job is not self._live_job:
+            return  # handed over to the final pass
         self._live_job = None
         if job.cancelled():
             self._live_error = ProviderError("pocketsphinx: live decoding was cancelled")

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 
 from adapters.asr.decode_process import decode_process
-from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.pocketsphinx import (
+    PocketsphinxRecognizer,
+    PocketsphinxStream,
+    final_pass_stats,
+)
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.codec import StreamResampler
@@ -197,26 +201,51 @@ async def test_partials_grow_while_audio_is_fed(
     assert 0.0 < result.confidence <= 1.0
 
 
-async def test_nothing_is_decoded_while_nobody_reads_interims(speech: dict[str, bytes]) -> None:
-    recognizer = PocketsphinxRecognizer(["yes please", "no thanks"], pool_size=2)
-    stream = recognizer.start_utterance()
-    await feed_all(stream, speech["yes please"])
-    await asyncio.sleep(0.1)
-    # No decoder borrowed where passes run (the decoder process): no live pass ran.
-    assert (await recognizer.decoder_process_pool_stats()).in_use == 0
-    assert (await stream.finish()).text == "yes please"
+async def known_caller(
+    recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> PocketsphinxStream:
+    """A caller's second utterance: their cepstral mean is known (from the first)."""
+    first = recognizer.open_stream()
+    await feed_all(first, speech[PHRASES[6]])
+    assert (await first.finish()).text == PHRASES[6].lower()
+    return first.next_utterance()
 
 
-async def test_a_pass_begun_in_a_pause_is_redone_when_the_caller_speaks_again(
+async def test_a_known_callers_final_pass_is_decoded_while_they_speak(
     domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
 ) -> None:
-    """silence_began starts the final pass early; speech_resumed makes it cover the rest."""
+    """From a known mean the grammar pass starts with the first word: the turn end only
+    decodes the tail. A new caller's first utterance (no mean yet) is decoded whole."""
+    before = final_pass_stats().live
+    stream = await known_caller(domain_recognizer, speech)
+    assert final_pass_stats().live == before  # the first utterance: a whole pass
+    await feed_all(stream, speech[PHRASES[2]])
+    # Decoding began before the turn ended: the decoder process lent a decoder to it.
+    deadline = time.monotonic() + 5.0
+    while (await domain_recognizer.decoder_process_pool_stats()).in_use == 0:
+        assert time.monotonic() < deadline, "no live pass began"
+        await asyncio.sleep(0.01)
+    stream.silence_began()
+    assert (await stream.finish()).text == PHRASES[2].lower()
+    assert final_pass_stats().live == before + 1
+    assert await decoders_in_use(domain_recognizer) == 0
+
+
+@pytest.mark.parametrize("pause_sec", [0.0, 0.05])
+async def test_a_pass_begun_in_a_pause_is_redone_when_the_caller_speaks_again(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes], pause_sec: float
+) -> None:
+    """silence_began starts the final pass early; speech_resumed makes it cover the rest.
+
+    The early pass ends the live pass; withdrawn before it ran (no pause) or after, the
+    live pass's decoder still goes back to the pool.
+    """
     pcm = speech[PHRASES[0]]
     half = len(pcm) // 2 // 640 * 640
-    stream = domain_recognizer.open_stream()
+    stream = await known_caller(domain_recognizer, speech)
     await feed_all(stream, pcm[:half])
     stream.silence_began()  # a pause mid-sentence: the pass over the first half starts
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(pause_sec)
     stream.speech_resumed()
     await feed_all(stream, pcm[half:])
     stream.silence_began()
