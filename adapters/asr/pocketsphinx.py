@@ -396,9 +396,10 @@ class _LivePass:
     decoder: Any  # in an utterance; None while held back (below)
     known_mean: bool  # began from the caller's or the line's mean (not a fresh decoder's)
     fed: int = 0  # bytes of the utterance decoded so far
-    # Audio not decoded yet: a pass only for the final, with no mean known, waits for the
-    # final job (which estimates one first) rather than decode from a fresh decoder's mean
-    # for nothing; if interims are asked for after all, it decodes this first.
+    # Audio not decoded yet: a pass only for the final, with no mean known, holds it
+    # rather than decode from a fresh decoder's mean for nothing, until a mean is known
+    # (another caller's pass on the line) or interims are asked for; else the final job
+    # estimates one and decodes the whole utterance.
     held: bytearray = field(default_factory=bytearray)
 
 
@@ -444,9 +445,13 @@ def _live_feed_job(
         live = _CHILD_LIVE[sid] = _LivePass(pool, decoder, known_mean=known is not None)
     if live.decoder is None:
         live.held += pcm
-        if final_only:
+        # Another caller's pass may have taught the line a mean since (a burst of new
+        # calls: only the first few wait for the turn end to be decoded whole).
+        known = _line_mean(key, line, cmn)
+        if final_only and known is None:
             return ""
-        live.decoder = _start_live_decoder(live.pool, live.pool.cmn_init)
+        live.known_mean = known is not None
+        live.decoder = _start_live_decoder(live.pool, known or live.pool.cmn_init)
         pcm, live.held = bytes(live.held), bytearray()
     try:
         for start in range(0, len(pcm), _SLICE_BYTES):

@@ -231,6 +231,27 @@ async def test_a_known_callers_final_pass_is_decoded_while_they_speak(
     assert await decoders_in_use(domain_recognizer) == 0
 
 
+async def test_callers_who_start_together_use_the_mean_the_first_one_taught(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> None:
+    """A burst of new calls on a line no caller has taught: the first is decoded whole at
+    its turn end; one already speaking by then is decoded live from the mean it taught."""
+    line = "LINEAR16/16000 burst"
+    first, second = (domain_recognizer.open_stream(line) for _ in range(2))
+    before = final_pass_stats().live
+    pcm = speech[PHRASES[4]]
+    half = len(pcm) // 2 // 640 * 640
+    await feed_all(first, speech[PHRASES[1]])
+    await feed_all(second, pcm[:half])
+    first.silence_began()
+    assert (await first.finish()).text == PHRASES[1].lower()
+    await feed_all(second, pcm[half:])
+    second.silence_began()
+    assert (await second.finish()).text == PHRASES[4].lower()
+    assert final_pass_stats().live == before + 1
+    assert await decoders_in_use(domain_recognizer) == 0
+
+
 @pytest.mark.parametrize("pause_sec", [0.0, 0.05])
 async def test_a_pass_begun_in_a_pause_is_redone_when_the_caller_speaks_again(
     domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes], pause_sec: float
