@@ -72,7 +72,7 @@ def _child_main(jobs: Connection, results: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the engine stops this
     # process itself (EOF on the job pipe), so it must not die first with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Two queues: turn ends (final passes) before live slices (interim transcripts).
+    # Two queues: turn ends (final jobs) before live slices (audio decoded as it comes).
     queues: tuple[
         collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]],
         collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]],
@@ -201,7 +201,7 @@ class DecodeProcess:
     def submit(self, fn: Callable[..., _T], *args: Any, live: bool = False) -> Future[_T]:
         """Queue ``fn(*args)`` (a module-level function) in the decoder process.
 
-        ``live``: a job for interim transcripts, run only when no turn's final waits.
+        ``live``: audio decoded as it comes (a live pass), run only when no turn's final waits.
         """
         future: Future[_T] = Future()
         job_id = next(self._ids)

@@ -323,9 +323,9 @@ def _choice_pass(pool: _DecoderPool, audio: bytes, cmn: str | None, grammar: str
 # -- jobs in the decoder process (adapters/asr/decode_process.py) ------------------------
 
 # Idle decoders kept in the decoder process. Every caller speaking holds one (its live
-# pass), so this is about the most callers speaking at once that the process expects:
+# pass) until their final job has run, so after a burst of turns this many may be idle:
 # a decoder costs ~8 MiB kept and ~20 ms of CPU to build again.
-_CHILD_POOL_SIZE = 32
+_CHILD_POOL_SIZE = 64
 
 # The latest cepstral mean a final pass learnt, by (phrase set, kind of line): a new
 # caller's pass starts from it instead of paying an estimating pass (LearnsLines). Channel
