@@ -582,7 +582,9 @@ class PocketsphinxStream:
     def partial(self) -> str:
         """The live pass's latest hypothesis; the first call starts the live pass."""
         self._interims_read = True
-        if not self._live_on and not self._finishing and not self._cancelled:
+        # Not while a final job has the live pass: the silence has nothing new to say.
+        idle = not self._finishing and not self._cancelled and self._early is None
+        if not self._live_on and idle:
             self._start_live()
         return self._partial
 

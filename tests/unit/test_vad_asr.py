@@ -231,6 +231,22 @@ async def test_a_known_callers_final_pass_is_decoded_while_they_speak(
     assert await decoders_in_use(domain_recognizer) == 0
 
 
+async def test_interims_read_in_the_end_silence_do_not_decode_the_utterance_again(
+    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+) -> None:
+    stream = await known_caller(domain_recognizer, speech)
+    pcm = speech[PHRASES[3]]
+    for start in range(0, len(pcm), CHUNK_100_MS):
+        await stream.feed(pcm[start : start + CHUNK_100_MS])
+        stream.partial()
+    stream.silence_began()  # the final job takes the live pass over
+    for _ in range(10):  # the speech input keeps asking every 200 ms in the silence
+        stream.partial()
+        await asyncio.sleep(0.02)
+    assert await decoders_in_use(domain_recognizer) == 0  # no second live pass began
+    assert (await stream.finish()).text == PHRASES[3].lower()
+
+
 async def test_callers_who_start_together_use_the_mean_the_first_one_taught(
     domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
 ) -> None:
