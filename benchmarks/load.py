@@ -425,7 +425,11 @@ def _point(args: argparse.Namespace, target: str, pid: int | None, n: int) -> di
     # Every call asks its first question while all calls are starting (ramp, greetings):
     # the later turns are the steady state.
     later = [t["server_ms"] for t in turns if t["server_ms"] is not None and t["nth"] > 1]
-    timeline = sorted((round(t["at_sec"], 2), t["nth"], t["server_ms"]) for t in turns)
+    # (a turn without the server's figure, counted as "no-metrics" below, sorts with -1)
+    timeline = sorted(
+        (round(t["at_sec"], 2), t["nth"], t["server_ms"] if t["server_ms"] is not None else -1)
+        for t in turns
+    )
     final = [t["final_ms"] for t in turns if t.get("final_ms") is not None]
     client = [t["client_ms"] for t in turns if t["client_ms"] is not None]
     lag = [t["lag_frames"] for t in turns if t["lag_frames"] is not None]

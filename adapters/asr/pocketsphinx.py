@@ -356,7 +356,10 @@ def _final_pass_job(
     rest. Its grammar finding no path means estimating a mean, as below.
     """
     pool = _pool_for(key, _CHILD_POOL_SIZE)
-    live = _CHILD_LIVE.pop(sid, None) if sid else None
+    live = None
+    if sid:
+        live = _CHILD_LIVE.pop(sid, None)
+        _ENDED_LIVE.add(sid)  # its feeds still queued are not decoded (see _live_drop_job)
     if refine:
         cmn = _line_mean(key, line, cmn)
     outcome: _Outcome | None = None
@@ -405,6 +408,9 @@ class _LivePass:
 
 # Live passes in the decoder process, by stream id.
 _CHILD_LIVE: dict[int, _LivePass] = {}
+# Live passes a final job ended (or found not begun: their first feed was still queued):
+# until the engine's drop job, queued behind the pass's last feed, their feeds are ignored.
+_ENDED_LIVE: set[int] = set()
 
 
 def _start_live_decoder(pool: _DecoderPool, mean: str) -> Any:
@@ -432,6 +438,8 @@ def _live_feed_job(
 
     ``final_only``: nobody reads interims (yet); the pass is for the final job.
     """
+    if sid in _ENDED_LIVE:
+        return ""
     live = _CHILD_LIVE.get(sid)
     if live is None:
         if not first:  # this process was started after the pass began: its audio is lost
@@ -447,7 +455,7 @@ def _live_feed_job(
         live.held += pcm
         # Another caller's pass may have taught the line a mean since (a burst of new
         # calls: only the first few wait for the turn end to be decoded whole).
-        known = _line_mean(key, line, cmn)
+        known = _line_mean(live.pool.key, line, cmn)
         if final_only and known is None:
             return ""
         live.known_mean = known is not None
@@ -519,6 +527,7 @@ def _live_end_job(sid: int) -> str:
 
 
 def _live_drop_job(sid: int) -> None:
+    _ENDED_LIVE.discard(sid)
     live = _CHILD_LIVE.pop(sid, None)
     if live is not None and live.decoder is not None:
         try:
@@ -560,7 +569,6 @@ class PocketsphinxStream:
         self._interims_read = False  # partial() was called: the live pass serves interims
         # The final pass will end the live pass instead of decoding from the start.
         self._live_final = refine and pool.model is not None
-        self._early_sid = 0  # the live pass the early final pass ends (0: none)
         if pool.model is None or self._live_final:
             self._start_live()
 
@@ -613,7 +621,6 @@ class PocketsphinxStream:
             if not self._uses_final_pass():
                 return await self._finish_live()
             early, self._early = self._early, None
-            self._early_sid = 0
             if early is None:
                 early = self._submit_final_pass()
             self._stop_live()
@@ -672,15 +679,19 @@ class PocketsphinxStream:
             failed: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
             failed.set_exception(ProviderError(f"pocketsphinx: no decoder process: {exc}"))
             return failed
-        self._early_sid = sid
+        if sid:
+            # Behind the pass's last feed and (in the other queue) this final job: it ends
+            # a live pass a late first feed opened, or the one a withdrawn final job left.
+            with contextlib.suppress(Exception):
+                decode_process().post(_live_drop_job, sid, live=True)
         return asyncio.wrap_future(work)
 
     def _hand_over_live(self) -> int:
         """The live pass the final pass is to end (0: none; it decodes from the start).
 
-        The live pass stops here: a live job still queued is withdrawn (its audio is then
-        decoded by the final pass, which knows how much the live pass took), one running
-        ends before the final pass starts (one job at a time in the decoder process).
+        The live pass stops here. The final job decodes whatever the pass has not reached
+        when it runs (it knows how much the pass took): feeds still queued behind it then
+        find the pass ended, and a submitted one (interims) still queued is withdrawn.
         """
         if not (self._live_final and self._live_on and self._live_remote):
             self._live_final = False
@@ -706,11 +717,7 @@ class PocketsphinxStream:
             _count_pass("dropped")
             self._early.cancel()  # withdrawn if queued, stopped at its next slice if running
             self._early.add_done_callback(_consume)
-            if self._early_sid:  # a withdrawn pass leaves the live pass it was to end
-                with contextlib.suppress(Exception):
-                    decode_process().post(_live_drop_job, self._early_sid, live=True)
         self._early = None
-        self._early_sid = 0
 
     async def _choose(self, sentences: tuple[str, ...]) -> Recognition:
         self._stop_live()
@@ -756,18 +763,15 @@ class PocketsphinxStream:
         chunk = bytes(self._live_pending[:size])
         del self._live_pending[:size]
         first, self._live_remote = not self._live_remote, True
+        key = self._pool.key if first else ()  # the decoder process keeps the pass's pool
+        args = (self._sid, key, chunk, first, self._cmn, self._line, final_only)
         try:
-            work = decode_process().submit(
-                _live_feed_job,
-                self._sid,
-                self._pool.key,
-                chunk,
-                first,
-                self._cmn,
-                self._line,
-                final_only,
-                live=True,
-            )
+            if final_only:
+                # Nobody reads the partial: no answer, so no wake-up of this process per
+                # job. A failure shows as a final job that finds no live pass to end.
+                decode_process().post(_live_feed_job, *args, live=True)
+                return
+            work = decode_process().submit(_live_feed_job, *args, live=True)
         except Exception as exc:  # the decoder process cannot be started
             self._live_error = exc
             return
