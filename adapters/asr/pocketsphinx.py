@@ -569,6 +569,7 @@ class PocketsphinxStream:
         self._interims_read = False  # partial() was called: the live pass serves interims
         # The final pass will end the live pass instead of decoding from the start.
         self._live_final = refine and pool.model is not None
+        self._ended_live = False
         if pool.model is None or self._live_final:
             self._start_live()
 
@@ -639,9 +640,15 @@ class PocketsphinxStream:
                 self._cmn = outcome.cmn
             if outcome.ended_live:
                 _count_pass("live")
+                self._ended_live = True
             return outcome.recognition
         finally:
             self._audio = bytearray()
+
+    @property
+    def ended_live_pass(self) -> bool:
+        """True once ``finish`` took the final from the live pass (only the tail was left)."""
+        return self._ended_live
 
     def next_utterance(self) -> PocketsphinxStream:
         """ContinuesCaller: the caller's next utterance starts from the mean learnt here."""
