@@ -539,7 +539,7 @@ def _live_drop_job(sid: int) -> None:
 
 
 class PocketsphinxStream:
-    """One utterance: its audio kept for one final pass, and a live pass on demand.
+    """One utterance: its audio kept for the final job, and a live pass decoding it as it comes.
 
     The public methods run on the event loop and never wait for decoding, except
     ``finish``. See the module docstring for when each pass runs.
