@@ -247,6 +247,11 @@ def _decode(decoder: Any, search: str, audio: bytes) -> str:
             decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
     finally:
         decoder.end_utt()
+    return _hypothesis(decoder)
+
+
+def _hypothesis(decoder: Any) -> str:
+    """The decoder's best hypothesis so far ("" if none)."""
     hypothesis = decoder.hyp()
     return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
 
@@ -445,16 +450,13 @@ def _live_feed_job(
         if not first:  # this process was started after the pass began: its audio is lost
             raise ProviderError("pocketsphinx: the live pass was lost with a decoder process")
         pool = _pool_for(key, _CHILD_POOL_SIZE)
-        # A domain utterance starts from the caller's (or the line's) mean, else the
-        # initial one; the generic model decodes better from the last estimate.
-        known = _line_mean(key, line, cmn) if pool.model is not None else None
-        hold = final_only and known is None and pool.model is not None
-        decoder = None if hold else _start_live_decoder(pool, known or pool.cmn_init)
-        live = _CHILD_LIVE[sid] = _LivePass(pool, decoder, known_mean=known is not None)
+        live = _CHILD_LIVE[sid] = _LivePass(pool, decoder=None, known_mean=False)
     if live.decoder is None:
         live.held += pcm
-        # Another caller's pass may have taught the line a mean since (a burst of new
-        # calls: only the first few wait for the turn end to be decoded whole).
+        # A domain utterance starts from the caller's (or the line's) mean, else the
+        # initial one; the generic model decodes better from the last estimate. A mean
+        # another caller's pass taught the line since the first feed counts too (a burst
+        # of new calls: only the first few wait for the turn end to be decoded whole).
         known = _line_mean(live.pool.key, line, cmn)
         if final_only and known is None:
             return ""
@@ -472,8 +474,19 @@ def _live_feed_job(
         del _CHILD_LIVE[sid]
         live.pool.release(live.decoder, reusable=False)
         raise ProviderError(f"pocketsphinx: process_raw failed: {exc}") from exc
-    hypothesis = live.decoder.hyp()
-    return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+    return _hypothesis(live.decoder)
+
+
+def _close_live(live: _LivePass) -> tuple[str, str]:
+    """End a live pass's utterance and return its decoder: (hypothesis, mean learnt)."""
+    try:
+        live.decoder.end_utt()  # a decoder must be idle to start its next utterance
+        text, mean = _hypothesis(live.decoder), str(live.decoder.get_cmn(False))
+    except RuntimeError as exc:
+        live.pool.release(live.decoder, reusable=False)
+        raise ProviderError(f"pocketsphinx: end_utt failed: {exc}") from exc
+    live.pool.release(live.decoder, reusable=True)
+    return text, mean
 
 
 def _end_live_pass(live: _LivePass, audio: bytes, refine: bool) -> _Outcome | None:
@@ -482,33 +495,27 @@ def _end_live_pass(live: _LivePass, audio: bytes, refine: bool) -> _Outcome | No
     It serves a grammar final when it began from a known mean and has decoded a prefix of
     ``audio``; else it is ended unused.
     """
-    decoder, reusable = live.decoder, False
-    if decoder is None:
+    if live.decoder is None:
         return None  # held back: nothing decoded yet
     usable = live.pool.model is not None and refine and live.known_mean
     usable = usable and live.fed <= len(audio)
     try:
-        try:
-            for start in range(live.fed, len(audio) if usable else 0, _SLICE_BYTES):
-                if current_job_stopped():
-                    raise _Stopped
-                decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
-        finally:
-            decoder.end_utt()  # a decoder must be idle to start its next utterance
-        hypothesis = decoder.hyp()
-        text = str(hypothesis.hypstr).strip() if hypothesis is not None else ""
-        learnt = str(decoder.get_cmn(False)) if text else ""
-        reusable = True
+        for start in range(live.fed, len(audio) if usable else 0, _SLICE_BYTES):
+            if current_job_stopped():
+                raise _Stopped
+            live.decoder.process_raw(audio[start : start + _SLICE_BYTES], False, False)
     except _Stopped:
-        reusable = True
+        with contextlib.suppress(ProviderError):
+            _close_live(live)
         raise
     except RuntimeError as exc:
+        live.pool.release(live.decoder, reusable=False)
         raise ProviderError(f"pocketsphinx: decoding failed: {exc}") from exc
-    finally:
-        live.pool.release(decoder, reusable)
+    text, learnt = _close_live(live)
     if not usable:
         return None
-    return _Outcome(Recognition(text, _CONFIDENCE_GRAMMAR if text else 0.0), learnt, True)
+    confidence = _CONFIDENCE_GRAMMAR if text else 0.0
+    return _Outcome(Recognition(text, confidence), learnt if text else "", True)
 
 
 def _live_end_job(sid: int) -> str:
@@ -516,26 +523,15 @@ def _live_end_job(sid: int) -> str:
     live = _CHILD_LIVE.pop(sid, None)
     if live is None or live.decoder is None:
         return ""
-    try:
-        live.decoder.end_utt()
-    except RuntimeError as exc:
-        live.pool.release(live.decoder, reusable=False)
-        raise ProviderError(f"pocketsphinx: end_utt failed: {exc}") from exc
-    hypothesis = live.decoder.hyp()
-    live.pool.release(live.decoder, reusable=True)
-    return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
+    return _close_live(live)[0]
 
 
 def _live_drop_job(sid: int) -> None:
     _ENDED_LIVE.discard(sid)
     live = _CHILD_LIVE.pop(sid, None)
     if live is not None and live.decoder is not None:
-        try:
-            live.decoder.end_utt()  # a decoder must be idle to start its next utterance
-        except RuntimeError:
-            live.pool.release(live.decoder, reusable=False)
-        else:
-            live.pool.release(live.decoder, reusable=True)
+        with contextlib.suppress(ProviderError):  # a broken decoder is not kept
+            _close_live(live)
 
 
 class PocketsphinxStream:
@@ -700,10 +696,10 @@ class PocketsphinxStream:
         when it runs (it knows how much the pass took): feeds still queued behind it then
         find the pass ended, and a submitted one (interims) still queued is withdrawn.
         """
-        if not (self._live_final and self._live_on and self._live_remote):
-            self._live_final = False
+        handing = self._live_final and self._live_on and self._live_remote
+        self._live_final = False  # once: a later final job decodes from the start
+        if not handing:
             return 0
-        self._live_final = False
         sid, job = self._sid, self._live_job
         self._live_on = self._live_remote = False
         self._live_pending = bytearray()
