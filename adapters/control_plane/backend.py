@@ -37,6 +37,8 @@ from engine.runtime.ports.control_plane import (
     ControlPlaneUnavailable,
     FetchedAssistant,
     PermanentWriteError,
+    ToolFailed,
+    ToolInvocation,
     TranscriptEntry,
     TransientWriteError,
     WriteTimeout,
@@ -237,6 +239,10 @@ class HttpControlPlane:
         raise PermanentWriteError(
             f"backend refused POST {path} with {_status_text(response)}: {_excerpt(response)}"
         )
+
+    async def execute_tool(self, invocation: ToolInvocation, *, timeout_sec: float) -> Any:
+        """Not yet offered over HTTP."""
+        raise ToolFailed(f"tool {invocation.name!r}: not offered over HTTP yet", "unavailable")
 
     async def close(self) -> None:
         """Close the pooled client; the adapter is unusable afterwards."""

@@ -27,6 +27,8 @@ from engine.runtime.ports.control_plane import (
     CallRecord,
     CallSummary,
     FetchedAssistant,
+    ToolFailed,
+    ToolInvocation,
     TranscriptEntry,
 )
 
@@ -216,6 +218,10 @@ class NullControlPlane:
         self, summary: CallSummary, *, timeout_sec: float | None = None
     ) -> None:
         """No-op: engine-only mode keeps no history."""
+
+    async def execute_tool(self, invocation: ToolInvocation, *, timeout_sec: float) -> Any:
+        """No backend runs tools in engine-only mode."""
+        raise ToolFailed(f"no backend to run tool {invocation.name!r}", "unavailable")
 
     async def close(self) -> None:
         """Nothing to release."""

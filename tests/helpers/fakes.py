@@ -15,6 +15,8 @@ from engine.runtime.ports.control_plane import (
     CallRecord,
     CallSummary,
     FetchedAssistant,
+    ToolFailed,
+    ToolInvocation,
     TranscriptEntry,
 )
 from engine.runtime.ports.history import HistoryStatus
@@ -50,6 +52,9 @@ class FakeControlPlane:
         self, summary: CallSummary, *, timeout_sec: float | None = None
     ) -> None:
         self.summaries.append(summary)
+
+    async def execute_tool(self, invocation: ToolInvocation, *, timeout_sec: float) -> Any:
+        raise ToolFailed(f"the fake backend runs no tool {invocation.name!r}", "unavailable")
 
     async def close(self) -> None:
         self.closed = True

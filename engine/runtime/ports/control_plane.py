@@ -51,6 +51,22 @@ class PermanentWriteError(ControlPlaneError):
     """A write the backend refused for good (4xx other than 408/429); never retried."""
 
 
+class ToolFailed(ControlPlaneError):
+    """A backend-executed tool gave no result.
+
+    ``outcome`` says why: ``rejected`` (the backend refused it for good, a 4xx: never
+    retried), ``timeout`` (no answer within the tool's timeout, retries included) or
+    ``unavailable`` (no backend can run it, or transient failures outlasted the timeout).
+    The message is safe to log; it never holds the arguments.
+    """
+
+    def __init__(
+        self, message: str, outcome: Literal["rejected", "timeout", "unavailable"]
+    ) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
 @dataclass(frozen=True, slots=True)
 class FetchedAssistant:
     """A validated assistant definition and where it came from."""
@@ -88,6 +104,26 @@ class TranscriptEntry:
     interrupted: bool = False
     full_text: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInvocation:
+    """One call of a backend-executed tool.
+
+    ``idempotency_key`` (call id + the model's tool call id) is the same across retries and
+    engine restarts, so a backend that sees it twice answers with its stored result.
+    """
+
+    call_id: str
+    tool_call_id: str
+    assistant_id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key every attempt of this call carries (``Idempotency-Key``)."""
+        return f"{self.call_id}:{self.tool_call_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +170,14 @@ class ControlPlane(Protocol):
         self, summary: CallSummary, *, timeout_sec: float | None = None
     ) -> None:
         """Close the call's record (idempotent by call id)."""
+        ...
+
+    async def execute_tool(self, invocation: ToolInvocation, *, timeout_sec: float) -> Any:
+        """Run a backend-executed tool and return its JSON result (any JSON value).
+
+        Transient failures (connection, timeout, 5xx, 429 with Retry-After) are retried
+        within ``timeout_sec``; 4xx never. Raises ToolFailed.
+        """
         ...
 
     async def close(self) -> None:
