@@ -3,7 +3,8 @@
 #   docker run --rm -p 50051:50051 voice-engine:0.1.0
 # Everything, the speech models included, is installed at build time from PyPI: the
 # embedded providers ship their models inside their wheels (PocketSphinx acoustic model and
-# dictionary, eSpeak NG data, WebRTC VAD). Nothing is downloaded when a pod starts.
+# dictionary, eSpeak NG data, WebRTC VAD); Smart Turn's model is extracted from a pinned
+# wheel by scripts/fetch_turn_model.py. Nothing is downloaded when a pod starts.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -20,7 +21,12 @@ COPY pyproject.toml README.md ./
 COPY generated ./generated
 COPY engine ./engine
 COPY adapters ./adapters
+# Smart Turn's model file is taken from a wheel pinned by hash (pipecat itself is not
+# installed) into /opt/venv/share/voice-engine/models/, where the turn detector finds it.
+COPY requirements/turn-model.txt ./requirements/
+COPY scripts/fetch_turn_model.py ./scripts/
 RUN pip install --no-cache-dir . \
+    && python scripts/fetch_turn_model.py \
     && pip uninstall --yes pip setuptools wheel
 # The models are really there and loadable: validate the bundled assistants (builds their
 # providers' configuration) and open the model files the embedded providers use.

@@ -12,4 +12,6 @@ ensure_venv() {
     .venv/bin/python -m pip install -q -e ".${extras}"
     touch "$stamp"
   fi
+  # Smart Turn's model file, from a wheel pinned by hash (does nothing when it is in place).
+  .venv/bin/python scripts/fetch_turn_model.py
 }
