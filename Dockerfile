@@ -34,7 +34,9 @@ RUN voice-engine agents validate \
     && python -c "import pathlib, pocketsphinx, espeakng_loader; \
 assert pathlib.Path(pocketsphinx.get_model_path('en-us/cmudict-en-us.dict')).is_file(); \
 assert pathlib.Path(espeakng_loader.get_library_path()).is_file(); \
-assert pathlib.Path(espeakng_loader.get_data_path()).is_dir()"
+assert pathlib.Path(espeakng_loader.get_data_path()).is_dir()" \
+    && python -c "from adapters.turn.smart_turn import SmartTurnDetector; \
+SmartTurnDetector().check(bytes(32000))"
 
 # ---------------------------------------------------------------- runtime: venv only, no root
 FROM ${PYTHON_IMAGE}

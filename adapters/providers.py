@@ -26,7 +26,9 @@ from engine.runtime.ports.providers import (
     SpeechRecognizer,
     SpeechSynthesizer,
     VoiceActivityDetector,
+    reject_unknown_options,
 )
+from engine.runtime.ports.turn import TurnDetector
 
 log = logging.getLogger(__name__)
 WHISPER_LOAD_TIMEOUT_SEC = 60.0
@@ -53,6 +55,7 @@ class EmbeddedProviderFactory:
         self._http: httpx.AsyncClient | None = None
         self._recognizers: dict[str, SpeechRecognizer] = {}
         self._synthesizers: dict[str, SpeechSynthesizer] = {}
+        self._turn_detector: TurnDetector | None = None  # one model session per process
 
     def language_model(self, spec: ProviderSpec) -> LanguageModel:
         if spec.provider == "testkit":
@@ -165,6 +168,25 @@ class EmbeddedProviderFactory:
 
         options: dict[str, Any] = dict(spec.options)
         return WebRtcVad.from_options(options)
+
+    def turn_detector(self, spec: ProviderSpec) -> TurnDetector:
+        """The process's one turn detector, shared by every session (built on first use).
+
+        ``smart_turn`` (Smart Turn v3.2 on onnxruntime) takes no options: when to ask and
+        what to make of the answer belong to the speech input. TurnDetectorError when the
+        model file is not installed.
+        """
+        if spec.provider != "smart_turn":
+            raise ProviderConfigError(
+                f"turn.provider: unknown provider {spec.provider!r} (smart_turn)"
+            )
+        reject_unknown_options("turn", spec.provider, spec.options, ())
+        if self._turn_detector is None:
+            from adapters.turn.smart_turn import SmartTurnDetector, default_workers
+
+            workers = default_workers(self._engine_processes)
+            self._turn_detector = SmartTurnDetector(workers=workers, max_waiting=2 * workers)
+        return self._turn_detector
 
     def validate(self, llm: ProviderSpec, tts: ProviderSpec) -> None:
         """Build the cheap providers once to surface option errors (no requests made)."""

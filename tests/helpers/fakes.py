@@ -26,6 +26,7 @@ from engine.runtime.ports.providers import (
     ProviderSpec,
     Recognition,
 )
+from engine.runtime.ports.turn import TurnDetectorError, TurnVerdict
 
 TTS_RATE = 16_000
 
@@ -158,6 +159,12 @@ class FakeProviders:
         self._check("vad", spec)
         return EnergyVad()
 
+    def turn_detector(self, spec: ProviderSpec) -> ScriptedTurnDetector:
+        # Not recorded in `built`; with nothing scripted every check fails (fixed silence).
+        if spec.provider == "broken":
+            raise ProviderConfigError("turn.provider: broken on purpose")
+        return ScriptedTurnDetector()
+
     async def warm_up(self) -> None:
         """Nothing to load."""
 
@@ -192,3 +199,31 @@ class MemoryHistory:
     def open_call(self, record: CallRecord) -> MemoryCallHistory:
         self.calls.append(MemoryCallHistory(record))
         return self.calls[-1]
+
+
+class ScriptedTurnDetector:
+    """A TurnDetector answering from a script: per check, a probability or an exception.
+
+    ``heard`` keeps the audio of every check. With ``gate`` set, a check waits for it
+    (a slow model, so a test can resume speech or cancel meanwhile). A check past the end
+    of the script raises TurnDetectorError, as an unavailable model would.
+    """
+
+    def __init__(self, *verdicts: float | Exception, gate: asyncio.Event | None = None) -> None:
+        self._script = list(verdicts)
+        self.gate = gate
+        self.heard: list[bytes] = []
+
+    def add(self, *verdicts: float | Exception) -> None:
+        self._script.extend(verdicts)
+
+    async def predict(self, pcm16k: bytes) -> TurnVerdict:
+        self.heard.append(pcm16k)
+        if self.gate is not None:
+            await self.gate.wait()
+        if not self._script:
+            raise TurnDetectorError("no verdict scripted")
+        verdict = self._script.pop(0)
+        if isinstance(verdict, Exception):
+            raise verdict
+        return TurnVerdict(complete_probability=verdict, inference_ms=1.0)

@@ -11,6 +11,8 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from engine.runtime.ports.turn import TurnDetector
+
 INPUT_SAMPLE_RATE_HZ = 16_000
 
 
@@ -187,3 +189,5 @@ class ProviderFactory(Protocol):
     def recognizer(self, spec: ProviderSpec) -> SpeechRecognizer: ...
 
     def vad(self, spec: ProviderSpec) -> VoiceActivityDetector: ...
+
+    def turn_detector(self, spec: ProviderSpec) -> TurnDetector: ...
