@@ -66,8 +66,8 @@ def _hann() -> npt.NDArray[np.float64]:
 
 def _last_window(pcm16k: bytes) -> npt.NDArray[np.float32]:
     """The last 8 s of PCM16 as float32 in [-1, 1), zero-padded at the front to 8 s."""
-    whole = pcm16k[: len(pcm16k) // 2 * 2]  # a stray odd byte is not a sample
-    samples = np.frombuffer(whole, dtype="<i2")[-WINDOW_SAMPLES:]
+    # A stray odd byte is not a sample; a view, not a copy, of what may be a long utterance.
+    samples = np.frombuffer(pcm16k, dtype="<i2", count=len(pcm16k) // 2)[-WINDOW_SAMPLES:]
     audio = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
     audio[WINDOW_SAMPLES - len(samples) :] = samples.astype(np.float32) / 32768.0
     return audio
