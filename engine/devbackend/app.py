@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import socket
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from engine.devbackend.store import DevStore, StoreResult
+from engine.devbackend import tools
+from engine.devbackend.shared import (
+    API_KEY,
+    CLOSING_KEY,
+    FAULTS_KEY,
+    STORE_KEY,
+    TODAY_KEY,
+    FaultState,
+    error,
+    json_object,
+    result_response,
+)
+from engine.devbackend.store import DevStore
 from engine.runtime.assistant import AssistantConfigError, is_valid_assistant_id, parse_assistant
 
 logger = logging.getLogger(__name__)
@@ -28,34 +38,18 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass
-class FaultState:
-    """Failures to inject into the next /v1 requests (set through POST /_faults)."""
-
-    fail_next: int = 0
-    fail_status: int = 500
-    retry_after: str | None = None
-    drop_next: int = 0
-    malformed_next: int = 0
-    delay_sec: float = 0.0
-    stats: Counter[str] = field(default_factory=Counter)
-
-    def reset(self) -> None:
-        """Clear every fault and the request counters."""
-        self.fail_next = self.drop_next = self.malformed_next = 0
-        self.fail_status, self.retry_after, self.delay_sec = 500, None, 0.0
-        self.stats.clear()
-
-
-STORE_KEY = web.AppKey("store", DevStore)
-FAULTS_KEY = web.AppKey("faults", FaultState)
-API_KEY = web.AppKey("api_key", str)
-
-
 def create_app(
-    db_path: Path, *, seed_dir: Path | None = None, api_key: str | None = None
+    db_path: Path,
+    *,
+    seed_dir: Path | None = None,
+    api_key: str | None = None,
+    today: Callable[[], date] = date.today,
 ) -> web.Application:
-    """Build the reference backend; YAML files in ``seed_dir`` (re)load at start-up."""
+    """Build the reference backend; YAML files in ``seed_dir`` (re)load at start-up.
+
+    ``today`` is the server's date the booking tools resolve "tomorrow" against (tests
+    pin it).
+    """
     app = web.Application(middlewares=[_stats_middleware, _auth_middleware, _fault_middleware])
     store = DevStore(db_path)
     if seed_dir is not None:
@@ -63,10 +57,16 @@ def create_app(
     app[STORE_KEY] = store
     app[FAULTS_KEY] = FaultState()
     app[API_KEY] = api_key or ""
+    app[TODAY_KEY] = today
+    app[CLOSING_KEY] = asyncio.Event()
+
+    async def end_holds(app: web.Application) -> None:
+        app[CLOSING_KEY].set()
 
     async def close_store(app: web.Application) -> None:
         app[STORE_KEY].close()
 
+    app.on_shutdown.append(end_holds)
     app.on_cleanup.append(close_store)
     app.router.add_get("/v1/assistants/{assistant_id}", _get_assistant)
     app.router.add_put("/v1/assistants/{assistant_id}", _put_assistant)
@@ -74,8 +74,10 @@ def create_app(
     app.router.add_get("/v1/calls/{call_id}", _get_call)
     app.router.add_post("/v1/calls/{call_id}/transcripts", _append_transcript)
     app.router.add_post("/v1/calls/{call_id}/finalize", _finalize_call)
+    app.router.add_post("/v1/calls/{call_id}/tools/{name}", tools.execute_tool)
     app.router.add_post("/_faults", _set_faults)
     app.router.add_get("/_stats", _get_stats)
+    app.router.add_get("/_bookings", tools.list_bookings)
     return app
 
 
@@ -177,7 +179,7 @@ async def _fault_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def _set_faults(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     if isinstance(body, web.Response):
         return body
     faults = request.app[FAULTS_KEY]
@@ -195,8 +197,9 @@ async def _set_faults(request: web.Request) -> web.Response:
             faults.malformed_next = int(body["malformed_next"])
         if "delay_sec" in body:
             faults.delay_sec = float(body["delay_sec"])
+        faults.tools.update(body)
     except (TypeError, ValueError) as exc:
-        return _error(400, f"bad fault value: {exc}")
+        return error(400, f"bad fault value: {exc}")
     return web.json_response(_fault_view(faults))
 
 
@@ -212,6 +215,7 @@ def _fault_view(faults: FaultState) -> dict[str, Any]:
         "drop_next": faults.drop_next,
         "malformed_next": faults.malformed_next,
         "delay_sec": faults.delay_sec,
+        **faults.tools.view(),
     }
 
 
@@ -221,24 +225,24 @@ def _fault_view(faults: FaultState) -> dict[str, Any]:
 async def _get_assistant(request: web.Request) -> web.Response:
     assistant_id = request.match_info["assistant_id"]
     if not is_valid_assistant_id(assistant_id):
-        return _error(400, "invalid assistant id")
+        return error(400, "invalid assistant id")
     document = await asyncio.to_thread(request.app[STORE_KEY].get_assistant, assistant_id)
     if document is None:
-        return _error(404, f"no assistant {assistant_id!r}")
+        return error(404, f"no assistant {assistant_id!r}")
     return web.json_response(document)
 
 
 async def _put_assistant(request: web.Request) -> web.Response:
     assistant_id = request.match_info["assistant_id"]
     if not is_valid_assistant_id(assistant_id):
-        return _error(400, "invalid assistant id")
-    body = await _json_object(request)
+        return error(400, "invalid assistant id")
+    body = await json_object(request)
     if isinstance(body, web.Response):
         return body
     try:
         parse_assistant(body, expected_id=assistant_id, origin="body")
     except AssistantConfigError as exc:
-        return _error(422, str(exc))
+        return error(422, str(exc))
     document = {**body, "id": assistant_id}
     await asyncio.to_thread(request.app[STORE_KEY].put_assistant, assistant_id, document)
     return web.json_response(document)
@@ -261,8 +265,8 @@ async def _create_call(request: web.Request) -> web.Response:
         return parsed
     key, body = parsed
     if key != body["call_id"]:
-        return _error(400, "Idempotency-Key must be the call_id")
-    return _result(await asyncio.to_thread(request.app[STORE_KEY].create_call, key, body))
+        return error(400, "Idempotency-Key must be the call_id")
+    return result_response(await asyncio.to_thread(request.app[STORE_KEY].create_call, key, body))
 
 
 async def _append_transcript(request: web.Request) -> web.Response:
@@ -270,9 +274,13 @@ async def _append_transcript(request: web.Request) -> web.Response:
     if isinstance(parsed, web.Response):
         return parsed
     key, body = parsed
-    if body["sequence"] < 1 or body["role"] not in ("user", "assistant"):
-        return _error(400, "sequence must be >= 1 and role user or assistant")
-    return _result(await asyncio.to_thread(request.app[STORE_KEY].append_transcript, key, body))
+    if body["sequence"] < 1 or body["role"] not in ("user", "assistant", "tool"):
+        return error(400, "sequence must be >= 1 and role user, assistant or tool")
+    problem = tools.tool_entry_problem(body) if body["role"] == "tool" else None
+    if problem is not None:
+        return error(400, problem)
+    store = request.app[STORE_KEY]
+    return result_response(await asyncio.to_thread(store.append_transcript, key, body))
 
 
 async def _finalize_call(request: web.Request) -> web.Response:
@@ -280,13 +288,13 @@ async def _finalize_call(request: web.Request) -> web.Response:
     if isinstance(parsed, web.Response):
         return parsed
     key, body = parsed
-    return _result(await asyncio.to_thread(request.app[STORE_KEY].finalize_call, key, body))
+    return result_response(await asyncio.to_thread(request.app[STORE_KEY].finalize_call, key, body))
 
 
 async def _get_call(request: web.Request) -> web.Response:
     found = await asyncio.to_thread(request.app[STORE_KEY].get_call, request.match_info["call_id"])
     if found is None:
-        return _error(404, "unknown call")
+        return error(404, "unknown call")
     return web.json_response(found)
 
 
@@ -299,8 +307,8 @@ async def _write_request(
     """The idempotency key and the validated body of a write, or the 400 to answer."""
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key or len(key) > 255:
-        return _error(400, "Idempotency-Key header is required (1-255 characters)")
-    body = await _json_object(request)
+        return error(400, "Idempotency-Key header is required (1-255 characters)")
+    body = await json_object(request)
     if isinstance(body, web.Response):
         return body
     for name, kind in required.items():
@@ -311,26 +319,8 @@ async def _write_request(
             else isinstance(value, kind) and not isinstance(value, bool)
         )
         if not ok:
-            return _error(400, f"{name}: must be a {kind.__name__}")
+            return error(400, f"{name}: must be a {kind.__name__}")
     path_call_id = request.match_info.get("call_id")
     if path_call_id is not None and path_call_id != body["call_id"]:
-        return _error(400, "call_id in the body does not match the path")
+        return error(400, "call_id in the body does not match the path")
     return key, body
-
-
-async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "body must be JSON")
-    if not isinstance(body, dict):
-        return _error(400, "body must be a JSON object")
-    return body
-
-
-def _result(result: StoreResult) -> web.Response:
-    return web.json_response(result.payload, status=result.status)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)

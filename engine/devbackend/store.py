@@ -12,11 +12,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
+
+from engine.devbackend.booking_store import BOOKINGS_SCHEMA, SqliteBookingBook, all_bookings
+from engine.devbackend.bookings import ToolRejected, run_booking_tool
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assistants (
@@ -59,7 +63,7 @@ class DevStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + BOOKINGS_SCHEMA)
 
     def close(self) -> None:
         """Close the connection."""
@@ -160,6 +164,35 @@ class DevStore:
             "summary": None if summary is None else json.loads(summary[0]),
         }
 
+    # Tools -----------------------------------------------------------------------
+
+    def execute_tool(
+        self, key: str, call_id: str, name: str, body: Mapping[str, Any], today: date
+    ) -> StoreResult:
+        """Run a booking tool once per idempotency key, in one transaction with its key.
+
+        Every answer of the tool is kept, refusals too, and a repeat gets it back with
+        the same status: the same call always has the same outcome (``tomorrow`` stays
+        the day it meant the first time). The call need not exist yet: its create is
+        history, delivered in the background, while a tool runs at once.
+        """
+
+        def run() -> StoreResult:
+            book = SqliteBookingBook(self._db)
+            try:
+                result = run_booking_tool(book, name, call_id, body["arguments"], today)
+            except ToolRejected as exc:
+                return _error(exc.status, str(exc))
+            return StoreResult(200, {"result": result})
+
+        keyed = {"name": name, **body}
+        return self._idempotent(f"tools:{call_id}", key, keyed, run, tool=True)
+
+    def bookings(self) -> list[dict[str, Any]]:
+        """Every booking, cancelled ones too, in the order they were made."""
+        with self._lock:
+            return all_bookings(self._db)
+
     def count_transcripts(self, call_id: str) -> int:
         """Rows stored for a call (tests use it to prove a retry stored nothing new)."""
         with self._lock:
@@ -188,26 +221,34 @@ class DevStore:
             self._db.execute("COMMIT")
 
     def _idempotent(
-        self, scope: str, key: str, body: dict[str, Any], write: Callable[[], StoreResult]
+        self,
+        scope: str,
+        key: str,
+        body: dict[str, Any],
+        write: Callable[[], StoreResult],
+        *,
+        tool: bool = False,
     ) -> StoreResult:
         """Run ``write`` once per (scope, key), in one transaction with its key record.
 
         A repeat with the same body replays the first successful answer as 200; a repeat
         with a different body is a client bug and gets 422. Failed writes (4xx) do not
         record the key, so the client may fix the cause and retry with the same key.
+        A ``tool`` keeps every answer, refusals too, and replays it with its own status.
         """
         request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
         with self._transaction():
             seen = self._db.execute(
-                "SELECT request_hash, response FROM idempotency WHERE scope = ? AND key = ?",
+                "SELECT request_hash, response, status FROM idempotency "
+                "WHERE scope = ? AND key = ?",
                 (scope, key),
             ).fetchone()
             if seen is not None:
                 if seen[0] != request_hash:
                     return _error(422, "Idempotency-Key was already used with a different body")
-                return StoreResult(200, dict(json.loads(seen[1])))
+                return StoreResult(seen[2] if tool else 200, dict(json.loads(seen[1])))
             result = write()
-            if result.status < 300:
+            if result.status < 300 or tool:
                 self._db.execute(
                     "INSERT INTO idempotency (scope, key, request_hash, status, response, "
                     "created_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,7 +48,9 @@ class RefBackend:
             return response.json()
 
     async def faults(self, **settings: Any) -> dict[str, Any]:
-        """POST /_faults, e.g. ``faults(fail_next=2, status=500)``."""
+        """POST /_faults, e.g. ``faults(fail_next=2, status=500)`` or, for tool calls only,
+        ``faults(tool_fail_next=1, tool_status=503)`` / ``faults(tool_delay_ms=1500,
+        tool_delay_next=1)``."""
         result: dict[str, Any] = await self._call("POST", "/_faults", json=settings)
         return result
 
@@ -64,6 +67,11 @@ class RefBackend:
         """Store an assistant (PUT /v1/assistants/{id})."""
         await self._call("PUT", f"/v1/assistants/{document['id']}", json=document)
 
+    async def bookings(self) -> list[dict[str, Any]]:
+        """GET /_bookings: every booking, cancelled ones too, in the order made."""
+        result: dict[str, list[dict[str, Any]]] = await self._call("GET", "/_bookings")
+        return result["bookings"]
+
     async def get_call(self, call_id: str) -> dict[str, Any]:
         """GET /v1/calls/{call_id}: the call, its entries in order and its summary."""
         result: dict[str, Any] = await self._call("GET", f"/v1/calls/{call_id}")
@@ -72,12 +80,17 @@ class RefBackend:
 
 @asynccontextmanager
 async def running_refbackend(
-    db_path: Path, *, seed_dir: Path | None = None, api_key: str | None = None
+    db_path: Path,
+    *,
+    seed_dir: Path | None = None,
+    api_key: str | None = None,
+    today: Callable[[], date] = date.today,
 ) -> AsyncIterator[RefBackend]:
     """Serve the reference backend in the current event loop for the block's duration."""
     sock = _bound_socket()
     port = sock.getsockname()[1]
-    runner = await start_on_socket(create_app(db_path, seed_dir=seed_dir, api_key=api_key), sock)
+    app = create_app(db_path, seed_dir=seed_dir, api_key=api_key, today=today)
+    runner = await start_on_socket(app, sock)
     try:
         yield RefBackend(f"http://127.0.0.1:{port}", api_key)
     finally:
@@ -88,9 +101,15 @@ class RefBackendThread:
     """The reference backend on its own event loop in a daemon thread."""
 
     def __init__(
-        self, db_path: Path, *, seed_dir: Path | None = None, api_key: str | None = None
+        self,
+        db_path: Path,
+        *,
+        seed_dir: Path | None = None,
+        api_key: str | None = None,
+        today: Callable[[], date] = date.today,
     ) -> None:
         self._db_path, self._seed_dir, self._api_key = db_path, seed_dir, api_key
+        self._today = today
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -100,7 +119,9 @@ class RefBackendThread:
         """Start serving; returns the handle (its async helpers run on any loop)."""
         self._thread.start()
         sock = _bound_socket()
-        app = create_app(self._db_path, seed_dir=self._seed_dir, api_key=self._api_key)
+        app = create_app(
+            self._db_path, seed_dir=self._seed_dir, api_key=self._api_key, today=self._today
+        )
         future = asyncio.run_coroutine_threadsafe(start_on_socket(app, sock), self._loop)
         self._runner = future.result(timeout=10)
         self.backend = RefBackend(f"http://127.0.0.1:{sock.getsockname()[1]}", self._api_key)
