@@ -9,7 +9,6 @@ transient or permanent.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import time
 from typing import Any
@@ -24,6 +23,11 @@ from tenacity import (
     wait_random,
 )
 
+from adapters.control_plane.http_answers import body_excerpt as _excerpt
+from adapters.control_plane.http_answers import describe as _describe
+from adapters.control_plane.http_answers import retry_after_sec as _retry_after
+from adapters.control_plane.http_answers import status_text as _status_text
+from adapters.control_plane.tool_http import execute_tool_over_http
 from engine.runtime.assistant import (
     AssistantConfig,
     AssistantConfigError,
@@ -37,7 +41,6 @@ from engine.runtime.ports.control_plane import (
     ControlPlaneUnavailable,
     FetchedAssistant,
     PermanentWriteError,
-    ToolFailed,
     ToolInvocation,
     TranscriptEntry,
     TransientWriteError,
@@ -48,7 +51,6 @@ from engine.runtime.ports.history_store import to_json
 logger = logging.getLogger(__name__)
 
 _USER_AGENT = "voice-engine/0.1"
-_BODY_EXCERPT_CHARS = 200
 
 
 class _RetryableFetch(Exception):
@@ -241,41 +243,18 @@ class HttpControlPlane:
         )
 
     async def execute_tool(self, invocation: ToolInvocation, *, timeout_sec: float) -> Any:
-        """Not yet offered over HTTP."""
-        raise ToolFailed(f"tool {invocation.name!r}: not offered over HTTP yet", "unavailable")
+        """POST /v1/calls/{call_id}/tools/{name} with Idempotency-Key: <call_id>:<tool_call_id>.
+
+        Retried within ``timeout_sec``, each attempt also bounded by BACKEND_TIMEOUT_SEC
+        (see ``execute_tool_over_http``). Raises ToolFailed.
+        """
+        return await execute_tool_over_http(
+            self._client,
+            invocation,
+            timeout_sec=timeout_sec,
+            attempt_timeout_sec=self._timeout_sec,
+        )
 
     async def close(self) -> None:
         """Close the pooled client; the adapter is unusable afterwards."""
         await self._client.aclose()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _status_text(response: httpx.Response) -> str:
-    return f"{response.status_code} {response.reason_phrase}".strip()
-
-
-def _excerpt(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    if len(text) > _BODY_EXCERPT_CHARS:
-        text = text[:_BODY_EXCERPT_CHARS] + "..."
-    return repr(text) if text else "(empty body)"
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
