@@ -2,19 +2,29 @@
 
 Used when no backend is configured (``BACKEND_MODE=disabled``, or ``auto`` without a
 ``BACKEND_URL``). ``LocalAssistantDirectory`` is the same loader, exposed for the
-``agents list`` / ``agents validate`` commands.
+``agents list`` / ``agents validate`` commands. The booking tools run in memory, with
+the reference backend's logic (``engine.devbackend.bookings``), so the offline demo
+books for real (for the life of the engine process).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from engine.devbackend.bookings import (
+    BOOKING_TOOLS,
+    MemoryBookingBook,
+    ToolRejected,
+    run_booking_tool,
+)
 from engine.runtime.assistant import (
     ASSISTANT_ID_PATTERN,
     AssistantConfig,
@@ -33,6 +43,8 @@ from engine.runtime.ports.control_plane import (
 )
 
 _SUFFIXES = (".yaml", ".yml")
+# Answers kept for repeated idempotency keys; the oldest are forgotten beyond this.
+_TOOL_ANSWERS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +190,23 @@ class NullControlPlane:
 
     ``history_enabled`` is accepted so the factory can build every adapter the same
     way; it is always False here because there is nowhere to write history to.
+    The booking tools (book_table, list_bookings, cancel_booking) run on a book in this
+    object's memory; ``today`` is the date "tomorrow" resolves against.
     """
 
-    def __init__(self, local_config_dir: Path, history_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        local_config_dir: Path,
+        history_enabled: bool = False,
+        *,
+        today: Callable[[], date] = date.today,
+    ) -> None:
         del history_enabled  # accepted for a uniform factory; nothing to write to
         self._directory = LocalAssistantDirectory(local_config_dir)
+        self._today = today
+        self._bookings = MemoryBookingBook()
+        # idempotency key -> the first answer (a result, or the refusal to raise again)
+        self._tool_answers: OrderedDict[str, Any] = OrderedDict()
 
     @property
     def local_config_dir(self) -> Path:
@@ -220,8 +244,38 @@ class NullControlPlane:
         """No-op: engine-only mode keeps no history."""
 
     async def execute_tool(self, invocation: ToolInvocation, *, timeout_sec: float) -> Any:
-        """No backend runs tools in engine-only mode."""
-        raise ToolFailed(f"no backend to run tool {invocation.name!r}", "unavailable")
+        """Run a booking tool in memory, once per idempotency key (a repeat gets the
+        first answer). Invalid arguments or nothing to cancel: ToolFailed ``rejected``.
+        Any other tool: ToolFailed ``unavailable``, since it needs a backend and there is
+        none (the backend, when one runs, is what may reject it).
+        """
+        if invocation.name not in BOOKING_TOOLS:
+            raise ToolFailed(
+                f"tool {invocation.name!r} needs a backend; engine-only mode runs only "
+                f"{', '.join(sorted(BOOKING_TOOLS))}",
+                "unavailable",
+            )
+        key = invocation.idempotency_key
+        if key not in self._tool_answers:
+            self._tool_answers[key] = self._run_booking_tool(invocation)
+            while len(self._tool_answers) > _TOOL_ANSWERS_KEPT:
+                self._tool_answers.popitem(last=False)
+        answer = self._tool_answers[key]
+        if isinstance(answer, ToolRejected):
+            raise ToolFailed(f"tool {invocation.name!r} refused: {answer}", "rejected")
+        return answer
+
+    def _run_booking_tool(self, invocation: ToolInvocation) -> Any:
+        try:
+            return run_booking_tool(
+                self._bookings,
+                invocation.name,
+                invocation.call_id,
+                invocation.arguments,
+                self._today(),
+            )
+        except ToolRejected as refusal:
+            return refusal
 
     async def close(self) -> None:
         """Nothing to release."""
