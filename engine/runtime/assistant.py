@@ -81,6 +81,8 @@ ASSISTANT_FIELDS = {
     "asr",
     "vad",
     "interruption",
+    "tools",
+    "tool_rounds_max",
 }
 
 
