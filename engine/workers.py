@@ -314,15 +314,7 @@ async def adopt_spool(path: Path, control_plane: ControlPlane, settings: Setting
     except SpoolError as exc:
         log.warning("cannot adopt the spool %s: %s", path, exc)
         return False
-    bridge = HistoryBridge(
-        control_plane,
-        queue_max_size=settings.history_queue_max_size,
-        retry_max_attempts=settings.history_retry_max_attempts,
-        retry_backoff_sec=settings.history_retry_backoff_sec,
-        finalize_drain_timeout_sec=settings.history_finalize_drain_timeout_sec,
-        spool=spool,
-        workers=settings.history_workers,
-    )
+    bridge = HistoryBridge.from_settings(control_plane, settings, store=spool, enabled=True)
     pending = spool.pending_count()
     log.info("adopting the spool %s of a former worker (%d pending writes)", path, pending)
     await bridge.start()
