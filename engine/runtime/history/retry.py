@@ -30,6 +30,18 @@ def backoff_delay(base: float, attempt: int, error: BaseException | None) -> flo
     return min(delay, MAX_WAIT_SEC)
 
 
+def probe_delay(base: float, attempt: int, error: BaseException | None, cap: float) -> float:
+    """Like ``backoff_delay`` but capped at ``cap`` unless a Retry-After asks for longer.
+
+    For the one request that checks whether a failing backend is back: probing often
+    costs the backend little and delivers the first write soon after it recovers.
+    """
+    delay = min(base * 2.0 ** (attempt - 1), cap)
+    if isinstance(error, TransientWriteError) and error.retry_after_sec is not None:
+        delay = max(delay, error.retry_after_sec)
+    return min(delay, MAX_WAIT_SEC)
+
+
 DEFAULT_MAX_TIMEOUT_FACTOR = 8.0  # HISTORY_MAX_WRITE_TIMEOUT_SEC=0: 8x the adapter's timeout
 _WARN_EVERY_SEC = 60.0
 
