@@ -180,6 +180,17 @@ class HistorySpool:
         ).fetchall()
         return [OrphanedCall(*row) for row in rows]
 
+    def undelivered_entries(self, call_id: str) -> int:
+        """Transcript entries of ``call_id`` stored and not yet delivered."""
+        try:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM pending_writes WHERE call_id = ? AND kind = 'transcript'",
+                (call_id,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise SpoolError(str(exc)) from exc
+        return int(count)
+
     def pending_count(self) -> int:
         """Rows not yet delivered (live and replayer-owned)."""
         (count,) = self._db.execute("SELECT COUNT(*) FROM pending_writes").fetchone()

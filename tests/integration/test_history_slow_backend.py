@@ -43,6 +43,7 @@ async def test_a_backend_slower_than_the_timeout_gets_every_write_once(
         await bridge.start()
         try:
             ids = [f"slow-{n}" for n in range(CALLS)]
+            finalizing = []
             for call_id in ids:
                 call = bridge.open_call(CallRecord(call_id, "default", "s-" + call_id, 1000.0))
                 for n in range(ENTRIES):
@@ -52,7 +53,7 @@ async def test_a_backend_slower_than_the_timeout_gets_every_write_once(
                         started_at=1000.0 + n,
                         ended_at=1000.5 + n,
                     )
-                bridge.start_finalize(call, "client_ended")
+                finalizing.append(asyncio.create_task(call.finalize("client_ended")))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 90
             stored: dict[str, dict[str, object]] = {}
@@ -66,6 +67,7 @@ async def test_a_backend_slower_than_the_timeout_gets_every_write_once(
                     if got["summary"] is not None:
                         stored[call_id] = got
                 await asyncio.sleep(0.2)
+            await asyncio.gather(*finalizing)
         finally:
             await bridge.close()
             await plane.close()
@@ -76,6 +78,7 @@ async def test_a_backend_slower_than_the_timeout_gets_every_write_once(
         assert [entry["sequence"] for entry in transcripts] == list(range(1, ENTRIES + 1))
         summary = got["summary"]
         assert isinstance(summary, dict) and summary["turn_count"] == ENTRIES, call_id
+        assert summary["pending_entries"] == 0, call_id  # every entry arrived before it
     assert bridge.write_timeout_sec is not None and bridge.write_timeout_sec >= 1.5
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("backend is slower than the write timeout" in w for w in warnings), warnings

@@ -37,6 +37,9 @@ class FakeControlPlane:
         self.gate = asyncio.Event()  # writes wait here while it is clear
         self.gate.set()
         self.waiting = asyncio.Event()  # a write is waiting at the gate
+        self.hold: Callable[[Write], bool] = lambda _: False  # these wait for ``unhold``
+        self.unhold = asyncio.Event()
+        self.sending: list[Write] = []  # writes the backend is answering now
 
     async def fetch_assistant(self, assistant_id: str) -> FetchedAssistant:
         raise AssistantNotFound(assistant_id)
@@ -59,9 +62,15 @@ class FakeControlPlane:
 
     async def _write(self, body: Write) -> None:
         self.attempts += 1
-        if not self.gate.is_set():
-            self.waiting.set()
-            await self.gate.wait()
+        self.sending.append(body)
+        try:
+            if self.hold(body):
+                await self.unhold.wait()
+            if not self.gate.is_set():
+                self.waiting.set()
+                await self.gate.wait()
+        finally:
+            self.sending.remove(body)
         if self.down:
             raise TransientWriteError("503 service unavailable")
         if self.transient_failures > 0:
@@ -107,6 +116,13 @@ def assert_complete(backend: FakeControlPlane, call_id: str, turns: int) -> None
     assert backend.sequences(call_id) == list(range(1, turns + 1))
     assert len(backend.finalizes(call_id)) == 1
     assert isinstance(writes[-1], CallSummary)
+
+
+def entries_after_finalize(backend: FakeControlPlane, call_id: str) -> int:
+    """Transcript entries of the call the backend received after its finalize."""
+    writes = backend.of_call(call_id)
+    finalize = next(i for i, w in enumerate(writes) if isinstance(w, CallSummary))
+    return sum(isinstance(w, TranscriptEntry) for w in writes[finalize:])
 
 
 def balanced(status: HistoryStatus) -> bool:
@@ -177,6 +193,37 @@ async def test_record_does_not_wait_for_a_slow_backend(make_bridge, backend) -> 
     assert_complete(backend, "a", 3)
 
 
+async def test_a_call_waiting_on_the_backend_holds_one_worker_not_two(make_bridge, backend) -> None:
+    backend.hold = lambda w: w.call_id == "slow"
+    bridge = make_bridge(workers=2)
+    await bridge.start()
+    slow = bridge.open_call(call_record("slow"))
+    say(slow, 3)  # its create is at the gate; its entries wait for it, not a worker
+    other = bridge.open_call(call_record("other"))
+    say(other, 2)
+    await eventually(lambda: len(backend.of_call("other")) == 3)  # create + 2 entries
+    assert [w.call_id for w in backend.sending] == ["slow"]
+    backend.unhold.set()
+    await asyncio.gather(slow.finalize("hangup"), other.finalize("hangup"))
+    assert_complete(backend, "slow", 3)
+
+
+async def test_the_finalize_tells_how_many_entries_were_not_delivered_when_it_was_sent(
+    make_bridge, backend, spool_path
+) -> None:
+    backend.gate.clear()
+    bridge = make_bridge(spool_path, finalize_drain_timeout_sec=0.05)
+    await bridge.start()
+    call = bridge.open_call(call_record("a"))
+    say(call, 4)
+    queued = await call.finalize("hangup")  # drain timed out: 4 entries still on their way
+    assert queued.pending + queued.spooled == 4
+    backend.gate.set()
+    await eventually(lambda: len(backend.finalizes("a")) == 1)
+    assert_complete(backend, "a", 4)
+    assert backend.finalizes("a")[0].pending_entries == entries_after_finalize(backend, "a")
+
+
 async def test_transient_errors_are_retried_until_delivered(make_bridge, backend) -> None:
     backend.transient_failures = 3
     bridge = make_bridge(retry_max_attempts=5)
@@ -204,7 +251,7 @@ async def test_backend_down_for_a_whole_call_then_up_delivers_it_once(
     backend.down = False
     await eventually(lambda: len(backend.finalizes("a")) == 1)
     assert_complete(backend, "a", 5)
-    assert backend.finalizes("a")[0].pending_entries == 5
+    assert backend.finalizes("a")[0].pending_entries == entries_after_finalize(backend, "a") == 0
     assert call.status().delivered == 5 and call.status().finalized
     assert bridge.counters().replayed == 7  # create, 5 entries, finalize
 
@@ -260,7 +307,7 @@ async def test_finalize_on_a_blocked_backend_returns_and_replays_later(
     backend.gate.set()
     await eventually(lambda: len(backend.finalizes("a")) == 1)
     assert_complete(backend, "a", 3)
-    assert backend.finalizes("a")[0].pending_entries == 3
+    assert backend.finalizes("a")[0].pending_entries == entries_after_finalize(backend, "a") == 0
 
 
 async def test_a_refused_entry_is_dead_lettered_with_the_reason(
@@ -310,6 +357,7 @@ async def test_restart_replays_what_a_killed_bridge_left_and_finalizes_it(
     assert summary.end_reason == "engine_restarted"
     assert summary.turn_count == 4
     assert summary.duration_sec == pytest.approx(3.5)  # last entry ended at 1003.5
+    assert summary.pending_entries == entries_after_finalize(fresh_backend, "a") == 0
 
 
 async def test_restart_keeps_the_end_reason_of_a_spooled_finalize(

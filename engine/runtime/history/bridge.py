@@ -1,8 +1,8 @@
 """The history bridge: call history to the backend without ever blocking a turn.
 
-``CallHistory.record`` numbers an entry, stores it in the spool (when there is one) and
-puts it on an in-memory queue with ``put_nowait``; the turn path never awaits the backend.
-A background worker delivers the queue with tenacity retries; whatever cannot be delivered
+``CallHistory.record`` numbers an entry; the bridge stores it in the spool (when there is
+one) and puts it in its call's line in memory; the turn path never awaits the backend.
+Background workers deliver the lines with tenacity retries; whatever cannot be delivered
 live (full queue, exhausted retries, finalize drain timeout, shutdown) is handed to the
 spool's replayer, which delivers it in order once the backend answers, also after a
 restart. Writes carry (call id, sequence) idempotency keys, so a replay is harmless.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -21,7 +22,8 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from engine.runtime.history.call import CallHistory, Outcome, PendingWrite
+from engine.runtime.history.call import CallHistory
+from engine.runtime.history.line import CallLine, Outcome, PendingWrite
 from engine.runtime.history.replayer import ReplayOutcome, SpoolReplayer
 from engine.runtime.history.retry import WriteTimeouts, backoff_delay, is_transient
 from engine.runtime.ports.control_plane import (
@@ -72,15 +74,15 @@ class HistoryCounters:
 
 
 class HistoryBridge:
-    """Queues, retries and spools call history; one worker and one replayer per process.
+    """Queues, retries and spools call history; a few workers and one replayer per process.
 
-    One queue and a small, fixed pool of workers (``workers``, HISTORY_WORKERS) rather
-    than a task per call: the queue's FIFO plus a per-call lock (taken in queue order)
-    gives per-call order, the load on the customer's backend is bounded by the pool, and
-    nothing is spent per call. With one worker, throughput is one request round trip at a
-    time (a 50 ms backend caps the process at 20 writes/s); a few workers lift that and
-    stop one slow call from holding up the others. Head-of-line blocking is bounded too:
-    a failing call holds a worker for at most one retry budget, then it is diverted (its
+    A small, fixed pool of workers (``workers``, HISTORY_WORKERS) rather than a task per
+    call: the load on the customer's backend is bounded by the pool and nothing is spent
+    per call. Each call's live writes wait in its own line; a worker takes the next call
+    whose head write is not in flight, sends that write, and puts the call back at the end,
+    so one call's writes go one at a time and in order while every worker stays busy as
+    long as some other call has a write waiting. Head-of-line blocking is bounded too: a
+    failing call holds a worker for at most one retry budget, then it is diverted (its
     writes go through the replayer from then on) and, while the backend looks down, later
     writes go straight to the spool instead of each paying the budget again. The replayer
     is a separate consumer, so spooled history never waits behind live history.
@@ -105,19 +107,23 @@ class HistoryBridge:
         self._workers = workers
         self._control_plane = control_plane
         self._enabled = enabled
-        self._queue: asyncio.Queue[PendingWrite] = asyncio.Queue(maxsize=queue_max_size)
+        self._ready: asyncio.Queue[CallLine] = asyncio.Queue()  # calls with a write to take
+        self._queued = 0  # live writes waiting in some line (at most queue_max_size)
+        self._max_queued = queue_max_size
         self._max_attempts = retry_max_attempts
         self._backoff = retry_backoff_sec
         self._drain_timeout = finalize_drain_timeout_sec
         self._spool = spool
         self._clock = clock
-        self._calls: dict[str, CallHistory] = {}
+        self._lines: dict[str, CallLine] = {}
+        self._settled = asyncio.Event()  # some write settled (close waits on it)
         self._counts: Counter[str] = Counter()
         # One grown timeout for the live workers and the replayer: a slow backend is slow
         # for both (see retry.WriteTimeouts).
         self._timeouts = WriteTimeouts(max_write_timeout_sec)
         self._tasks: list[asyncio.Task[None]] = []
         self._finalizers: set[asyncio.Task[HistoryStatus]] = set()
+        self._finalize_figures: dict[str, int] = {}  # call id -> pending_entries as first sent
         self._replayer = (
             SpoolReplayer(spool, self._send, self._on_replayed, backoff_sec=retry_backoff_sec,
                           clock=clock, concurrency=workers)
@@ -152,7 +158,7 @@ class HistoryBridge:
         )
 
     async def start(self) -> None:
-        """Start the worker (and the replayer when there is a spool); idempotent."""
+        """Start the workers (and the replayer when there is a spool); idempotent."""
         if self._tasks or not self._enabled or self._closed:
             return
         for n in range(self._workers):
@@ -162,13 +168,14 @@ class HistoryBridge:
 
     def open_call(self, record: CallRecord) -> CallHistory:
         """Begin a call's history; its create-call write is queued, not awaited."""
-        call = CallHistory(self, record, enabled=self._enabled)
-        if self._enabled:
-            if record.call_id in self._calls:
-                raise ValueError(f"call {record.call_id} is already open")
-            self._calls[record.call_id] = call
-            self.submit(call, record)
-        return call
+        if not self._enabled:
+            return CallHistory(record.call_id, None)
+        if record.call_id in self._lines:
+            raise ValueError(f"call {record.call_id} is already open")
+        line = CallLine(record, self._submit, self._start_finalize)
+        self._lines[record.call_id] = line
+        self._submit(line, record)
+        return CallHistory(record.call_id, line)
 
     def counters(self) -> HistoryCounters:
         """Process-wide counts since start-up."""
@@ -178,46 +185,56 @@ class HistoryBridge:
             c["dead_lettered"], c["dropped"],
         )  # fmt: skip
 
+    @property
+    def write_timeout_sec(self) -> float | None:
+        """The grown write timeout now in use (None: the adapter's default)."""
+        return self._timeouts.current
+
     async def close(self) -> None:
         """Stop the tasks and hand everything undelivered to the spool, then close it."""
         if self._closed:
             return
         self._closing.set()
-        for call in self._calls.values():
-            call.wake()  # wakes finalizers waiting for a drain; they re-check
+        for line in self._lines.values():
+            line.drained.set()  # wakes finalizers waiting for a drain; they re-check
         await asyncio.gather(*self._finalizers, return_exceptions=True)
         if self._spool is None and self._tasks:
-            # Without a spool a queued write is lost at exit: give the worker a chance.
+            # Without a spool a queued write is lost at exit: give the workers a chance.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), self._drain_timeout)
+                async with asyncio.timeout(self._drain_timeout):
+                    await self._all_settled()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._closed = True
         lost = self._counts["dropped"]
-        for call in list(self._calls.values()):
-            for write in call.live():
-                self._release(write, log=False)
+        for line in list(self._lines.values()):
+            self._release_queued(line, log=False)
         if self._counts["dropped"] > lost:  # one line, not one per write
             logger.error("history: %d queued writes LOST at shutdown (no spool)",
                          self._counts["dropped"] - lost)  # fmt: skip
         if self._spool is not None:
             self._spool.close()
 
+    async def _all_settled(self) -> None:
+        while any(line.live() for line in self._lines.values()):
+            self._settled.clear()
+            await self._settled.wait()
+
     # -- accepting writes ----------------------------------------------------------------
 
-    def submit(self, call: CallHistory, body: HistoryWrite) -> None:
-        """Take one of ``call``'s writes: store it, queue it; never waits for the backend."""
+    def _submit(self, line: CallLine, body: HistoryWrite) -> None:
+        """Take one of a call's writes: store it, queue it; never waits for the backend."""
         self._counts["enqueued"] += 1
-        write = PendingWrite(call, body)
-        call.track(write)
+        write = PendingWrite(line, body)
+        line.track(write)
         if self._closed:
             self._lose(write, "the history bridge is closed")
             return
+        full = self._queued >= self._max_queued
         if self._spool is not None:
-            full = self._queue.full()
-            to_replayer = call.diverted or self._backend_down or full
+            to_replayer = line.diverted or self._backend_down or full
             try:
                 # Stored before record() returns: this is what survives a SIGKILL.
                 write.row_id = self._spool.add(body, replay=to_replayer, now=self._clock())
@@ -227,54 +244,66 @@ class HistoryBridge:
                 )
             else:
                 if to_replayer:
-                    if full and not call.diverted:
-                        logger.warning("history queue full: call %s spills", call.call_id)
+                    if full and not line.diverted:
+                        logger.warning("history queue full: call %s spills", line.call_id)
                     self._handed_over(write)
                     return
-        try:
-            self._queue.put_nowait(write)
-        except asyncio.QueueFull:
+        if full:
             self._lose(write, "history queue full and no spool")
+            return
+        line.enqueue(write)
+        self._queued += 1
+        self._schedule(line)
 
-    def start_finalize(self, call: CallHistory, end_reason: str) -> asyncio.Task[HistoryStatus]:
-        """Drain ``call`` (bounded by the drain timeout), then send its finalize once."""
-        task = asyncio.create_task(self._finalize(call, end_reason), name="history-finalize")
+    def _schedule(self, line: CallLine) -> None:
+        """Queue the call for a worker when its head write can go (none in flight)."""
+        if line.queued and line.inflight is None and not line.scheduled:
+            line.scheduled = True
+            self._ready.put_nowait(line)
+
+    def _start_finalize(self, line: CallLine, end_reason: str) -> asyncio.Task[HistoryStatus]:
+        """Drain the call (bounded by the drain timeout), then send its finalize once."""
+        task = asyncio.create_task(self._finalize(line, end_reason), name="history-finalize")
         self._finalizers.add(task)
         task.add_done_callback(self._finalizers.discard)
         return task
 
-    async def _finalize(self, call: CallHistory, end_reason: str) -> HistoryStatus:
+    async def _finalize(self, line: CallLine, end_reason: str) -> HistoryStatus:
         deadline = asyncio.get_running_loop().time() + self._drain_timeout
-        await self._wait_drained(call, deadline)
+        await self._wait_drained(line, deadline)
         ended_at = self._clock()
+        # pending_entries is set again when the finalize is sent (see _send)
         summary = CallSummary(
-            call.call_id, ended_at, max(0.0, ended_at - call.call.started_at), call.turn_count,
-            end_reason, pending_entries=call.pending_entries,
+            line.call_id, ended_at, max(0.0, ended_at - line.record.started_at),
+            line.turn_count, end_reason, pending_entries=line.undelivered_entries,
         )  # fmt: skip
-        if self._spool is not None and call.live():
+        if self._spool is not None and line.live():
             # Drain timed out: the rest (and the finalize after it) goes to the replayer.
-            self._divert(call)
-        self.submit(call, summary)
-        await self._wait_drained(call, deadline)
-        return call.status()
+            self._divert(line)
+        self._submit(line, summary)
+        await self._wait_drained(line, deadline)
+        return line.status()
 
-    async def _wait_drained(self, call: CallHistory, deadline: float) -> None:
+    async def _wait_drained(self, line: CallLine, deadline: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
-                while call.live() and not self._closing.is_set():
-                    await call.wait_drained()
+                while line.live() and not self._closing.is_set():
+                    await line.drained.wait()
 
     # -- outcomes ------------------------------------------------------------------------
 
     def _settle(
         self, body: HistoryWrite, outcome: Outcome, write: PendingWrite | None = None
     ) -> None:
-        call = write.call if write is not None else self._calls.get(body.call_id)
-        if call is None:  # a call of a previous process
+        line = write.line if write is not None else self._lines.get(body.call_id)
+        self._settled.set()
+        if isinstance(body, CallSummary) and outcome in ("delivered", "dead_lettered"):
+            self._finalize_figures.pop(body.call_id, None)
+        if line is None:  # a call of a previous process
             return
-        call.settle(body, outcome, write)
+        line.settle(body, outcome, write)
         if isinstance(body, CallSummary) and outcome != "spooled":
-            self._calls.pop(call.call_id, None)
+            self._lines.pop(line.call_id, None)
 
     def _release(self, write: PendingWrite, *, log: bool = True) -> None:
         """Hand a live write to the replayer (or count it lost when there is no spool)."""
@@ -284,25 +313,37 @@ class HistoryBridge:
         self._spool.hand_to_replayer([write.row_id])
         self._handed_over(write)
 
+    def _release_queued(self, line: CallLine, *, log: bool = True) -> None:
+        """Hand every queued write of ``line`` to the replayer (or count it lost)."""
+        writes = list(line.queued)
+        line.queued.clear()
+        self._queued -= len(writes)
+        for write in writes:
+            self._release(write, log=log)
+
     def _handed_over(self, write: PendingWrite) -> None:
         # From here on the call's writes go through the replayer, keeping them in order.
-        write.released = write.call.diverted = True
+        write.line.diverted = True
         self._counts["spooled"] += 1
         self._settle(write.body, "spooled", write)
         self._wake_replayer()
 
     def _lose(self, write: PendingWrite, reason: str, *, log: bool = True) -> None:
-        write.released = True
         self._counts["dropped"] += 1
         if log:
             logger.error("history write LOST (%s): %s", reason, describe(write.body))
         self._settle(write.body, "dropped", write)
 
-    def _divert(self, call: CallHistory) -> None:
-        for write in call.live():
-            if write is not call.inflight and write.row_id is not None:
-                self._release(write)
-        call.diverted = True
+    def _divert(self, line: CallLine) -> None:
+        # Writes kept only in memory (the spool failed) stay live: the replayer cannot see them.
+        in_memory = [write for write in line.queued if write.row_id is None]
+        stored = [write for write in line.queued if write.row_id is not None]
+        line.queued.clear()
+        line.queued.extend(in_memory)
+        self._queued -= len(stored)
+        for write in stored:
+            self._release(write)
+        line.diverted = True
 
     def _on_replayed(self, body: HistoryWrite, outcome: ReplayOutcome) -> None:
         self._counts[outcome] += 1
@@ -338,23 +379,32 @@ class HistoryBridge:
 
     async def _run_worker(self) -> None:
         while True:
-            write = await self._queue.get()
+            line = await self._ready.get()
+            line.scheduled = False
+            if line.inflight is not None or not line.queued:
+                continue  # its writes went to the replayer meanwhile
+            write = line.queued.popleft()
+            self._queued -= 1
+            line.inflight = write
             try:
-                # Taken before any await: the lock's FIFO keeps the queue's order per call.
-                async with write.call.in_order:
-                    if not write.released:
-                        await self._deliver_live(write)
+                await self._deliver_live(write)
             except Exception:  # the worker must outlive any one write
                 logger.exception("history worker failed on %s", describe(write.body))
             finally:
-                self._queue.task_done()
+                line.inflight = None
+                if not write.settled:  # cut off mid-send (shutdown): close() hands it over
+                    line.enqueue(write, first=True)
+                    self._queued += 1
+                self._schedule(line)  # its next write, behind the calls already waiting
+                line.check_drained()
+                if line.diverted:
+                    self._wake_replayer()  # its last live row may just have settled
 
     async def _deliver_live(self, write: PendingWrite) -> None:
-        call = write.call
-        if call.diverted or (self._backend_down and self._spool is not None):
+        line = write.line
+        if line.diverted or (self._backend_down and self._spool is not None):
             self._release(write)
             return
-        call.inflight = write
         try:
             await AsyncRetrying(
                 stop=stop_after_attempt(self._max_attempts),
@@ -368,7 +418,7 @@ class HistoryBridge:
                 self._dead_letter(write.body, write.row_id, exc)
                 self._settle(write.body, "dead_lettered", write)
             else:
-                logger.warning("history call %s: retries exhausted (%s)", call.call_id, exc)
+                logger.warning("history call %s: retries exhausted (%s)", line.call_id, exc)
                 if self._spool is not None:
                     self._backend_down = True
                 self._release(write)
@@ -378,18 +428,26 @@ class HistoryBridge:
             self._counts["delivered"] += 1
             self._backend_down = False
             self._settle(write.body, "delivered", write)
-        finally:
-            call.inflight = None
-            if call.diverted:
-                self._wake_replayer()  # its last live row may just have settled
 
     async def _send(self, body: HistoryWrite) -> None:
+        if isinstance(body, CallSummary):
+            # The true figure when it first leaves, not when the finalize was queued; a
+            # retry repeats it, since a changed body under the same key would be refused.
+            figure = self._finalize_figures.setdefault(body.call_id, self._undelivered(body))
+            body = dataclasses.replace(body, pending_entries=figure)
         await send_write(self._control_plane, body, self._timeouts)
 
-    @property
-    def write_timeout_sec(self) -> float | None:
-        """The grown write timeout now in use (None: the adapter's default)."""
-        return self._timeouts.current
+    def _undelivered(self, summary: CallSummary) -> int:
+        """Entries of the call not delivered yet (a call of a previous process: the store's)."""
+        line = self._lines.get(summary.call_id)
+        if line is not None:
+            return line.undelivered_entries
+        if self._spool is None:
+            return summary.pending_entries
+        try:
+            return self._spool.undelivered_entries(summary.call_id)
+        except SpoolError:
+            return summary.pending_entries
 
     def _retry_wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None

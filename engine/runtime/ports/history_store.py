@@ -100,6 +100,10 @@ class HistoryStore(Protocol):
         """Calls left open by a previous process (the bridge finalizes them)."""
         ...
 
+    def undelivered_entries(self, call_id: str) -> int:
+        """Transcript entries of ``call_id`` stored and not yet delivered."""
+        ...
+
     def pending_count(self) -> int:
         """Rows not yet delivered (live and replayer-owned)."""
         ...
