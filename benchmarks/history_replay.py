@@ -7,13 +7,14 @@ Spools ``--writes`` transcript entries over ``--calls`` calls of uneven length (
 gets a share proportional to ``c % 4 + 1``: real calls differ), then replays them through
 the SpoolReplayer to the reference backend (engine/devbackend, in a thread on loopback)
 answering each request after ``--delay`` seconds, once per ``--workers`` value, and prints
-the drain rate. With ``--outage SEC`` the backend answers 503 for the first SEC seconds
-and the run also prints how long after the recovery the first write was delivered (that
-includes one ``--delay``). ``--backoff`` is HISTORY_RETRY_BACKOFF_SEC. Bounded by
-``--max-sec`` per run. ``--timeout`` is the adapter's BACKEND_TIMEOUT_SEC (default: delay
-+ 5 s); below ``--delay`` it measures a backend slower than the timeout, which the bridge's
-growing write timeout (``send_write``, capped by ``--max-timeout``,
-HISTORY_MAX_WRITE_TIMEOUT_SEC; 0 = 8x) has to catch up with.
+the drain rate. With ``--outage SEC`` every write fails at once for the first SEC seconds
+(as against a backend that refuses connections) and the run also prints how long after
+the recovery the first write was delivered (that includes one ``--delay``).
+``--backoff`` is HISTORY_RETRY_BACKOFF_SEC. Bounded by ``--max-sec`` per run.
+``--timeout`` is the adapter's BACKEND_TIMEOUT_SEC (default: delay + 5 s); below
+``--delay`` it measures a backend slower than the timeout, which the bridge's growing
+write timeout (``send_write``, capped by ``--max-timeout``, HISTORY_MAX_WRITE_TIMEOUT_SEC;
+0 = 8x) has to catch up with.
 """
 
 from __future__ import annotations
@@ -32,11 +33,9 @@ from adapters.history.spool import HistorySpool
 from engine.runtime.history.bridge import send_write
 from engine.runtime.history.replayer import SpoolReplayer
 from engine.runtime.history.retry import WriteTimeouts
-from engine.runtime.ports.control_plane import CallRecord, TranscriptEntry
+from engine.runtime.ports.control_plane import CallRecord, TranscriptEntry, TransientWriteError
 from engine.runtime.ports.history_store import HistoryWrite
 from tests.helpers.refbackend import RefBackend, RefBackendThread
-
-OUTAGE_FAILURES = 10**6  # "every request until told otherwise"
 
 
 def call_lengths(writes: int, calls: int) -> list[int]:
@@ -70,6 +69,8 @@ async def run(backend: RefBackend, workers: int, args: argparse.Namespace, tmp: 
     recovered_at: float | None = None
 
     async def send(write: HistoryWrite) -> None:
+        if recovered_at is None and args.outage > 0:
+            raise TransientWriteError("backend unreachable (simulated outage)")
         await send_write(plane, write, timeouts)  # as the bridge sends
 
     def report(_write: HistoryWrite, outcome: str) -> None:
@@ -79,15 +80,11 @@ async def run(backend: RefBackend, workers: int, args: argparse.Namespace, tmp: 
         if outcome == "replayed" and first_after_recovery is None and recovered_at is not None:
             first_after_recovery = time.monotonic() - recovered_at
 
-    if args.outage > 0:
-        await backend.faults(fail_next=OUTAGE_FAILURES, status=503)
     replayer = SpoolReplayer(spool, send, report, backoff_sec=args.backoff, concurrency=workers)
     started = time.monotonic()
     task = asyncio.create_task(replayer.run())
     while done < total and time.monotonic() - started < args.max_sec:
         if recovered_at is None and time.monotonic() - started >= args.outage:
-            if args.outage > 0:
-                await backend.faults(fail_next=0)
             recovered_at = time.monotonic()
         await asyncio.sleep(0.05)
     ended = time.monotonic()
