@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 BackendMode = Literal["auto", "http", "disabled"]
 LogFormat = Literal["text", "json"]
@@ -25,6 +26,21 @@ DEFAULT_AGENTS_DIR = Path(__file__).resolve().parent / "config" / "agents"
 
 class SettingsError(ValueError):
     """An environment variable has a value the engine cannot use."""
+
+
+# A request carries one Authorization header: the URL's user:pass@ (Basic) would replace
+# the bearer token, so the backend would never see the key.
+CREDENTIALS_TWICE = (
+    "BACKEND_URL carries credentials (user:pass@) and BACKEND_API_KEY is set: a request has "
+    "one Authorization header, so the key would not be sent. Set only one of them "
+    "(BACKEND_API_KEY is sent as 'Authorization: Bearer', URL credentials as Basic)"
+)
+
+
+def url_has_credentials(url: str) -> bool:
+    """True when ``url`` carries a user name or password (``user:pass@host``)."""
+    parts = urlsplit(url)
+    return parts.username is not None or parts.password is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,10 @@ class Settings:
         env = os.environ if environ is None else environ
         r = _Reader(env)
         mode = r.get("BACKEND_MODE", "auto", _choice(_BACKEND_MODES))
+        backend_url = r.get("BACKEND_URL", "", _url) or None
+        backend_api_key = r.get("BACKEND_API_KEY", "", str) or None
+        if backend_url and backend_api_key and url_has_credentials(backend_url):
+            raise SettingsError(CREDENTIALS_TWICE)
         spool = r.get("HISTORY_SPOOL_PATH", str(_default_state_dir(env) / "history.sqlite3"), str)
         return cls(
             host=r.get("ENGINE_HOST", "127.0.0.1", _non_empty),
@@ -109,8 +129,8 @@ class Settings:
                 "ENGINE_HALF_CLOSE_TIMEOUT_SEC", "30", _float_range(0, 3600)
             ),
             backend_mode=mode,
-            backend_url=r.get("BACKEND_URL", "", _url) or None,
-            backend_api_key=r.get("BACKEND_API_KEY", "", str) or None,
+            backend_url=backend_url,
+            backend_api_key=backend_api_key,
             backend_timeout_sec=r.get("BACKEND_TIMEOUT_SEC", "5", _float_range(0.05, 300)),
             assistant_local_config_dir=Path(
                 r.get("ASSISTANT_LOCAL_CONFIG_DIR", str(DEFAULT_AGENTS_DIR), _non_empty)

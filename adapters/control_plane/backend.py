@@ -47,6 +47,7 @@ from engine.runtime.ports.control_plane import (
     WriteTimeout,
 )
 from engine.runtime.ports.history_store import to_json
+from engine.settings import CREDENTIALS_TWICE, url_has_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class HttpControlPlane:
     ``config_cache_ttl_sec`` is served as ``backend_cached``: a call that can start with
     yesterday's prompt beats a call that cannot start. An explicit refusal (401, 403,
     other 4xx) is never masked by the cache, and a 404 evicts the cached copy.
+
+    ``api_key`` goes out as ``Authorization: Bearer``; credentials in ``base_url`` as
+    Basic. A request has one Authorization header, so both together are refused.
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class HttpControlPlane:
         config_cache_ttl_sec: float,
         fetch_retry_budget_sec: float = 1.0,
     ) -> None:
+        if api_key and url_has_credentials(base_url):
+            raise ValueError(CREDENTIALS_TWICE)
         headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -22,7 +22,7 @@ from engine.runtime.ports.control_plane import (
     TranscriptEntry,
     TransientWriteError,
 )
-from engine.settings import Settings
+from engine.settings import Settings, SettingsError
 from tests.helpers.refbackend import RefBackend, running_refbackend
 
 ASSISTANT: dict[str, Any] = {
@@ -303,3 +303,32 @@ async def test_wrong_token_is_refused_not_retried(secured: RefBackend) -> None:
     finally:
         await plane.close()
     assert (await secured.stats())["GET /v1/assistants/{assistant_id}"] == 1
+
+
+async def test_url_credentials_with_an_api_key_are_refused_before_any_request(
+    tmp_path: Path,
+) -> None:
+    async with running_refbackend(tmp_path / "backend.sqlite3", api_key="devkey") as backend:
+        url = backend.url.replace("http://", "http://operator:s3cret@")
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_env({"BACKEND_URL": url, "BACKEND_API_KEY": "devkey"})
+        message = str(refused.value)
+        assert "BACKEND_URL" in message and "BACKEND_API_KEY" in message
+        assert "s3cret" not in message
+        with pytest.raises(ValueError, match="BACKEND_API_KEY"):
+            make_plane(url, api_key="devkey")
+        assert (await backend.stats()).get("total", 0) == 0
+
+
+async def test_url_credentials_go_out_as_basic_and_the_key_as_bearer(tmp_path: Path) -> None:
+    async with running_refbackend(tmp_path / "backend.sqlite3", api_key="devkey") as backend:
+        await backend.put_assistant(ASSISTANT)
+        with_key = make_plane(backend.url, api_key="devkey")
+        with_url_credentials = make_plane(backend.url.replace("http://", "http://devkey:x@"))
+        try:
+            assert (await with_key.fetch_assistant("support")).source == "backend"
+            with pytest.raises(ControlPlaneUnavailable, match="401"):
+                await with_url_credentials.fetch_assistant("support")  # Basic, not the bearer
+        finally:
+            await with_key.close()
+            await with_url_credentials.close()
