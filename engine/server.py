@@ -20,6 +20,7 @@ from adapters.providers import EmbeddedProviderFactory
 from engine.audio.conversion import SoxrAudioCodecs
 from engine.observability.metrics import EngineMetrics
 from engine.protocol import hardening
+from engine.protocol.limits import SessionLimits
 from engine.protocol.servicer import ConverseServicer
 from engine.protocol.standard_services import HealthService, enable_reflection
 from engine.runtime.history.bridge import HistoryBridge
@@ -129,7 +130,7 @@ class EngineServer:
             ConverseServicer(
                 engine.sessions,
                 half_close_timeout_sec=engine.settings.half_close_timeout_sec,
-                limits=hardening.session_limits(engine.settings),
+                limits=SessionLimits.from_settings(engine.settings),
             ),
             self._server,
         )

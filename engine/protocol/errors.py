@@ -143,3 +143,12 @@ class RichContext:
         trailers = tuple(trailing_metadata) + status_trailers(code, details, chosen)
         await self._context.abort(code, details, trailers)
         raise AssertionError("grpc.aio's abort raises")  # pragma: no cover
+
+
+class ProtocolViolation(Exception):
+    """The client broke the stream protocol; the RPC ends with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

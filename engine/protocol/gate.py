@@ -28,9 +28,8 @@ from voiceengine.v1 import converse_pb2 as pb
 from engine.observability.logs import call_id_var, session_id_var
 from engine.observability.metrics import TURN_LATENCIES, EngineMetrics
 from engine.protocol.auth import ApiKey, ApiKeyRing, AuthFailure
-from engine.protocol.errors import RichContext
+from engine.protocol.errors import ProtocolViolation, RichContext
 from engine.protocol.limits import Admission, AdmissionRejected
-from engine.protocol.servicer import ProtocolViolation
 
 log = logging.getLogger(__name__)
 _SETTLE_SEC = 0.5  # how long a refused call waits for its first message

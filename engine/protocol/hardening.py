@@ -1,7 +1,7 @@
-"""Assembly of the security and operations parts for the server (issue 11).
+"""Assembly of the security and operations parts for the server.
 
 ``EngineServer`` calls into this module with a few lines: the Converse gate (keys,
-admission, metrics), TLS credentials, the session limits, and readiness publishing.
+admission, metrics), TLS credentials, keepalive and readiness publishing.
 """
 
 from __future__ import annotations
@@ -29,20 +29,9 @@ def build_gate(settings: Settings, metrics: EngineMetrics) -> ConverseGate:
         log.info("authentication on: %d API key(s)", len(keys))
     return ConverseGate(
         keys=keys,
-        admission=Admission(settings.max_sessions, settings.max_sessions_per_key),
+        admission=Admission.from_settings(settings),
         metrics=metrics,
-        start_timeout_sec=settings.start_timeout_sec,
-    )
-
-
-def session_limits(settings: Settings) -> SessionLimits:
-    """The per-session limits from settings."""
-    return SessionLimits(
-        start_timeout_sec=settings.start_timeout_sec,
-        idle_timeout_sec=settings.idle_timeout_sec,
-        max_session_sec=settings.max_session_sec,
-        max_utterance_ms=settings.max_utterance_ms,
-        input_rate_allowance_ms=settings.input_rate_allowance_ms,
+        start_timeout_sec=SessionLimits.from_settings(settings).start_timeout_sec,
     )
 
 

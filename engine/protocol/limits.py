@@ -1,5 +1,6 @@
-"""Hard limits at the protocol edge: admission (sessions per process and per key) and
-per-session input guards (idle, duration, input rate, utterance length).
+"""Every limit at the protocol edge, in one place: admission (sessions per process and per
+key), the start timeout, per-session input guards (idle, duration, input rate, utterance
+length) and the size of what one message may carry.
 
 Admission is synchronous on purpose: a slot is taken with no await between the check
 and the count, so a burst of streams can never exceed the limit, whatever the assistant
@@ -15,19 +16,39 @@ from dataclasses import dataclass
 import grpc
 
 from engine.runtime import events as ev
+from engine.settings import Settings
 
-_AUDIO = "audio"
+MAX_CHUNK_MS = 200  # one audio chunk; clients send 20-100 ms
+MAX_TEXT_BYTES = 4096  # one typed turn
+MAX_METADATA_KEYS = 64  # start.metadata entries
+MAX_METADATA_KEY_BYTES = 64
+MAX_METADATA_VALUE_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
-    """The per-session limits in force (from settings)."""
+    """The per-session limits in force (from settings).
+
+    ``start_timeout_sec`` is enforced by the gate (the first message), the rest by the
+    servicer's ``InputGuard``.
+    """
 
     start_timeout_sec: float = 10.0
     idle_timeout_sec: float = 300.0
     max_session_sec: float = 4 * 3600.0
     max_utterance_ms: int = 60_000
     input_rate_allowance_ms: int = 30_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionLimits:
+        """The limits ENGINE_START_TIMEOUT_SEC, ENGINE_IDLE_TIMEOUT_SEC, ... set."""
+        return cls(
+            start_timeout_sec=settings.start_timeout_sec,
+            idle_timeout_sec=settings.idle_timeout_sec,
+            max_session_sec=settings.max_session_sec,
+            max_utterance_ms=settings.max_utterance_ms,
+            input_rate_allowance_ms=settings.input_rate_allowance_ms,
+        )
 
 
 class AdmissionRejected(Exception):
@@ -41,6 +62,11 @@ class AdmissionRejected(Exception):
 
 class Admission:
     """Counts live Converse streams per process and per API key."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Admission:
+        """ENGINE_MAX_SESSIONS and ENGINE_MAX_SESSIONS_PER_KEY."""
+        return cls(settings.max_sessions, settings.max_sessions_per_key)
 
     def __init__(self, max_sessions: int, max_per_key: int = 0) -> None:
         self.max_sessions = max_sessions

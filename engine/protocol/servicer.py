@@ -17,7 +17,17 @@ from voiceengine.v1 import converse_pb2 as pb
 from voiceengine.v1 import converse_pb2_grpc as pb_grpc
 
 from engine.audio.formats import AudioFormat
-from engine.protocol.limits import InputGuard, SessionLimits, limit_status
+from engine.protocol.errors import ProtocolViolation
+from engine.protocol.limits import (
+    MAX_CHUNK_MS,
+    MAX_METADATA_KEY_BYTES,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_BYTES,
+    MAX_TEXT_BYTES,
+    InputGuard,
+    SessionLimits,
+    limit_status,
+)
 from engine.protocol.mapping import (
     audio_format_from_proto,
     audio_format_to_proto,
@@ -37,9 +47,6 @@ from engine.runtime.session import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_CHUNK_MS = 200
-MAX_TEXT_BYTES = 4096
-MAX_METADATA_KEYS = 64
 # grpc.aio ends the request iterator the same way for a half-close and for a cancelled
 # RPC; the cancellation reaches the handler a moment later. A half-close is only taken
 # as such once this long has passed (mostly hidden behind the reply being streamed).
@@ -54,15 +61,6 @@ _REJECT_CODES = {
 }
 
 
-class ProtocolViolation(Exception):
-    """The client broke the stream protocol; the RPC ends with ``code``."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
     """VoiceEngineService over a SessionManager."""
 
@@ -75,7 +73,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
     ) -> None:
         self._sessions = sessions
         self._half_close_timeout_sec = half_close_timeout_sec
-        self._limits = limits or SessionLimits()  # idle timeout and the other input limits
+        self._limits = limits or SessionLimits()  # the input limits; the gate times the start
 
     async def Converse(
         self,
@@ -83,7 +81,7 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
         context: grpc.aio.ServicerContext[pb.ConverseRequest, pb.ConverseResponse],
     ) -> AsyncIterator[pb.ConverseResponse]:
         try:
-            start = await _first_start(request_iterator, self._limits.start_timeout_sec)
+            start = await _first_start(request_iterator)
             request, in_fmt, out_fmt = _session_request(start)
             session = await self._sessions.open(request)
         except ProtocolViolation as exc:
@@ -172,19 +170,13 @@ class _Deadline:
             self._timer = None
 
 
-async def _first_start(
-    requests: AsyncIterator[pb.ConverseRequest], timeout_sec: float
-) -> pb.StartSession:
+async def _first_start(requests: AsyncIterator[pb.ConverseRequest]) -> pb.StartSession:
+    # The gate has already waited for this message (at most the start timeout).
     try:
-        first = await asyncio.wait_for(anext(requests), timeout=timeout_sec)
+        first = await anext(requests)
     except StopAsyncIteration:
         raise ProtocolViolation(
             grpc.StatusCode.INVALID_ARGUMENT, "the stream closed before `start` was sent"
-        ) from None
-    except TimeoutError:
-        raise ProtocolViolation(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"no `start` within {timeout_sec:g} s of opening the stream",
         ) from None
     kind = first.WhichOneof("request")
     if kind != "start":
@@ -204,10 +196,13 @@ def _session_request(
             f"start.metadata has {len(start.metadata)} keys; at most {MAX_METADATA_KEYS}",
         )
     for key, value in start.metadata.items():
-        if len(key.encode()) > 64 or len(value.encode()) > 1024:
+        if len(key.encode()) > MAX_METADATA_KEY_BYTES or (
+            len(value.encode()) > MAX_METADATA_VALUE_BYTES
+        ):
             raise ProtocolViolation(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"start.metadata[{key[:64]!r}]: keys up to 64 bytes, values up to 1024 bytes",
+                f"start.metadata[{key[:MAX_METADATA_KEY_BYTES]!r}]: keys up to "
+                f"{MAX_METADATA_KEY_BYTES} bytes, values up to {MAX_METADATA_VALUE_BYTES} bytes",
             )
     try:
         in_fmt = audio_format_from_proto(start.input_audio, "start.input_audio")
