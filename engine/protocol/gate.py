@@ -32,7 +32,8 @@ from engine.protocol.errors import ProtocolViolation, RichContext
 from engine.protocol.limits import Admission, AdmissionRejected
 
 log = logging.getLogger(__name__)
-_SETTLE_SEC = 0.5  # how long a refused call waits for its first message
+_QUIET_SEC = 0.1  # a client still writing sends its next message sooner than this
+_SETTLE_MAX_MESSAGES = 64  # read from a refused call at most
 
 CONVERSE_METHOD = "/voiceengine.v1.VoiceEngineService/Converse"
 
@@ -107,7 +108,7 @@ class ConverseGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         except AuthFailure as failure:
             self.metrics.auth_failures.labels(failure.reason).inc()
             log.debug("Converse refused: %s", failure.reason)  # counted; not a log flood
-            await _settle(requests)
+            await _settle(requests, self._start_timeout_sec)
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, failure.message, reason=failure.reason
             )
@@ -116,7 +117,7 @@ class ConverseGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             self.admission.acquire(label)  # before any await: a burst cannot overshoot
         except AdmissionRejected as rejected:
-            await _settle(requests)
+            await _settle(requests, self._start_timeout_sec)
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, rejected.message, reason=rejected.reason
             )
@@ -211,15 +212,22 @@ class _SessionObserver:
             log.info("session ended: END_REASON_STREAM_BROKEN")
 
 
-async def _settle(requests: AsyncIterator[pb.ConverseRequest]) -> None:
-    """Take the client's first message (briefly) before refusing the call.
+async def _settle(requests: AsyncIterator[pb.ConverseRequest], first_within_sec: float) -> None:
+    """Take what the client is still writing before refusing the call.
 
-    Refused before it has read anything, grpc's client may still be writing its first
-    messages and then reports "INTERNAL: Internal error from Core" instead of the status
-    (about 1 call in 5 over loopback); one read lets the refusal arrive as sent.
+    grpc's Python asyncio client reports "INTERNAL: Internal error from Core" instead of
+    the status it was sent when one of its writes is in flight as the status arrives (the
+    write fails and overwrites it). So a refusal waits for the client's first message (as
+    long as any stream may take to send `start`), then for more while they keep coming,
+    until the client half-closes or pauses for _QUIET_SEC; at most _SETTLE_MAX_MESSAGES.
     """
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(anext(requests), _SETTLE_SEC)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + first_within_sec
+    wait = first_within_sec
+    with contextlib.suppress(Exception):  # the end of the stream, a pause, bad bytes
+        for _ in range(_SETTLE_MAX_MESSAGES):
+            await asyncio.wait_for(anext(requests), max(0.0, min(wait, deadline - loop.time())))
+            wait = _QUIET_SEC
 
 
 async def _chain(

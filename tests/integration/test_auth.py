@@ -164,3 +164,29 @@ async def test_a_client_still_writing_when_refused_gets_unauthenticated_every_ti
         except grpc.aio.AioRpcError as exc:
             codes.append(exc.code())
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 100
+
+
+async def test_a_client_late_with_its_start_is_refused_after_it_not_while_it_writes(
+    start_engine: StartEngine, channel_to: ChannelTo
+) -> None:
+    # Refused while its first message was on its way, grpc's client reported INTERNAL.
+    target = await start_engine(ENGINE_API_KEYS=KEY)
+    converse = channel_to(target).stream_stream(
+        "/voiceengine.v1.VoiceEngineService/Converse",
+        request_serializer=pb.ConverseRequest.SerializeToString,
+        response_deserializer=pb.ConverseResponse.FromString,
+    )
+    start_sent = asyncio.Event()
+
+    async def requests() -> AsyncIterator[pb.ConverseRequest]:
+        await asyncio.sleep(1.0)  # a slow client (a loaded machine, a TLS handshake)
+        start_sent.set()
+        yield pb.ConverseRequest(start=pb.StartSession(assistant_id="default"))
+        await asyncio.Event().wait()  # then it waits for `started`
+
+    call = converse(requests(), metadata=(("authorization", "Bearer wrong"),))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in call:
+            pass
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert start_sent.is_set()  # the refusal waited for the client's first message
