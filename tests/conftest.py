@@ -1,4 +1,6 @@
-"""Fixtures shared by the integration tests: a real engine on a loopback port."""
+"""The one way tests start an engine in their own event loop (``start_server``), and the
+fixtures built on it. A test that must kill or restart an engine spawns a child process
+instead (``tests/helpers/engine_process.py``), with the same defaults."""
 
 from __future__ import annotations
 
@@ -7,47 +9,75 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from engine.server import EngineServer, bootstrap
-from engine.settings import Settings
+from engine.settings import DEFAULT_AGENTS_DIR, Settings
 from tests.helpers.converse import ConverseClient
+from tests.helpers.engine_process import engine_test_env
 
+StartServer = Callable[..., Awaitable[EngineServer]]
 StartEngine = Callable[..., Awaitable[str]]
 
 
-def loopback_env(spool: Path) -> dict[str, str]:
-    """An in-process test engine's settings: loopback, any free port, engine-only mode,
-    its own spool, and an unlimited audio lead so tests do not wait for real-time replies."""
-    return {
-        "ENGINE_HOST": "127.0.0.1",
-        "ENGINE_PORT": "0",
-        "BACKEND_MODE": "disabled",
-        "HISTORY_SPOOL_PATH": str(spool),
-        "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
-        "ENGINE_SHUTDOWN_GRACE_SEC": "1",
-    }
+def target_of(server: EngineServer) -> str:
+    """The loopback target of a started server."""
+    return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture(scope="session")
+def bundled_agents(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled assistants, each waiting for its Whisper final however loaded the CPU is.
+
+    With the shipped ``asr.final_wait_ms`` a loaded machine takes pocketsphinx's final
+    instead, so what a test hears would depend on the scheduler. The tests check what is
+    heard; benchmarks/asr.py checks how fast.
+    """
+    agents = tmp_path_factory.mktemp("agents")
+    for source in DEFAULT_AGENTS_DIR.glob("*.yaml"):
+        document = yaml.safe_load(source.read_text())
+        asr = document.get("asr") or {}
+        if asr.get("provider") == "pocketsphinx" and asr.get("final", "whisper") == "whisper":
+            asr["final_wait_ms"] = 10_000
+        (agents / source.name).write_text(yaml.safe_dump(document))
+    return agents
 
 
 @pytest.fixture
-async def start_engine(tmp_path: Path) -> AsyncIterator[StartEngine]:
-    """Start engines in this test's event loop; ``await start_engine(ENV=...)`` -> target.
+async def start_server(tmp_path: Path, bundled_agents: Path) -> AsyncIterator[StartServer]:
+    """Start engines in this test's event loop: ``await start_server(ENV=...)``.
 
-    Defaults: loopback, any free port, engine-only mode, spool in tmp_path, and an
-    unlimited audio lead so tests do not wait for replies to play in real time.
+    Defaults (``engine_test_env``): loopback, any free port, engine-only mode, a spool and
+    a metrics port of its own, an unlimited audio lead so tests do not wait for replies
+    to play in real time, and a one-second shutdown grace. All are shut down at the end.
     """
     servers: list[EngineServer] = []
 
-    async def start(**env: str) -> str:
-        base = loopback_env(tmp_path / f"spool-{len(servers)}.sqlite3")
-        base.update(env)
-        server = EngineServer(await bootstrap(Settings.from_env(base)))
-        port = await server.start()
+    async def start(**env: str) -> EngineServer:
+        base = engine_test_env(
+            HISTORY_SPOOL_PATH=str(tmp_path / f"spool-{len(servers)}.sqlite3"),
+            ENGINE_METRICS_PORT="0",
+            ENGINE_SHUTDOWN_GRACE_SEC="1",
+            ASSISTANT_LOCAL_CONFIG_DIR=str(bundled_agents),
+        )
+        server = EngineServer(await bootstrap(Settings.from_env({**base, **env})))
+        await server.start()
         servers.append(server)
-        return f"127.0.0.1:{port}"
+        return server
 
     yield start
     for server in servers:
         await server.shutdown()
+
+
+@pytest.fixture
+def start_engine(start_server: StartServer) -> StartEngine:
+    """``start_server`` for tests that need only the target: ``await start_engine(ENV=...)``."""
+
+    async def start(**env: str) -> str:
+        return target_of(await start_server(**env))
+
+    return start
 
 
 @pytest.fixture

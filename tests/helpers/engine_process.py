@@ -49,18 +49,26 @@ class EngineProcess:
             self._reader = None
 
 
-async def spawn_engine(cwd: Path, **env: str) -> EngineProcess:
-    """Start an engine subprocess (loopback, ENGINE_PORT=0) and wait until it listens."""
-    full_env = {
-        **os.environ,
+def engine_test_env(**overrides: str) -> dict[str, str]:
+    """The settings every test engine starts from, in-process or as a child process.
+
+    Loopback and any free port, engine-only mode, an unlimited audio lead (tests do not
+    wait for replies to play in real time), and one process unless a test asks for
+    `serve --workers N` (the default is one per CPU).
+    """
+    return {
         "ENGINE_HOST": "127.0.0.1",
         "ENGINE_PORT": "0",
         "BACKEND_MODE": "disabled",
         "ENGINE_OUTPUT_AUDIO_LEAD_MS": "3600000",
-        # One process unless a test asks for `serve --workers N` (the default is one per CPU).
         "ENGINE_WORKERS": "1",
-        **env,
+        **overrides,
     }
+
+
+async def spawn_engine(cwd: Path, **env: str) -> EngineProcess:
+    """Start an engine subprocess (``engine_test_env``) and wait until it listens."""
+    full_env = {**os.environ, **engine_test_env(**env)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "engine", "serve",
         env=full_env, stderr=asyncio.subprocess.PIPE, cwd=cwd,
