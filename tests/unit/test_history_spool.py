@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,26 +114,3 @@ def test_payloads_round_trip_and_odd_metadata_is_kept_as_text() -> None:
     assert restored.full_text == "Hello there" and restored.interrupted
     assert restored.metadata["latency_ms"] == 120
     assert isinstance(restored.metadata["obj"], str)
-
-
-def test_rows_survive_a_sigkill_of_the_writing_process(path: Path) -> None:
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from adapters.history.spool import HistorySpool
-        from engine.runtime.ports.control_plane import CallRecord, TranscriptEntry
-        spool = HistorySpool({str(path)!r})
-        spool.add(CallRecord("a", "support", "s", 1000.0), replay=False, now=1.0)
-        for n in range(1, 51):
-            spool.add(TranscriptEntry("a", n, "user", "x", 1.0, 2.0), replay=False, now=1.0)
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], timeout=30, check=False)
-    assert done.returncode == -9
-    spool = HistorySpool(path)  # the kernel released the lock with the process
-    try:
-        assert spool.pending_count() == 51
-        assert [o.turn_count for o in spool.orphaned_calls()] == [50]
-    finally:
-        spool.close()
