@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 import yaml
 from voiceengine.v1 import converse_pb2 as pb
 
@@ -143,6 +144,7 @@ async def test_a_half_closed_call_is_recorded_whole_in_the_history(
         assert entries[-1] == ("assistant", HOURS_REPLY)
 
 
+@pytest.mark.realtime_speech
 async def test_a_caller_who_stops_sending_mid_utterance_gets_the_turn_ended_by_the_clock(
     client: ConverseClient,
 ) -> None:

@@ -110,6 +110,7 @@ async def test_silence_alone_produces_no_turn(client: ConverseClient) -> None:
     assert kinds == {"ended"}
 
 
+@pytest.mark.realtime_speech
 async def test_interim_transcripts_arrive_while_the_caller_speaks(
     start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
@@ -131,6 +132,7 @@ async def test_interim_transcripts_arrive_while_the_caller_speaks(
     assert final.transcript.text == "i would like to book a table"
 
 
+@pytest.mark.realtime_speech
 async def test_barge_in_interrupts_before_the_next_audio_chunk(
     start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
@@ -202,6 +204,7 @@ async def test_the_client_may_end_the_turn_itself(client: ConverseClient) -> Non
     assert "menu" in done.text
 
 
+@pytest.mark.realtime_speech
 async def test_barge_in_leaves_only_the_heard_words_in_history(
     start_engine: StartEngine, channel_to: ChannelTo, tmp_path: Path
 ) -> None:
