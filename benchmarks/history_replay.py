@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.control_plane.backend import HttpControlPlane
 from adapters.history.spool import HistorySpool
-from engine.runtime.history.bridge import send_write
 from engine.runtime.history.replayer import SpoolReplayer
-from engine.runtime.history.retry import WriteTimeouts
+from engine.runtime.history.retry import WriteTimeouts, send_write
 from engine.runtime.ports.control_plane import CallRecord, TranscriptEntry, TransientWriteError
 from engine.runtime.ports.history_store import HistoryWrite
 from tests.helpers.refbackend import RefBackend, RefBackendThread

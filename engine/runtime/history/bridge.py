@@ -25,13 +25,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from engine.runtime.history.call import CallHistory
 from engine.runtime.history.line import CallLine, Outcome, PendingWrite
 from engine.runtime.history.replayer import ReplayOutcome, SpoolReplayer
-from engine.runtime.history.retry import WriteTimeouts, backoff_delay, is_transient
+from engine.runtime.history.retry import WriteTimeouts, backoff_delay, is_transient, send_write
 from engine.runtime.ports.control_plane import (
     CallRecord,
     CallSummary,
     ControlPlane,
-    TranscriptEntry,
-    WriteTimeout,
 )
 from engine.runtime.ports.history import HistoryStatus
 from engine.runtime.ports.history_store import HistoryStore, HistoryWrite, SpoolError
@@ -455,22 +453,3 @@ class HistoryBridge:
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._counts["retried"] += 1
-
-
-async def send_write(plane: ControlPlane, body: HistoryWrite, timeouts: WriteTimeouts) -> None:
-    """One write with the timeout ``timeouts`` holds now, and tell it how that went."""
-    timeout = timeouts.current
-    # Only a grown timeout is passed: None leaves the adapter's own BACKEND_TIMEOUT_SEC.
-    limit = {} if timeout is None else {"timeout_sec": timeout}
-    started = time.monotonic()
-    try:
-        if isinstance(body, TranscriptEntry):
-            await plane.append_transcript(body, **limit)
-        elif isinstance(body, CallRecord):
-            await plane.create_call(body, **limit)
-        else:
-            await plane.finalize_call(body, **limit)
-    except WriteTimeout as exc:
-        timeouts.timed_out(exc)
-        raise
-    timeouts.succeeded(time.monotonic() - started)

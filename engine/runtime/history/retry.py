@@ -1,4 +1,5 @@
-"""The history retry policy: what is worth retrying, and how long to wait."""
+"""The history retry policy: what is worth retrying, how long to wait, and the timeout
+of each write (grown while the backend is slower than it)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import time
 from collections.abc import Callable
 
 from engine.runtime.ports.control_plane import (
+    CallRecord,
+    ControlPlane,
     ControlPlaneUnavailable,
+    TranscriptEntry,
     TransientWriteError,
     WriteTimeout,
 )
+from engine.runtime.ports.history_store import HistoryWrite
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +112,22 @@ class WriteTimeouts:
             "history: the backend answers faster again; write timeout %s",
             "back to the default" if self.current is None else f"now {self.current:g} s",
         )
+
+
+async def send_write(plane: ControlPlane, body: HistoryWrite, timeouts: WriteTimeouts) -> None:
+    """One write with the timeout ``timeouts`` holds now, and tell it how that went."""
+    timeout = timeouts.current
+    # Only a grown timeout is passed: None leaves the adapter's own BACKEND_TIMEOUT_SEC.
+    limit = {} if timeout is None else {"timeout_sec": timeout}
+    started = time.monotonic()
+    try:
+        if isinstance(body, TranscriptEntry):
+            await plane.append_transcript(body, **limit)
+        elif isinstance(body, CallRecord):
+            await plane.create_call(body, **limit)
+        else:
+            await plane.finalize_call(body, **limit)
+    except WriteTimeout as exc:
+        timeouts.timed_out(exc)
+        raise
+    timeouts.succeeded(time.monotonic() - started)
