@@ -19,6 +19,9 @@ from engine.audio.wav import read_wav, write_wav
 
 CHUNK_MS = 20
 QUIET_AFTER_AUDIO_SEC = 2.0
+# A final transcript may take long on a loaded host (asr.final_wait_ms up to 10 s):
+# once speech was heard, its final is awaited this long, however quiet the stream.
+FINAL_TRANSCRIPT_WAIT_SEC = 15.0
 
 
 @dataclass
@@ -88,6 +91,7 @@ class _Conversation:
         self.greeting = False
         self.last_event_at = time.monotonic()
         self.responding = False
+        self.hearing = False  # speech started and its final transcript not yet in
 
     async def request_stream(self) -> AsyncIterator[pb.ConverseRequest]:
         while (request := await self.requests.get()) is not None:
@@ -132,7 +136,9 @@ class _Conversation:
             t = message.transcript
             label = "user" if t.is_final else "user (interim)"
             p.line(f"{label}: {t.text}")
+            self.hearing = self.hearing and not t.is_final
         elif kind == "speech_started":
+            self.hearing = True
             p.line(f"speech_started at {message.speech_started.offset_ms} ms")
         elif kind == "speech_stopped":
             p.line(f"speech_stopped at {message.speech_stopped.offset_ms} ms")
@@ -205,10 +211,16 @@ async def _stream_wav(conv: _Conversation, pcm: bytes, rate: int, realtime: bool
         elif i % 10 == 9:
             await asyncio.sleep(0)  # let the stream flush
     conv.send(pb.ConverseRequest(control=pb.Control(action=pb.CONTROL_ACTION_END_OF_TURN)))
-    # Wait until the replies are over: nothing in flight and the stream quiet.
+    # Wait until the replies are over: no final transcript pending (bounded), nothing in
+    # flight and the stream quiet.
     conv.last_event_at = time.monotonic()
+    final_due = conv.last_event_at + FINAL_TRANSCRIPT_WAIT_SEC
     # A quiet period is the absence of events, so this polls rather than awaits one.
-    while conv.responding or time.monotonic() - conv.last_event_at < QUIET_AFTER_AUDIO_SEC:  # noqa: ASYNC110
+    while (  # noqa: ASYNC110
+        (conv.hearing and time.monotonic() < final_due)
+        or conv.responding
+        or time.monotonic() - conv.last_event_at < QUIET_AFTER_AUDIO_SEC
+    ):
         await asyncio.sleep(0.1)
 
 
