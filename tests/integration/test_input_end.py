@@ -101,7 +101,10 @@ async def test_speech_then_half_close_gets_the_open_utterance_answered(
     assert messages[-1].ended.reason == pb.END_REASON_INPUT_CLOSED
 
 
-async def test_end_still_hangs_up_at_once(client: ConverseClient) -> None:
+async def test_end_still_hangs_up_at_once(start_engine: StartEngine, channel_to: ChannelTo) -> None:
+    # Paced output (as in production): the reply is still playing when `end` is read. An
+    # unpaced reply can be whole before the reader gets to the next message.
+    client = ConverseClient(channel_to(await start_engine(ENGINE_OUTPUT_AUDIO_LEAD_MS="500")))
     client.start("default")
     client.send(text=pb.TextInput(text=QUESTION))
     client.send(end=pb.EndSession(reason="bye"))
