@@ -250,6 +250,9 @@ def _default_state_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "voice-engine"
 
 
+_URL_VARIABLES = frozenset({"BACKEND_URL", "LLM_ALLOWED_BASE_URLS"})
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -259,7 +262,9 @@ class _Reader:
         try:
             return parse(raw)
         except ValueError as exc:
-            raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+            # A URL may carry a password: its value is not repeated.
+            shown = name if name in _URL_VARIABLES else f"{name}={raw!r}"
+            raise SettingsError(f"{shown} is invalid: {exc}") from None
 
 
 def _non_empty(raw: str) -> str:

@@ -332,3 +332,9 @@ async def test_url_credentials_go_out_as_basic_and_the_key_as_bearer(tmp_path: P
         finally:
             await with_key.close()
             await with_url_credentials.close()
+
+
+def test_a_bad_backend_url_is_named_without_its_password() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"BACKEND_URL": "ftp://operator:s3cret@backend.example"})
+    assert "BACKEND_URL" in str(refused.value) and "s3cret" not in str(refused.value)

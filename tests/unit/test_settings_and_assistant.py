@@ -41,7 +41,7 @@ def test_an_empty_spool_path_disables_the_spool() -> None:
         ),
         (
             {"BACKEND_URL": "ftp://x"},
-            "BACKEND_URL='ftp://x' is invalid: expected an http:// or https:// URL",
+            "BACKEND_URL is invalid: expected an http:// or https:// URL",
         ),
         ({"BACKEND_TIMEOUT_SEC": "-1"}, "BACKEND_TIMEOUT_SEC='-1' is invalid"),
     ],
