@@ -3,7 +3,9 @@
 Works with OpenAI, vLLM, Ollama (`http://host:11434/v1`) and llama.cpp's server
 (`http://host:8080/v1`): POST ``{base_url}/chat/completions`` with ``"stream": true``
 and read the Server-Sent Events, one ``data: {json}`` line per chunk, each carrying
-``choices[0].delta.content``, until ``data: [DONE]``.
+``choices[0].delta.content``, until ``data: [DONE]``. Tools are offered as ``tools``
+(``tool_choice: auto``); streamed ``delta.tool_calls`` fragments are put together by
+``index`` and each call is yielded whole once the choice finishes.
 
 The httpx client is injected: one pooled client per process, owned (and closed) by
 whoever built it. The API key comes from the engine's settings, never from the
@@ -21,10 +23,13 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
+from adapters.llm.openai_tools import ToolCallAssembler, message_json, tool_json
 from engine.runtime.ports.providers import (
     ChatMessage,
     ProviderConfigError,
     ProviderError,
+    ToolCallRequest,
+    ToolSpec,
     reject_unknown_options,
 )
 
@@ -135,8 +140,10 @@ class OpenAICompatibleLanguageModel:
             first_token_timeout_sec=first_token,
         )
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        """Yield the reply's text deltas as the server streams them.
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[str | ToolCallRequest, None]:
+        """Yield the reply's text deltas as the server streams them, and its tool calls.
 
         Closing the generator closes the HTTP response (and so the connection) at once.
         """
@@ -144,10 +151,11 @@ class OpenAICompatibleLanguageModel:
         reply_deadline = loop.time() + self._timeout_sec
         first_token_deadline = loop.time() + self._first_token_timeout_sec
         got_token = False
+        calls = ToolCallAssembler()
         request = self._client.build_request(
             "POST",
             self._url,
-            json=self._body(messages),
+            json=self._body(messages, tools),
             headers=self._headers(),
             # A backstop only: the deadlines below are the real limits, and the shared
             # client's own defaults (5 s) must not cut a slow prompt short.
@@ -178,11 +186,19 @@ class OpenAICompatibleLanguageModel:
                     if payload is None:
                         continue
                     if payload == "[DONE]":
+                        for call in calls.finish():
+                            yield call
                         return
-                    delta = _content_delta(payload)
+                    delta, fragments, finished = _parse_chunk(payload)
+                    if fragments:
+                        got_token = True
+                        calls.add(fragments)
                     if delta:
                         got_token = True
                         yield delta
+                    if finished:
+                        for call in calls.finish():
+                            yield call
         except TimeoutError:
             if got_token:
                 raise ProviderError(
@@ -205,12 +221,15 @@ class OpenAICompatibleLanguageModel:
                 # server sees the client leave (barge-in stops generation there too).
                 await response.aclose()
 
-    def _body(self, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+    def _body(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [message_json(m) for m in messages],
             "stream": True,
         }
+        if tools:
+            body["tools"] = [tool_json(t) for t in tools]
+            body["tool_choice"] = "auto"
         if self._temperature is not None:
             body["temperature"] = self._temperature
         if self._max_tokens is not None:
@@ -237,8 +256,9 @@ def _sse_data(line: str) -> str | None:
     return value[1:] if colon and value.startswith(" ") else value
 
 
-def _content_delta(payload: str) -> str:
-    """``choices[0].delta.content`` of one chunk ('' when it carries no text)."""
+def _parse_chunk(payload: str) -> tuple[str, list[Any], bool]:
+    """One chunk's ``choices[0]``: its text delta, its tool-call fragments, and whether the
+    choice finished (``finish_reason`` set)."""
     try:
         chunk = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -255,19 +275,23 @@ def _content_delta(payload: str) -> str:
     if not isinstance(choices, list):
         raise ProviderError(f"{_NAME}: unexpected chunk (no choices list): {_clip(payload)}")
     if not choices:  # e.g. a trailing usage-only chunk
-        return ""
+        return "", [], False
     choice = choices[0]
+    finished = isinstance(choice, dict) and choice.get("finish_reason") is not None
     delta = choice.get("delta") if isinstance(choice, dict) else None
     if delta is None:
-        return ""  # a finish-only chunk
+        return "", [], finished  # a finish-only chunk
     if not isinstance(delta, dict):
         raise ProviderError(f"{_NAME}: unexpected chunk (delta not an object): {_clip(payload)}")
+    fragments = delta.get("tool_calls") or []
+    if not isinstance(fragments, list):
+        raise ProviderError(f"{_NAME}: unexpected chunk (tool_calls not a list): {_clip(payload)}")
     content = delta.get("content")
     if content is None:  # role-only first chunk, tool calls, finish_reason
-        return ""
+        return "", fragments, finished
     if not isinstance(content, str):
         raise ProviderError(f"{_NAME}: unexpected chunk (content not a string): {_clip(payload)}")
-    return content
+    return content, fragments, finished
 
 
 async def _excerpt(response: httpx.Response) -> str:

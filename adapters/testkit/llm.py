@@ -9,8 +9,9 @@ from typing import Any
 
 from engine.runtime.ports.providers import (
     ChatMessage,
-    EndCall,
     ProviderConfigError,
+    ToolCallRequest,
+    ToolSpec,
     reject_unknown_options,
 )
 
@@ -42,8 +43,8 @@ class FixedReplyLanguageModel:
         return cls(reply.strip(), float(delay))
 
     async def stream_reply(
-        self, messages: Sequence[ChatMessage]
-    ) -> AsyncGenerator[str | EndCall, None]:
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[str | ToolCallRequest, None]:
         """Yield the reply a word at a time, sleeping ``token_delay_ms`` before each."""
         for token in self._tokens:
             if self._delay:

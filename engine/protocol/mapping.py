@@ -39,6 +39,14 @@ _END_REASONS = {
     ev.EndReason.CLIENT_NOT_READING: pb.END_REASON_LIMIT_REACHED,
 }
 
+_TOOL_OUTCOMES = {
+    "ok": pb.TOOL_OUTCOME_OK,
+    "error": pb.TOOL_OUTCOME_ERROR,
+    "rejected": pb.TOOL_OUTCOME_REJECTED,
+    "timeout": pb.TOOL_OUTCOME_TIMEOUT,
+    "cancelled": pb.TOOL_OUTCOME_CANCELLED,
+}
+
 
 def audio_format_from_proto(message: pb.AudioFormat, field: str) -> AudioFormat:
     """The runtime format for a proto AudioFormat (defaults: LINEAR16, 16 kHz).
@@ -137,6 +145,8 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
             )
         case ev.Draining():
             return pb.ConverseResponse(draining=pb.Draining(remaining_ms=event.remaining_ms))
+        case ev.ToolCall() | ev.ToolStarted() | ev.ToolFinished() | ev.Transfer():
+            return _tool_event(event)
         case ev.AudioChunk():
             return pb.ConverseResponse(
                 audio=pb.AudioOutput(
@@ -145,6 +155,46 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
                     offset_ms=event.offset_ms,
                     duration_ms=event.duration_ms,
                 )
+            )
+
+
+def _tool_event(
+    event: ev.ToolCall | ev.ToolStarted | ev.ToolFinished | ev.Transfer,
+) -> pb.ConverseResponse:
+    match event:
+        case ev.ToolCall():
+            return pb.ConverseResponse(
+                tool_call=pb.ToolCall(
+                    response_id=event.response_id,
+                    tool_call_id=event.tool_call_id,
+                    name=event.name,
+                    arguments_json=event.arguments_json,
+                    deadline_ms=event.deadline_ms,
+                )
+            )
+        case ev.ToolStarted():
+            return pb.ConverseResponse(
+                tool_started=pb.ToolStarted(
+                    response_id=event.response_id,
+                    tool_call_id=event.tool_call_id,
+                    name=event.name,
+                    executor=event.executor,
+                )
+            )
+        case ev.ToolFinished():
+            return pb.ConverseResponse(
+                tool_finished=pb.ToolFinished(
+                    response_id=event.response_id,
+                    tool_call_id=event.tool_call_id,
+                    name=event.name,
+                    executor=event.executor,
+                    outcome=_TOOL_OUTCOMES.get(event.outcome, pb.TOOL_OUTCOME_UNSPECIFIED),
+                    latency_ms=event.latency_ms,
+                )
+            )
+        case ev.Transfer():
+            return pb.ConverseResponse(
+                transfer=pb.Transfer(response_id=event.response_id, target=event.target)
             )
 
 
@@ -158,4 +208,6 @@ def _metrics(event: ev.TurnMetrics) -> pb.TurnMetrics:
         message.tts_first_audio_ms = event.tts_first_audio_ms
     if event.end_of_speech_to_first_audio_ms is not None:
         message.end_of_speech_to_first_audio_ms = event.end_of_speech_to_first_audio_ms
+    if event.tool_ms is not None:
+        message.tool_ms = event.tool_ms
     return message

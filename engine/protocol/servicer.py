@@ -325,6 +325,9 @@ class _SessionEdge:
                 session.playback(request.playback.response_id, request.playback.played_ms)
             case "control":
                 await self._control(request.control)
+            case "tool_result":
+                result = request.tool_result
+                await session.tool_result(result.tool_call_id, result.result_json, result.error)
             case "start":
                 raise ProtocolViolation(
                     grpc.StatusCode.FAILED_PRECONDITION, "`start` was already received"

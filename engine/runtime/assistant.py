@@ -8,6 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.runtime.ports.providers import ProviderSpec
+from engine.runtime.tool_config import (
+    DEFAULT_TOOL_ROUNDS_MAX,
+    ToolDeclaration,
+    builtin_tool,
+    parse_tool_rounds_max,
+    parse_tools,
+)
 
 ASSISTANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -67,6 +74,15 @@ class AssistantConfig:
     asr: ProviderSpec = field(default_factory=lambda: ProviderSpec("pocketsphinx", {}))
     vad: VadSettings = field(default_factory=VadSettings)
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
+    tools: tuple[ToolDeclaration, ...] = ()
+    tool_rounds_max: int = DEFAULT_TOOL_ROUNDS_MAX
+
+    def tool(self, name: str) -> ToolDeclaration | None:
+        """The declared tool ``name``; the built-in end_call even when undeclared."""
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return builtin_tool(name) if name == "end_call" else None
 
 
 # The top-level fields of an assistant definition (docs/control-plane.openapi.yaml lists them too).
@@ -142,6 +158,8 @@ def parse_assistant(
         asr=_provider(document, "asr", "pocketsphinx", err),
         vad=vad,
         interruption=interruption,
+        tools=parse_tools(document.get("tools"), err),
+        tool_rounds_max=parse_tool_rounds_max(document.get("tool_rounds_max"), err),
     )
 
 

@@ -14,4 +14,8 @@ def trim_context(messages: list[ChatMessage], max_messages: int) -> None:
     system = [m for m in messages if m.role == "system"]
     rest = [m for m in messages if m.role != "system"]
     keep = max(0, max_messages - len(system))
-    messages[:] = system + (rest[-keep:] if keep else [])
+    kept = rest[-keep:] if keep else []
+    # A tool result whose call was trimmed away would be an answer to nothing.
+    while kept and kept[0].role == "tool":
+        kept.pop(0)
+    messages[:] = system + kept

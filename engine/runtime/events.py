@@ -98,6 +98,7 @@ class TurnMetrics:
     llm_first_token_ms: int | None = None
     tts_first_audio_ms: int | None = None
     end_of_speech_to_first_audio_ms: int | None = None
+    tool_ms: int | None = None  # waiting for tools during the turn (None: no tool ran)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,47 @@ class ErrorEvent:
     code: str
     message: str
     response_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A client-executed tool to run: answer with a tool result within ``deadline_ms``."""
+
+    response_id: str
+    tool_call_id: str
+    name: str
+    arguments_json: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    """A backend- or engine-executed tool began."""
+
+    response_id: str
+    tool_call_id: str
+    name: str
+    executor: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    """A tool call has its result; ``outcome`` is ok, error, rejected, timeout or cancelled."""
+
+    response_id: str
+    tool_call_id: str
+    name: str
+    executor: str
+    outcome: str
+    latency_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """The assistant transfers the caller: the client connects them to ``target``."""
+
+    response_id: str
+    target: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +177,10 @@ Event = (
     | ErrorEvent
     | SessionEnded
     | Draining
+    | ToolCall
+    | ToolStarted
+    | ToolFinished
+    | Transfer
 )
 
 

@@ -31,13 +31,20 @@ from engine.runtime.ports.audio import OutputEncoder
 from engine.runtime.ports.history import SpeechProviders, TurnRecorder
 from engine.runtime.ports.providers import (
     ChatMessage,
-    EndCall,
     LanguageModel,
     ProviderError,
     SpeechSynthesizer,
 )
-from engine.runtime.response import ResponseRunner, ResponseState, fixed_text
+from engine.runtime.response import (
+    EndCall,
+    ResponseItem,
+    ResponseRunner,
+    ResponseState,
+    fixed_text,
+)
 from engine.runtime.speech_input import FinishedUtterance, SpeechInput
+from engine.runtime.tool_turn import ToolTurn
+from engine.runtime.tools import ToolBackend, ToolRunner
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,8 @@ class DuplexPipeline:
         encoder: Callable[[int], OutputEncoder] | None = None,
         overtake: Callable[[str, Callable[[list[Event]], list[Event]]], object] | None = None,
         max_context_messages: int = 50,
+        call_id: str = "",
+        tool_backend: ToolBackend | None = None,
     ) -> None:
         self._max_context_messages = max_context_messages
         self._on_end_call = on_end_call
@@ -101,6 +110,14 @@ class DuplexPipeline:
         self._context: list[ChatMessage] = []
         if config.system_prompt:
             self._context.append(ChatMessage("system", config.system_prompt))
+        self._tools = ToolRunner(
+            config,
+            call_id=call_id,
+            backend=tool_backend,
+            emit=emit,
+            recorder=recorder,
+            context=self._context,
+        )
         self._active: _ActiveResponse | None = None
         self._last_task: asyncio.Task[None] | None = None
         # Caller audio is processed by the reader and, when it stops arriving, by the
@@ -247,6 +264,13 @@ class DuplexPipeline:
         # let it, so that nothing reaches the history after the call is finalized.
         if self._last_task is not None and not self._last_task.done():
             await self._last_task
+        # Tools with side effects run to their result (bounded by their timeouts) and
+        # are recorded before the call's history is finalized.
+        await self._tools.close()
+
+    def tool_result(self, tool_call_id: str, result_json: str, error: str) -> str | None:
+        """A client's result for a ``tool_call``; None when taken, else why it was not."""
+        return self._tools.client_result(tool_call_id, result_json, error)
 
     @property
     def synthesizer(self) -> SpeechSynthesizer | None:
@@ -302,12 +326,17 @@ class DuplexPipeline:
             ended_at=now,
             metadata={"confidence": round(confidence, 3), "utterance_id": timing.utterance_id},
         )
-        self._start_response(self._llm.stream_reply(list(self._context)), timing)
+        state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
+        turn = ToolTurn(self.config, self._llm, self._tools, self._context, state)
+        self._start_response(turn.items(), timing, state)
 
     def _start_response(
-        self, deltas: AsyncGenerator[str | EndCall, None], timing: _TurnTiming
+        self,
+        deltas: AsyncGenerator[ResponseItem, None],
+        timing: _TurnTiming,
+        state: ResponseState | None = None,
     ) -> None:
-        state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
+        state = state or ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         runner = ResponseRunner(
             state,
             deltas,
@@ -349,8 +378,8 @@ class DuplexPipeline:
         failed: bool = False,
     ) -> None:
         """History and context get what was heard; ``full_text`` is set on barge-in."""
-        if heard:
-            self._context.append(ChatMessage("assistant", heard))
+        if rest := _not_yet_in_context(heard, state.text_in_context):
+            self._context.append(ChatMessage("assistant", rest))
         if not heard and not full_text:
             return
         latency = {
@@ -381,4 +410,14 @@ class DuplexPipeline:
             llm_first_token_ms=_ms(state.started_at, state.first_token_at),
             tts_first_audio_ms=_ms(state.first_sentence_at, state.first_audio_at),
             end_of_speech_to_first_audio_ms=_ms(timing.turn_started_at, state.first_audio_at),
+            tool_ms=state.tool_ms,
         )
+
+
+def _not_yet_in_context(heard: str, in_context: str) -> str:
+    """What the context lacks of a reply: its text before tool calls is there already."""
+    done = " ".join(in_context.split())
+    heard = " ".join(heard.split())
+    if not done:
+        return heard
+    return heard[len(done) :].strip() if heard.startswith(done) else ""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from engine.runtime.audio_out import OutputChunk, OutputChunker, Pcm16Passthrough
 from engine.runtime.events import AssistantText, AudioChunk, ErrorEvent, Event
 from engine.runtime.ports.audio import OutputEncoder
-from engine.runtime.ports.providers import EndCall, ProviderError, SpeechSynthesizer
+from engine.runtime.ports.providers import ProviderError, SpeechSynthesizer
 from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,21 @@ _SAFE_MESSAGES = {
 }
 
 Emit = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """In a response's stream: hang up once the reply has been spoken (end_call ran)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceBreak:
+    """In a response's stream: speak the text so far now (a tool call is about to wait)."""
+
+
+ResponseItem = str | EndCall | SentenceBreak
 
 
 @dataclass(slots=True)
@@ -47,6 +62,8 @@ class ResponseState:
     failed: bool = False
     end_call: EndCall | None = None  # the model asked to hang up after this reply
     played_ms: int | None = None  # from the client's playback reports
+    tool_ms: int | None = None  # time the turn waited for tools (None: none ran)
+    text_in_context: str = ""  # reply text already in the context (with its tool calls)
 
     def playback_left_sec(self, now: float) -> float:
         """How much of the audio sent the client has still to play (estimated)."""
@@ -85,7 +102,7 @@ class ResponseRunner:
     def __init__(
         self,
         state: ResponseState,
-        deltas: AsyncGenerator[str | EndCall, None],
+        deltas: AsyncGenerator[ResponseItem, None],
         synthesizer: SpeechSynthesizer | None,
         emit: Emit,
         *,
@@ -123,6 +140,10 @@ class ResponseRunner:
                 async for delta in deltas:
                     if isinstance(delta, EndCall):
                         self.state.end_call = delta
+                        continue
+                    if isinstance(delta, SentenceBreak):
+                        if rest := splitter.flush():
+                            self._queue_sentence(rest)
                         continue
                     if not delta:
                         continue

@@ -38,12 +38,13 @@ from engine.runtime.ports.control_plane import (
 )
 from engine.runtime.ports.history import HistoryService
 from engine.runtime.ports.providers import (
-    EndCall,
     ProviderConfigError,
     ProviderFactory,
     SpeechRecognizer,
     VoiceActivityDetector,
 )
+from engine.runtime.response import EndCall
+from engine.runtime.tools import ToolBackend
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ class Session:
     """One call: the resolved assistant, its pipeline, its history, its event stream.
 
     The only door a transport uses: ``start``, ``feed_audio``, ``send_text``,
-    ``playback``, ``interrupt``, ``end_of_turn``, ``update_options``, ``finish_input``
-    and ``end`` in, ``events()`` out.
+    ``playback``, ``interrupt``, ``end_of_turn``, ``tool_result``, ``update_options``,
+    ``finish_input`` and ``end`` in, ``events()`` out.
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class Session:
         codecs: AudioCodecs | None = None,
         max_queued_events: int = 500,
         max_context_messages: int = 50,
+        tool_backend: ToolBackend | None = None,
     ) -> None:
         self.session_id = str(uuid.uuid4())
         self.call_id = str(uuid.uuid4())
@@ -176,6 +178,8 @@ class Session:
             encoder=encoder,
             overtake=self._outbox.interrupt,
             max_context_messages=max_context_messages,
+            call_id=self.call_id,
+            tool_backend=tool_backend,
         )
         self._hangup: asyncio.Task[None] | None = None
         self._max_queued_events = max_queued_events
@@ -254,6 +258,13 @@ class Session:
     async def end_of_turn(self) -> None:
         """The caller finished speaking (client-side VAD)."""
         await self.pipeline.end_of_turn()
+
+    async def tool_result(self, tool_call_id: str, result_json: str, error: str) -> None:
+        """The client's result for a ``tool_call``; an unknown, late or repeated one is
+        answered with an ``error`` event and changes nothing."""
+        problem = self.pipeline.tool_result(tool_call_id, result_json, error)
+        if problem is not None:
+            await self.emit_error("invalid_tool_result", problem)
 
     async def update_options(self, *, interim_transcripts: bool, text_only: bool) -> None:
         """Change the options a session may change; an error event for the others."""
@@ -352,6 +363,7 @@ class SessionManager:
                 codecs=self._codecs,
                 max_queued_events=self._max_queued_events,
                 max_context_messages=self._max_context_messages,
+                tool_backend=self._control_plane,
             )
         except ProviderConfigError as exc:
             raise SessionRejected(

@@ -25,6 +25,7 @@ from engine.runtime.ports.providers import (
     ProviderConfigError,
     ProviderSpec,
     Recognition,
+    ToolSpec,
 )
 from engine.runtime.ports.turn import TurnDetectorError, TurnVerdict
 
@@ -74,7 +75,9 @@ class WordsLlm:
     def __init__(self, reply: str) -> None:
         self.reply = reply
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[str, None]:
         for word in self.reply.split(" "):
             yield word + " "
             await asyncio.sleep(0)
@@ -180,7 +183,7 @@ class MemoryCallHistory:
         self.entries: list[dict[str, Any]] = []
         self.end_reason: str | None = None
 
-    def record(self, role: Literal["user", "assistant"], text: str, **fields: Any) -> None:
+    def record(self, role: Literal["user", "assistant", "tool"], text: str, **fields: Any) -> None:
         assert self.end_reason is None, "recorded after finalize"
         self.entries.append({"role": role, "text": text, **fields})
 

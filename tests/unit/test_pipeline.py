@@ -10,7 +10,8 @@ from typing import Any
 from engine.runtime import events as ev
 from engine.runtime.assistant import AssistantConfig, InterruptionSettings, VadSettings
 from engine.runtime.pipeline import DuplexPipeline
-from engine.runtime.ports.providers import ChatMessage, EndCall, Recognition
+from engine.runtime.ports.providers import ChatMessage, Recognition, ToolCallRequest, ToolSpec
+from engine.runtime.response import EndCall
 
 RATE = 16000
 FRAME = b"\x10\x27" * 320  # 20 ms of "speech" for the fake VAD
@@ -71,7 +72,9 @@ class EchoLlm:
 
     reply = "We are open from noon to ten. We are closed on Mondays. Bookings are welcome."
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[str, None]:
         for word in self.reply.split(" "):
             yield word + " "
 
@@ -251,10 +254,12 @@ async def test_client_end_of_turn_finalizes_at_once() -> None:
 
 class GoodbyeLlm:
     async def stream_reply(
-        self, messages: Sequence[ChatMessage]
-    ) -> AsyncGenerator[str | EndCall, None]:
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[str | ToolCallRequest, None]:
+        if messages[-1].role == "tool":
+            return  # end_call needs no answer; never asked
         yield "Goodbye now. Take care and see you soon."
-        yield EndCall("goodbye")
+        yield ToolCallRequest("c1", "end_call", '{"reason": "goodbye"}')
 
 
 async def test_end_call_is_asked_for_only_when_the_reply_was_spoken_to_the_end() -> None:
@@ -263,7 +268,7 @@ async def test_end_call_is_asked_for_only_when_the_reply_was_spoken_to_the_end()
     await h.pipeline.user_text("bye")
     await h.wait_for(ev.TurnMetrics)
     [(end, left)] = calls
-    assert end.reason == "goodbye"
+    assert isinstance(end, EndCall)
     assert 0 < left <= 2.0  # two sentences of 1 s, all sent, none of it played yet
 
     calls.clear()

@@ -32,7 +32,8 @@ FORBIDDEN = (
     "engine.devbackend",
     "voiceengine",
 )
-ALLOWED_THIRD_PARTY = ("tenacity",)
+# Pure helpers: tenacity (retry policy), jsonschema (tool arguments); neither does I/O.
+ALLOWED_THIRD_PARTY = ("tenacity", "jsonschema")
 _DYNAMIC_IMPORTERS = {"import_module", "__import__"}
 
 
@@ -99,7 +100,7 @@ def why_not_allowed(name: str) -> str | None:
         return None
     if top in sys.stdlib_module_names:
         return None
-    return "not the standard library, tenacity or engine.runtime"
+    return "not the standard library, tenacity, jsonschema or engine.runtime"
 
 
 def violations(root: Path = RUNTIME, package: str = RUNTIME_PACKAGE) -> list[str]:

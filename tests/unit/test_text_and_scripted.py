@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.llm.scripted import ScriptedLanguageModel
-from engine.runtime.ports.providers import ChatMessage, EndCall, ProviderConfigError
+from engine.runtime.ports.providers import ChatMessage, ProviderConfigError, ToolCallRequest
 from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
 
 
@@ -84,11 +84,12 @@ def test_bad_scripted_options_name_the_field(options: dict[str, object], field: 
     assert str(error.value).startswith(f"{field}: ")
 
 
-async def test_an_end_call_rule_ends_its_reply_with_end_call() -> None:
+async def test_an_end_call_rule_calls_the_end_call_tool_after_its_reply() -> None:
     model = ScriptedLanguageModel.from_options(
         {"rules": [{"patterns": ["bye"], "reply": "Goodbye.", "end_call": True}]}
     )
     bye = [d async for d in model.stream_reply([ChatMessage("user", "bye now")])]
-    assert bye[:-1] == ["Goodbye."] and isinstance(bye[-1], EndCall)
+    assert bye[:-1] == ["Goodbye."]
+    assert isinstance(bye[-1], ToolCallRequest) and bye[-1].name == "end_call"
     other = [d async for d in model.stream_reply([ChatMessage("user", "hello")])]
-    assert not any(isinstance(d, EndCall) for d in other)
+    assert not any(isinstance(d, ToolCallRequest) for d in other)

@@ -52,7 +52,7 @@ class CallHistory:
 
     def record(
         self,
-        role: Literal["user", "assistant"],
+        role: Literal["user", "assistant", "tool"],
         text: str,
         *,
         started_at: float,

@@ -92,12 +92,14 @@ class TranscriptEntry:
 
     ``sequence`` is per call, starts at 1 and has no gaps; (call_id, sequence) is the
     idempotency key of the write. For an interrupted assistant turn ``text`` holds only
-    what the caller heard and ``full_text`` what the assistant meant to say.
+    what the caller heard and ``full_text`` what the assistant meant to say. A ``tool``
+    entry is one tool call and its result: ``text`` is "<name> -> <outcome>", ``metadata``
+    holds tool_call_id, name, arguments, executor, outcome, result and latency_ms.
     """
 
     call_id: str
     sequence: int
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "tool"]
     text: str
     started_at: float  # unix seconds
     ended_at: float  # unix seconds

@@ -37,7 +37,7 @@ class TurnRecorder(Protocol):
 
     def record(
         self,
-        role: Literal["user", "assistant"],
+        role: Literal["user", "assistant", "tool"],
         text: str,
         *,
         started_at: float,

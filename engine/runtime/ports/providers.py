@@ -37,29 +37,51 @@ def reject_unknown_options(
 
 
 @dataclass(frozen=True, slots=True)
-class ChatMessage:
-    """One message of the conversation context handed to a language model."""
+class ToolCallRequest:
+    """A tool call the model has finished emitting: ``arguments_json`` is complete.
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    ``id`` is the model's tool call id (unique within the call); the runtime executes a
+    request only once it has been yielded whole, never a fragment of one.
+    """
+
+    id: str
+    name: str
+    arguments_json: str
 
 
 @dataclass(frozen=True, slots=True)
-class EndCall:
-    """Yielded by a LanguageModel after its reply: hang up once the reply is spoken."""
+class ChatMessage:
+    """One message of the conversation context handed to a language model.
 
-    reason: str = ""
+    An ``assistant`` message may carry the ``tool_calls`` it made; each is answered by a
+    ``tool`` message with the call's ``tool_call_id`` and its JSON result as ``content``.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as the model is offered it: name, what it does, its arguments' JSON Schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 class LanguageModel(Protocol):
-    """A streaming chat model: messages in, text deltas out."""
+    """A streaming chat model: messages (and the tools it may call) in, text deltas out."""
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str | EndCall, None]:
-        """Yield the reply as text deltas (and EndCall to end the call after it).
+    def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncGenerator[str | ToolCallRequest, None]:
+        """Yield the reply as text deltas and, each once complete, the tool calls it makes.
 
-        Raise ProviderError on failure.
-
-        Closing the generator (barge-in) must stop all work at once.
+        Raise ProviderError on failure. Closing the generator (barge-in) must stop all
+        work at once.
         """
         ...
 

@@ -193,6 +193,42 @@ status's ErrorInfo reason say which.
 """
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
 
+class _ToolOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_OUTCOME_UNSPECIFIED: _ToolOutcome.ValueType  # 0
+    """Not set."""
+    TOOL_OUTCOME_OK: _ToolOutcome.ValueType  # 1
+    """The tool answered."""
+    TOOL_OUTCOME_ERROR: _ToolOutcome.ValueType  # 2
+    """The tool failed (an error result, or no backend could run it)."""
+    TOOL_OUTCOME_REJECTED: _ToolOutcome.ValueType  # 3
+    """Refused: unknown tool, arguments that do not fit its schema, or a backend 4xx."""
+    TOOL_OUTCOME_TIMEOUT: _ToolOutcome.ValueType  # 4
+    """No result within the tool's `timeout_ms`."""
+    TOOL_OUTCOME_CANCELLED: _ToolOutcome.ValueType  # 5
+    """Stopped (a tool without side effects cut by barge-in) or not run (too many rounds)."""
+
+class ToolOutcome(_ToolOutcome, metaclass=_ToolOutcomeEnumTypeWrapper):
+    """How a tool call ended."""
+
+TOOL_OUTCOME_UNSPECIFIED: ToolOutcome.ValueType  # 0
+"""Not set."""
+TOOL_OUTCOME_OK: ToolOutcome.ValueType  # 1
+"""The tool answered."""
+TOOL_OUTCOME_ERROR: ToolOutcome.ValueType  # 2
+"""The tool failed (an error result, or no backend could run it)."""
+TOOL_OUTCOME_REJECTED: ToolOutcome.ValueType  # 3
+"""Refused: unknown tool, arguments that do not fit its schema, or a backend 4xx."""
+TOOL_OUTCOME_TIMEOUT: ToolOutcome.ValueType  # 4
+"""No result within the tool's `timeout_ms`."""
+TOOL_OUTCOME_CANCELLED: ToolOutcome.ValueType  # 5
+"""Stopped (a tool without side effects cut by barge-in) or not run (too many rounds)."""
+Global___ToolOutcome: _TypeAlias = ToolOutcome  # noqa: Y015
+
 @_typing.final
 class AudioFormat(_message.Message):
     """AudioFormat describes one direction of audio."""
@@ -443,6 +479,39 @@ class EndSession(_message.Message):
 Global___EndSession: _TypeAlias = EndSession  # noqa: Y015
 
 @_typing.final
+class ToolResult(_message.Message):
+    """ToolResult answers a `tool_call` (a tool the client executes): the result, or an error.
+    A result for an unknown call, one already answered or one past its deadline gets a
+    non-fatal `error` (code `invalid_tool_result`) and changes nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    RESULT_JSON_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The `tool_call_id` of the ToolCall answered."""
+    result_json: _builtins.str
+    """The result as JSON (any JSON value); ignored when `error` is set."""
+    error: _builtins.str
+    """Why the tool gave no result (shown to the model as the call's error); empty on success."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        result_json: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result_json", b"result_json", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
 class ConverseRequest(_message.Message):
     """ConverseRequest is one client message; exactly one field is set."""
 
@@ -454,6 +523,7 @@ class ConverseRequest(_message.Message):
     PLAYBACK_FIELD_NUMBER: _builtins.int
     CONTROL_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___StartSession:
         """Opens the session; first and only once."""
@@ -478,6 +548,10 @@ class ConverseRequest(_message.Message):
     def end(self) -> Global___EndSession:
         """The caller hung up."""
 
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """The result of a tool the client executed (answers a `tool_call`)."""
+
     def __init__(
         self,
         *,
@@ -487,12 +561,13 @@ class ConverseRequest(_message.Message):
         playback: Global___PlaybackProgress | None = ...,
         control: Global___Control | None = ...,
         end: Global___EndSession | None = ...,
+        tool_result: Global___ToolResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "control", b"control", "end", b"end", "playback", b"playback", "request", b"request", "start", b"start", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "control", b"control", "end", b"end", "playback", b"playback", "request", b"request", "start", b"start", "text", b"text", "tool_result", b"tool_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "control", b"control", "end", b"end", "playback", b"playback", "request", b"request", "start", b"start", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "control", b"control", "end", b"end", "playback", b"playback", "request", b"request", "start", b"start", "text", b"text", "tool_result", b"tool_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["start", "audio", "text", "playback", "control", "end"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["start", "audio", "text", "playback", "control", "end", "tool_result"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -808,6 +883,7 @@ class TurnMetrics(_message.Message):
     LLM_FIRST_TOKEN_MS_FIELD_NUMBER: _builtins.int
     TTS_FIRST_AUDIO_MS_FIELD_NUMBER: _builtins.int
     END_OF_SPEECH_TO_FIRST_AUDIO_MS_FIELD_NUMBER: _builtins.int
+    TOOL_MS_FIELD_NUMBER: _builtins.int
     response_id: _builtins.str
     """The response measured."""
     utterance_id: _builtins.str
@@ -820,6 +896,8 @@ class TurnMetrics(_message.Message):
     """First sentence ready -> first synthesized audio."""
     end_of_speech_to_first_audio_ms: _builtins.int
     """End of caller speech (or receipt of the typed turn) -> first audio byte sent."""
+    tool_ms: _builtins.int
+    """Time the turn waited for tool results (absent when no tool ran)."""
     def __init__(
         self,
         *,
@@ -829,10 +907,11 @@ class TurnMetrics(_message.Message):
         llm_first_token_ms: _builtins.int | None = ...,
         tts_first_audio_ms: _builtins.int | None = ...,
         end_of_speech_to_first_audio_ms: _builtins.int | None = ...,
+        tool_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_end_of_speech_to_final_transcript_ms", b"_end_of_speech_to_final_transcript_ms", "_end_of_speech_to_first_audio_ms", b"_end_of_speech_to_first_audio_ms", "_llm_first_token_ms", b"_llm_first_token_ms", "_tts_first_audio_ms", b"_tts_first_audio_ms", "end_of_speech_to_final_transcript_ms", b"end_of_speech_to_final_transcript_ms", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "llm_first_token_ms", b"llm_first_token_ms", "tts_first_audio_ms", b"tts_first_audio_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_end_of_speech_to_final_transcript_ms", b"_end_of_speech_to_final_transcript_ms", "_end_of_speech_to_first_audio_ms", b"_end_of_speech_to_first_audio_ms", "_llm_first_token_ms", b"_llm_first_token_ms", "_tool_ms", b"_tool_ms", "_tts_first_audio_ms", b"_tts_first_audio_ms", "end_of_speech_to_final_transcript_ms", b"end_of_speech_to_final_transcript_ms", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "llm_first_token_ms", b"llm_first_token_ms", "tool_ms", b"tool_ms", "tts_first_audio_ms", b"tts_first_audio_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_end_of_speech_to_final_transcript_ms", b"_end_of_speech_to_final_transcript_ms", "_end_of_speech_to_first_audio_ms", b"_end_of_speech_to_first_audio_ms", "_llm_first_token_ms", b"_llm_first_token_ms", "_tts_first_audio_ms", b"_tts_first_audio_ms", "end_of_speech_to_final_transcript_ms", b"end_of_speech_to_final_transcript_ms", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "llm_first_token_ms", b"llm_first_token_ms", "response_id", b"response_id", "tts_first_audio_ms", b"tts_first_audio_ms", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_end_of_speech_to_final_transcript_ms", b"_end_of_speech_to_final_transcript_ms", "_end_of_speech_to_first_audio_ms", b"_end_of_speech_to_first_audio_ms", "_llm_first_token_ms", b"_llm_first_token_ms", "_tool_ms", b"_tool_ms", "_tts_first_audio_ms", b"_tts_first_audio_ms", "end_of_speech_to_final_transcript_ms", b"end_of_speech_to_final_transcript_ms", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "llm_first_token_ms", b"llm_first_token_ms", "response_id", b"response_id", "tool_ms", b"tool_ms", "tts_first_audio_ms", b"tts_first_audio_ms", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__end_of_speech_to_final_transcript_ms: _TypeAlias = _typing.Literal["end_of_speech_to_final_transcript_ms"]  # noqa: Y015
     _WhichOneofArgType__end_of_speech_to_final_transcript_ms: _TypeAlias = _typing.Literal["_end_of_speech_to_final_transcript_ms", b"_end_of_speech_to_final_transcript_ms"]  # noqa: Y015
@@ -840,6 +919,8 @@ class TurnMetrics(_message.Message):
     _WhichOneofArgType__end_of_speech_to_first_audio_ms: _TypeAlias = _typing.Literal["_end_of_speech_to_first_audio_ms", b"_end_of_speech_to_first_audio_ms"]  # noqa: Y015
     _WhichOneofReturnType__llm_first_token_ms: _TypeAlias = _typing.Literal["llm_first_token_ms"]  # noqa: Y015
     _WhichOneofArgType__llm_first_token_ms: _TypeAlias = _typing.Literal["_llm_first_token_ms", b"_llm_first_token_ms"]  # noqa: Y015
+    _WhichOneofReturnType__tool_ms: _TypeAlias = _typing.Literal["tool_ms"]  # noqa: Y015
+    _WhichOneofArgType__tool_ms: _TypeAlias = _typing.Literal["_tool_ms", b"_tool_ms"]  # noqa: Y015
     _WhichOneofReturnType__tts_first_audio_ms: _TypeAlias = _typing.Literal["tts_first_audio_ms"]  # noqa: Y015
     _WhichOneofArgType__tts_first_audio_ms: _TypeAlias = _typing.Literal["_tts_first_audio_ms", b"_tts_first_audio_ms"]  # noqa: Y015
     @_typing.overload
@@ -848,6 +929,8 @@ class TurnMetrics(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__end_of_speech_to_first_audio_ms) -> _WhichOneofReturnType__end_of_speech_to_first_audio_ms | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__llm_first_token_ms) -> _WhichOneofReturnType__llm_first_token_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tool_ms) -> _WhichOneofReturnType__tool_ms | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__tts_first_audio_ms) -> _WhichOneofReturnType__tts_first_audio_ms | None: ...
 
@@ -993,6 +1076,150 @@ class Draining(_message.Message):
 Global___Draining: _TypeAlias = Draining  # noqa: Y015
 
 @_typing.final
+class ToolCall(_message.Message):
+    """ToolCall asks the client to execute a tool (one declared with `executor: client`):
+    answer with a `tool_result` within `deadline_ms`, else the call ends `timeout`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response during which the model called the tool."""
+    tool_call_id: _builtins.str
+    """The call's id; the `tool_result` carries it back."""
+    name: _builtins.str
+    """The tool's name, as declared in the assistant."""
+    arguments_json: _builtins.str
+    """The arguments as a JSON object, already checked against the tool's JSON Schema."""
+    deadline_ms: _builtins.int
+    """Milliseconds the engine waits for the result (the tool's `timeout_ms`)."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+        deadline_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "deadline_ms", b"deadline_ms", "name", b"name", "response_id", b"response_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class ToolStarted(_message.Message):
+    """ToolStarted says a tool executed by the backend or the engine began (show progress)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response during which the model called the tool."""
+    tool_call_id: _builtins.str
+    """The call's id."""
+    name: _builtins.str
+    """The tool's name."""
+    executor: _builtins.str
+    """Who runs it: "backend" or "engine"."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        executor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor", b"executor", "name", b"name", "response_id", b"response_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolStarted: _TypeAlias = ToolStarted  # noqa: Y015
+
+@_typing.final
+class ToolFinished(_message.Message):
+    """ToolFinished says a tool call has its result (every executor, client tools included).
+    A call that did not end OK is also reported by an `error` (code `tool_failed`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response during which the model called the tool."""
+    tool_call_id: _builtins.str
+    """The call's id."""
+    name: _builtins.str
+    """The tool's name."""
+    executor: _builtins.str
+    """Who ran it: "backend", "client" or "engine"."""
+    outcome: Global___ToolOutcome.ValueType
+    """How it ended."""
+    latency_ms: _builtins.int
+    """Milliseconds from the start of the call to its result."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        executor: _builtins.str = ...,
+        outcome: Global___ToolOutcome.ValueType = ...,
+        latency_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor", b"executor", "latency_ms", b"latency_ms", "name", b"name", "outcome", b"outcome", "response_id", b"response_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolFinished: _TypeAlias = ToolFinished  # noqa: Y015
+
+@_typing.final
+class Transfer(_message.Message):
+    """Transfer asks the client to transfer the caller (the built-in `transfer` tool)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response during which the assistant transferred the call."""
+    target: _builtins.str
+    """Where to: as the assistant named it (a queue, a person, a number)."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Transfer: _TypeAlias = Transfer  # noqa: Y015
+
+@_typing.final
 class ConverseResponse(_message.Message):
     """ConverseResponse is one server message; exactly one field is set."""
 
@@ -1010,6 +1237,10 @@ class ConverseResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_STARTED_FIELD_NUMBER: _builtins.int
+    TOOL_FINISHED_FIELD_NUMBER: _builtins.int
+    TRANSFER_FIELD_NUMBER: _builtins.int
     SESSION_TIME_MS_FIELD_NUMBER: _builtins.int
     session_time_ms: _builtins.int
     """Milliseconds since the session started when the event was produced."""
@@ -1061,6 +1292,22 @@ class ConverseResponse(_message.Message):
     def draining(self) -> Global___Draining:
         """The server is shutting down; the session ends within `remaining_ms`."""
 
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall:
+        """Execute a client tool and answer with `tool_result`."""
+
+    @_builtins.property
+    def tool_started(self) -> Global___ToolStarted:
+        """A backend or engine tool began."""
+
+    @_builtins.property
+    def tool_finished(self) -> Global___ToolFinished:
+        """A tool call has its result."""
+
+    @_builtins.property
+    def transfer(self) -> Global___Transfer:
+        """Transfer the caller to `target`."""
+
     def __init__(
         self,
         *,
@@ -1076,13 +1323,17 @@ class ConverseResponse(_message.Message):
         error: Global___Error | None = ...,
         ended: Global___SessionEnded | None = ...,
         draining: Global___Draining | None = ...,
+        tool_call: Global___ToolCall | None = ...,
+        tool_started: Global___ToolStarted | None = ...,
+        tool_finished: Global___ToolFinished | None = ...,
+        transfer: Global___Transfer | None = ...,
         session_time_ms: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "transcript", b"transcript"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "tool_call", b"tool_call", "tool_finished", b"tool_finished", "tool_started", b"tool_started", "transcript", b"transcript", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "session_time_ms", b"session_time_ms", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "session_time_ms", b"session_time_ms", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "tool_call", b"tool_call", "tool_finished", b"tool_finished", "tool_started", b"tool_started", "transcript", b"transcript", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "speech_started", "speech_stopped", "transcript", "assistant_text", "audio", "interrupted", "response_done", "metrics", "error", "ended", "draining"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "speech_started", "speech_stopped", "transcript", "assistant_text", "audio", "interrupted", "response_done", "metrics", "error", "ended", "draining", "tool_call", "tool_started", "tool_finished", "transfer"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
