@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from adapters.llm.scripted import ScriptedLanguageModel
-from engine.runtime.ports.providers import ChatMessage, ProviderConfigError, ToolCallRequest
+from engine.runtime.ports.providers import (
+    ChatMessage,
+    ProviderConfigError,
+    ToolCallRequest,
+    ToolSpec,
+)
 from engine.runtime.text import SentenceSplitter, SpokenSpan, heard_text
 
 
@@ -93,3 +101,50 @@ async def test_an_end_call_rule_calls_the_end_call_tool_after_its_reply() -> Non
     assert isinstance(bye[-1], ToolCallRequest) and bye[-1].name == "end_call"
     other = [d async for d in model.stream_reply([ChatMessage("user", "hello")])]
     assert not any(isinstance(d, ToolCallRequest) for d in other)
+
+
+def _default_model() -> tuple[ScriptedLanguageModel, list[ToolSpec]]:
+    import yaml
+
+    from engine.runtime.assistant import parse_assistant
+
+    default = Path(__file__).resolve().parents[2] / "engine/config/agents/default.yaml"
+    document = yaml.safe_load(default.read_text())
+    config = parse_assistant(document, expected_id="default")
+    return ScriptedLanguageModel.from_options(config.llm.options), [t.spec for t in config.tools]
+
+
+async def test_the_demo_books_from_the_callers_words_and_speaks_the_result() -> None:
+    model, tools = _default_model()
+    user = ChatMessage("user", "A table for four tomorrow at seven, please.")
+    [booking] = [d async for d in model.stream_reply([user], tools)]
+    assert isinstance(booking, ToolCallRequest) and booking.name == "book_table"
+    assert json.loads(booking.arguments_json) == {
+        "party_size": 4,
+        "date": "tomorrow",
+        "time": "seven",
+    }
+    made = ChatMessage("assistant", "", tool_calls=(booking,))
+    result = {"booking_id": "B0001", "party_size": 4, "date": "2026-12-04", "time": "19:00"}
+    answer = ChatMessage("tool", json.dumps(result), tool_call_id=booking.id)
+    reply = "".join([str(d) async for d in model.stream_reply([user, made, answer], tools)])
+    assert "table for 4 is booked for tomorrow at seven" in reply and "B0001" in reply
+    failed = ChatMessage("tool", '{"error": "x", "outcome": "rejected"}', tool_call_id=booking.id)
+    apology = "".join([str(d) async for d in model.stream_reply([user, made, failed], tools)])
+    assert apology.startswith("I'm sorry, I could not book that table")
+
+
+async def test_missing_booking_details_are_asked_for_then_taken_from_earlier_turns() -> None:
+    model, tools = _default_model()
+    first = ChatMessage("user", "I would like a table for four")
+    asked = "".join([str(d) async for d in model.stream_reply([first], tools)])
+    assert "on which day and time" in asked
+    second = ChatMessage("user", "tomorrow at 7 pm")
+    history = [first, ChatMessage("assistant", asked), second]
+    [booking] = [d async for d in model.stream_reply(history, tools)]
+    assert isinstance(booking, ToolCallRequest)
+    assert json.loads(booking.arguments_json) == {
+        "party_size": 4,
+        "date": "tomorrow",
+        "time": "7 pm",
+    }
