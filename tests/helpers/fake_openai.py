@@ -61,6 +61,39 @@ def chunk(content: str | None = None, *, role: str | None = None, finish: str | 
 DONE = "data: [DONE]\n\n"
 
 
+def tool_chunk(
+    index: int,
+    *,
+    call_id: str | None = None,
+    name: str | None = None,
+    arguments: str | None = None,
+    content: str | None = None,
+) -> str:
+    """One ``data:`` event carrying a fragment of a streamed tool call (OpenAI's shape:
+    the first fragment of a call has its id, type and name, later ones argument pieces)."""
+    fragment: dict[str, Any] = {"index": index}
+    if call_id is not None:
+        fragment["id"] = call_id
+        fragment["type"] = "function"
+    function: dict[str, str] = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    if function:
+        fragment["function"] = function
+    delta: dict[str, Any] = {"tool_calls": [fragment]}
+    if content is not None:
+        delta["content"] = content
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
 class FakeOpenAI:
     """The server's state: its scenario, the requests seen, and how each stream ended."""
 
@@ -76,6 +109,11 @@ class FakeOpenAI:
         events = [chunk(role="assistant"), *(chunk(d) for d in deltas)]
         events += [chunk(finish="stop"), DONE]
         self.scenario = Scenario(events=events, gap_sec=gap_sec)
+
+    def reply_events(self, events: list[str], *, finish: str = "tool_calls") -> None:
+        """Stream a role-only chunk, ``events`` (text and tool-call chunks), finish, [DONE]."""
+        events = [chunk(role="assistant"), *events, chunk(finish=finish), DONE]
+        self.scenario = Scenario(events=events)
 
     def fail(self, status: int, body: str) -> None:
         """Answer with an HTTP error."""
