@@ -26,7 +26,9 @@ TURN_LATENCIES = {
     "end_of_speech_to_first_audio_ms": "end_of_speech_to_first_audio",
     "llm_first_token_ms": "llm_first_token",
     "tts_first_audio_ms": "tts_first_audio",
+    "tool_ms": "tool_wait",
 }
+_TOOL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class _HistoryCollector(Collector):
@@ -148,6 +150,20 @@ class EngineMetrics:
         )
         self.malformed_requests = Counter(
             "voiceengine_malformed_requests", "Requests that did not parse", registry=r
+        )
+        # Tool names come from assistant definitions (a bounded set per deployment).
+        self.tool_latency = Histogram(
+            "voiceengine_tool_latency_seconds",
+            "Tool calls from start to result, by tool and executor",
+            ["tool", "executor"],
+            buckets=_TOOL_BUCKETS,
+            registry=r,
+        )
+        self.tool_failures = Counter(
+            "voiceengine_tool_failures",
+            "Tool calls that did not end ok, by tool and outcome",
+            ["tool", "outcome"],
+            registry=r,
         )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None

@@ -195,6 +195,12 @@ class _SessionObserver:
                     m.latency.labels("barge_in_reaction").observe(reaction)
             case "error":
                 m.session_errors.labels(response.error.code).inc()
+            case "tool_finished":
+                tool = response.tool_finished
+                m.tool_latency.labels(tool.name, tool.executor).observe(tool.latency_ms / 1000)
+                if tool.outcome != pb.TOOL_OUTCOME_OK:
+                    outcome = pb.ToolOutcome.Name(tool.outcome).removeprefix("TOOL_OUTCOME_")
+                    m.tool_failures.labels(tool.name, outcome.lower()).inc()
             case "ended":
                 self._ended = True
                 reason = pb.EndReason.Name(response.ended.reason)
