@@ -101,6 +101,27 @@ class _Conversation:
         """Queue a request; None half-closes the stream."""
         self.requests.put_nowait(request)
 
+    def _on_tool_event(self, message: pb.ConverseResponse) -> None:
+        p = self.printer
+        if message.HasField("tool_started"):
+            t = message.tool_started
+            p.line(f"tool {t.name} started ({t.executor}) id={t.tool_call_id}")
+        elif message.HasField("tool_finished"):
+            f = message.tool_finished
+            outcome = pb.ToolOutcome.Name(f.outcome).removeprefix("TOOL_OUTCOME_").lower()
+            p.line(f"tool {f.name} -> {outcome} in {f.latency_ms} ms")
+        elif message.HasField("transfer"):
+            p.line(f"transfer -> {message.transfer.target}")
+        elif message.HasField("tool_call"):
+            c = message.tool_call
+            p.line(f"tool_call {c.name}({c.arguments_json}) id={c.tool_call_id}")
+            # A terminal runs no client tools: say so at once rather than let it time out.
+            p.line("  (talk runs no client tools: answered with an error)")
+            result = pb.ToolResult(
+                tool_call_id=c.tool_call_id, error="this client (voice-engine talk) runs no tools"
+            )
+            self.send(pb.ConverseRequest(tool_result=result))
+
     def on_event(self, message: pb.ConverseResponse) -> None:
         self.last_event_at = time.monotonic()
         kind = message.WhichOneof("event")
@@ -153,10 +174,13 @@ class _Conversation:
                     "llm_first_token_ms",
                     "tts_first_audio_ms",
                     "end_of_speech_to_first_audio_ms",
+                    "tool_ms",
                 )
                 if m.HasField(name)
             ]
             p.line("metrics " + " ".join(f"{k}={v}" for k, v in fields))
+        elif kind in ("tool_call", "tool_started", "tool_finished", "transfer"):
+            self._on_tool_event(message)
         elif kind == "error":
             p.line(f"error {message.error.code}: {message.error.message}")
         elif kind == "ended":

@@ -63,3 +63,18 @@ async def test_without_text_it_reads_turns_from_stdin(engine: str) -> None:
     assert "user: thank you" in printed
     assert printed.count("response_done") == 3  # the greeting and two answers
     assert "ended client_ended" in printed
+
+
+async def test_tool_calls_are_shown(engine: str) -> None:
+    out = io.StringIO()
+    options = TalkOptions(
+        target=engine,
+        assistant_id="default",
+        texts=["a table for four tomorrow at seven", "I want to talk to a person"],
+    )
+    assert await talk(options, out=out) == 0
+    printed = out.getvalue()
+    assert "tool book_table started (backend)" in printed
+    assert "tool book_table -> " in printed
+    assert "transfer -> front-desk" in printed
+    assert "tool_ms=" in printed
