@@ -24,6 +24,8 @@ Options:
   --input-format ENC:HZ    caller audio format (default: the WAVs' format, else linear16:16000)
   --out FILE               write every response's audio, in order, to this WAV file
   --text-only              ask for no audio (assistant_text only)
+  --tool-result NAME=JSON  run the client tool NAME: answer its tool_call with this JSON result
+                           (repeatable; a tool_call for another tool is answered with an error)
   --chunk-ms MS            caller audio chunk length (default 40)
   --half-close             send everything at once, half-close, read to the end (no pacing,
                            no waiting between turns): the recipe of docs/protocol.md
@@ -40,6 +42,27 @@ function parseFormat(text, flag) {
 
 class UsageError extends Error {}
 
+function splitToolResult(text) {
+  const at = text.indexOf('=');
+  if (at < 1) throw new UsageError('--tool-result: expected NAME=JSON');
+  const json = text.slice(at + 1);
+  try {
+    JSON.parse(json);
+  } catch (err) {
+    throw new UsageError(`--tool-result: not JSON: ${err.message}`);
+  }
+  return [text.slice(0, at), json];
+}
+
+// The answer to a tool_call (a tool this client executes): the result given for its name.
+function toolResult(options, call) {
+  const json = options.toolResults[call.name];
+  if (json === undefined) {
+    return { tool_call_id: call.tool_call_id, error: `this client runs no tool ${call.name}` };
+  }
+  return { tool_call_id: call.tool_call_id, result_json: json };
+}
+
 function parseArgs(argv) {
   const options = {
     target: '127.0.0.1:50051',
@@ -54,6 +77,7 @@ function parseArgs(argv) {
     timeoutSec: 60,
     json: false,
     protoDir: path.resolve(__dirname, '..', '..', 'proto'),
+    toolResults: {},
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -71,6 +95,11 @@ function parseArgs(argv) {
       case '--input-format': options.inputFormat = parseFormat(value(), flag); break;
       case '--out': options.out = value(); break;
       case '--text-only': options.textOnly = true; break;
+      case '--tool-result': {
+        const [name, json] = splitToolResult(value());
+        options.toolResults[name] = json;
+        break;
+      }
       case '--chunk-ms': options.chunkMs = Number(value()); break;
       case '--half-close': options.halfClose = true; break;
       case '--timeout': options.timeoutSec = Number(value()); break;
@@ -174,6 +203,9 @@ function printEvent(options, message) {
     case 'response_done': console.log(`\n[${body.status}, ${body.audio_ms} ms of audio]`); break;
     case 'interrupted': console.log(`\n[interrupted after ${body.heard_ms} ms]`); break;
     case 'error': console.log(`error ${body.code}: ${body.message}`); break;
+    case 'tool_call': console.log(`\n[tool_call ${body.name}(${body.arguments_json})]`); break;
+    case 'tool_finished': console.log(`\n[tool ${body.name}: ${body.outcome} in ${body.latency_ms} ms]`); break;
+    case 'transfer': console.log(`\n[transfer to ${body.target}]`); break;
     case 'ended': console.log(`ended: ${body.reason} ${body.detail}`); break;
     default: break;
   }
@@ -283,6 +315,9 @@ function main() {
         break;
       case 'interrupted':
         if (player) player.drop(body.response_id);
+        break;
+      case 'tool_call':
+        send({ tool_result: toolResult(options, body) });
         break;
       case 'response_done':
         if (options.halfClose) break;

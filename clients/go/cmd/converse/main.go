@@ -206,6 +206,8 @@ func run(o *options) int {
 					waiting = snapshot()
 					startPacing(t.audio)
 				}
+			case *pb.ConverseResponse_ToolCall:
+				send(&pb.ConverseRequest{Request: &pb.ConverseRequest_ToolResult{ToolResult: toolResult(o, e.ToolCall)}})
 			case *pb.ConverseResponse_Interrupted:
 				if play.responseID == e.Interrupted.ResponseId {
 					*play = player{} // drop what is buffered of the cut response
@@ -231,4 +233,14 @@ func run(o *options) int {
 			}
 		}
 	}
+}
+
+// toolResult answers a tool_call (a tool this client executes) with the result given for
+// its name, or an error for a tool this client does not run.
+func toolResult(o *options, call *pb.ToolCall) *pb.ToolResult {
+	result, ok := o.toolResults[call.Name]
+	if !ok {
+		return &pb.ToolResult{ToolCallId: call.ToolCallId, Error: "this client runs no tool " + call.Name}
+	}
+	return &pb.ToolResult{ToolCallId: call.ToolCallId, ResultJson: result}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,7 +70,26 @@ func (f formatFlag) Set(value string) error {
 	return nil
 }
 
+// toolResultFlag collects -tool-result NAME=JSON: the results of the client tools this
+// client runs.
+type toolResultFlag map[string]string
+
+func (f toolResultFlag) String() string { return "" }
+
+func (f toolResultFlag) Set(value string) error {
+	name, result, found := strings.Cut(value, "=")
+	if !found || name == "" {
+		return errors.New("expected NAME=JSON")
+	}
+	if !json.Valid([]byte(result)) {
+		return fmt.Errorf("not JSON: %q", result)
+	}
+	f[name] = result
+	return nil
+}
+
 type options struct {
+	toolResults            toolResultFlag
 	target, assistant, out string
 	turns                  []turn
 	input, output          *pb.AudioFormat
@@ -82,6 +102,7 @@ type options struct {
 
 func parseOptions(args []string) (*options, error) {
 	o := &options{
+		toolResults: toolResultFlag{},
 		input:  &pb.AudioFormat{Encoding: pb.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000},
 		output: &pb.AudioFormat{Encoding: pb.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000},
 	}
@@ -100,6 +121,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.Var(formatFlag{inputFormat}, "input-format", "caller audio `ENC:HZ` (default: the WAVs' format, else linear16:16000)")
 	fs.StringVar(&o.out, "out", "", "write every response's audio, in order, to this WAV `file`")
 	fs.BoolVar(&o.textOnly, "text-only", false, "ask for no audio (assistant_text only)")
+	fs.Var(o.toolResults, "tool-result", "run the client tool NAME: answer its tool_call with this result, `NAME=JSON` (repeatable)")
 	fs.IntVar(&o.chunkMs, "chunk-ms", 40, "caller audio chunk length in `ms`")
 	fs.BoolVar(&o.halfClose, "half-close", false, "send everything at once, half-close, read to the end")
 	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "deadline of the whole call")
