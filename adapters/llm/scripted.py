@@ -9,7 +9,8 @@ A rule may call a tool: its arguments are templates filled from the named groups
 the patterns (``(?P<party>...)``), taken from this turn or, when missing, from the
 caller's earlier turns; a rule whose arguments cannot all be filled does not match.
 Once the result is back, ``reply`` is spoken with ``{result.field}`` filled from it
-(``error_reply`` when the tool failed). ``end_call: true`` is shorthand for calling the
+(``error_reply`` when the tool failed); in a rule without a tool, ``{result.field}`` is
+the latest tool result of the conversation. ``end_call: true`` is shorthand for calling the
 built-in ``end_call`` tool after the reply.
 """
 
@@ -78,7 +79,7 @@ class ScriptedLanguageModel:
         return cls([_rule(i, raw) for i, raw in enumerate(raw_rules)], fallback.strip())
 
     def rule_for(
-        self, user_text: str, slots: Mapping[str, str] | None = None
+        self, user_text: str, slots: Mapping[str, str] | None = None, result: Any = None
     ) -> ScriptedRule | None:
         """The first rule matching ``user_text`` (None: the fallback answers)."""
         for rule in self._rules:
@@ -87,6 +88,8 @@ class ScriptedLanguageModel:
                 continue
             if rule.tool and _fill(rule.arguments, {**(slots or {}), **_groups(match)}) is None:
                 continue  # not everything the tool needs was said yet
+            if not rule.tool and _render(rule.reply, slots or {}, result, strict=True) is None:
+                continue  # it speaks of a tool result the conversation does not have
             return rule
         return None
 
@@ -105,7 +108,8 @@ class ScriptedLanguageModel:
                 yield word
             return
         user_text = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        rule = self.rule_for(user_text, slots)
+        result = _latest_result(messages)
+        rule = self.rule_for(user_text, slots, result)
         if rule is None:
             for word in _words(self._fallback):
                 yield word
@@ -117,7 +121,8 @@ class ScriptedLanguageModel:
             arguments = _typed(_fill(rule.arguments, slots) or {}, rule.tool, tools)
             yield ToolCallRequest(_call_id(index), rule.tool, json.dumps(arguments))
             return
-        for word in _words(rule.reply):
+        # A plain rule may speak of the latest tool result ("your booking number is ...").
+        for word in _words(_render(rule.reply, slots, result) or rule.reply):
             yield word
         if rule.end_call:
             yield ToolCallRequest(_call_id(index), "end_call", json.dumps({"reason": "goodbye"}))
@@ -145,14 +150,24 @@ class ScriptedLanguageModel:
         except json.JSONDecodeError:
             result = None
         if isinstance(result, dict) and "error" in result and "outcome" in result:
-            return _render(rule.error_reply, slots, result)
-        return _render(rule.reply, slots, result)
+            return _render(rule.error_reply, slots, result) or ""
+        return _render(rule.reply, slots, result) or ""
 
     def _rule_of(self, call_id: str) -> ScriptedRule | None:
         parts = call_id.split("-")
         if len(parts) == 3 and parts[0] == "scripted" and parts[1].isdigit():
             index = int(parts[1])
             return self._rules[index] if index < len(self._rules) else None
+        return None
+
+
+def _latest_result(messages: Sequence[ChatMessage]) -> Any:
+    answer = next((m for m in reversed(messages) if m.role == "tool"), None)
+    if answer is None:
+        return None
+    try:
+        return json.loads(answer.content)
+    except json.JSONDecodeError:
         return None
 
 
@@ -194,25 +209,29 @@ def _typed(arguments: dict[str, str], tool: str, tools: Sequence[ToolSpec]) -> d
     return typed
 
 
-def _render(template: str, slots: Mapping[str, str], result: Any) -> str:
+def _render(
+    template: str, slots: Mapping[str, str], result: Any, *, strict: bool = False
+) -> str | None:
     """``{slot}`` from the caller's words, ``{result.a.b}`` from the tool's result
-    (``.count`` of a list is its length)."""
+    (``.count`` of a list is its length); ``strict``: None when a value is missing."""
+    missing = False
 
     def value(match: re.Match[str]) -> str:
+        nonlocal missing
         path = match.group(1).split(".")
-        if path[0] != "result":
-            return slots.get(match.group(1), "")
-        node: Any = result
-        for part in path[1:]:
+        node: Any = result if path[0] == "result" else slots.get(match.group(1))
+        for part in path[1:] if path[0] == "result" else ():
             if isinstance(node, list) and part == "count":
                 node = len(node)
             elif isinstance(node, Mapping):
                 node = node.get(part)
             else:
                 node = None
+        missing = missing or node is None
         return "" if node is None else str(node)
 
-    return " ".join(_PLACEHOLDER.sub(value, template).split())
+    text = " ".join(_PLACEHOLDER.sub(value, template).split())
+    return None if strict and missing else text
 
 
 def _rule(index: int, raw: object) -> ScriptedRule:

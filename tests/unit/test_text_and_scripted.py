@@ -148,3 +148,15 @@ async def test_missing_booking_details_are_asked_for_then_taken_from_earlier_tur
         "date": "tomorrow",
         "time": "7 pm",
     }
+
+
+async def test_a_plain_rule_speaks_of_the_latest_tool_result_only_when_there_is_one() -> None:
+    model, tools = _default_model()
+    question = ChatMessage("user", "what is my booking number")
+    without = "".join([str(d) async for d in model.stream_reply([question], tools)])
+    assert "booking number is" not in without
+    made = ChatMessage("assistant", "", tool_calls=(ToolCallRequest("c", "book_table", "{}"),))
+    result = {"booking_id": "B0002", "party_size": 2, "date": "2026-12-04", "time": "19:00"}
+    answer = ChatMessage("tool", json.dumps(result), tool_call_id="c")
+    said = "".join([str(d) async for d in model.stream_reply([made, answer, question], tools)])
+    assert said.startswith("Your booking number is B0002, for 2")
