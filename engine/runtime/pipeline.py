@@ -43,7 +43,7 @@ from engine.runtime.response import (
     fixed_text,
 )
 from engine.runtime.speech_input import FinishedUtterance, SpeechInput
-from engine.runtime.tool_turn import ToolTurn
+from engine.runtime.tool_turn import ToolTurn, not_yet_in_context
 from engine.runtime.tools import ToolBackend, ToolRunner
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class DuplexPipeline:
         failed: bool = False,
     ) -> None:
         """History and context get what was heard; ``full_text`` is set on barge-in."""
-        if rest := _not_yet_in_context(heard, state.text_in_context):
+        if rest := not_yet_in_context(heard, state.text_in_context):
             self._context.append(ChatMessage("assistant", rest))
         if not heard and not full_text:
             return
@@ -412,12 +412,3 @@ class DuplexPipeline:
             end_of_speech_to_first_audio_ms=_ms(timing.turn_started_at, state.first_audio_at),
             tool_ms=state.tool_ms,
         )
-
-
-def _not_yet_in_context(heard: str, in_context: str) -> str:
-    """What the context lacks of a reply: its text before tool calls is there already."""
-    done = " ".join(in_context.split())
-    heard = " ".join(heard.split())
-    if not done:
-        return heard
-    return heard[len(done) :].strip() if heard.startswith(done) else ""

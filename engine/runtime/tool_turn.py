@@ -118,3 +118,12 @@ class ToolTurn:
     def _is_builtin(self, call: ToolCallRequest) -> bool:
         tool = self._config.tool(call.name)
         return tool is not None and tool.executor == "engine"
+
+
+def not_yet_in_context(heard: str, in_context: str) -> str:
+    """What the context lacks of a reply: its text before tool calls is there already."""
+    done = " ".join(in_context.split())
+    if not done:
+        return heard
+    flat = " ".join(heard.split())
+    return flat[len(done) :].strip() if flat.startswith(done) else ""

@@ -30,6 +30,7 @@ Outcome = Literal["ok", "error", "rejected", "timeout", "cancelled"]
 # The runtime's own bound sits this far past a backend tool's timeout, so the adapter's
 # own timeout (which it retries within) normally answers first.
 BACKSTOP_SEC = 0.25
+MAX_CLIENT_RESULT_CHARS = 64 * 1024  # what a client's tool result may put in the context
 
 
 class ToolBackend(Protocol):
@@ -152,6 +153,8 @@ class ToolRunner:
         if error:
             waiting.set_result((None, error[:500]))
             return None
+        if len(result_json) > MAX_CLIENT_RESULT_CHARS:
+            return f"tool_result.result_json is over {MAX_CLIENT_RESULT_CHARS} characters"
         try:
             result = json.loads(result_json)
         except json.JSONDecodeError as exc:

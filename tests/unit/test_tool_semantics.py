@@ -298,3 +298,29 @@ async def test_history_entries_carry_the_call_and_its_result() -> None:
     assert meta["result"] == {"booking_id": "B0007"} and isinstance(meta["latency_ms"], int)
     started, finished = h.of(ev.ToolStarted)[0], h.of(ev.ToolFinished)[0]
     assert started.tool_call_id == finished.tool_call_id == "c1"
+
+
+async def test_session_end_lets_a_started_tool_with_side_effects_finish_and_records_it() -> None:
+    llm = ScriptedRounds([Round([call("c1", "book_table", ARGS)])])
+    h = Harness(llm, BOOK)
+    gate = h.backend.gate("book_table")
+    await h.pipeline.user_text("book it")
+    await h.backend.started.wait()
+    closing = asyncio.create_task(h.pipeline.close())  # the caller hangs up
+    await h.wait_for(ev.ResponseDone)
+    assert not closing.done()  # still waiting for the booking's result
+    gate.set()
+    await closing
+    assert [t["outcome"] for t in h.recorder.tools()] == ["ok"]
+    assert h.backend.cancelled == []
+
+
+async def test_session_end_cancels_a_client_tool_with_an_explicit_result() -> None:
+    crm = ToolDeclaration("crm", executor="client", side_effects=False)
+    llm = ScriptedRounds([Round([call("c1", "crm")])])
+    h = Harness(llm, crm)
+    await h.pipeline.user_text("who am I")
+    await h.wait_for(ev.ToolCall)
+    await h.pipeline.close()
+    assert [t["outcome"] for t in h.recorder.tools()] == ["cancelled"]
+    assert h.pipeline.tool_result("c1", "{}", "") is not None  # too late now
