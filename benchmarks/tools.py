@@ -10,6 +10,8 @@ with ``--backend`` that includes the HTTP adapter and the reference backend). Wh
 left is the runtime's work: arguments parsed and checked against the JSON Schema, the
 task, the ``tool_started``/``tool_finished`` events, the history entry (through the real
 history bridge; ``--spool`` puts it in SQLite first, as production does), the context.
+Also printed: the process's CPU time over the same span (robust to a busy machine taking
+the core away; with ``--backend`` it includes the HTTP client's work).
 Bounded: ``--rounds`` x ``--sessions`` round trips, each session capped by ``--max-sec``.
 """
 
@@ -68,12 +70,19 @@ class Clock:
 
     def __init__(self) -> None:
         self.generation_over = 0.0
+        self.cpu_at_generation_over = 0.0
         self.in_backend = 0.0
         self.samples: list[float] = []
+        self.cpu_samples: list[float] = []  # CPU time of the process over the same span
+
+    def over(self) -> None:
+        self.generation_over = time.perf_counter()
+        self.cpu_at_generation_over = time.process_time()
 
     def asked_again(self) -> None:
         total = time.perf_counter() - self.generation_over
         self.samples.append((total - self.in_backend) * 1000)
+        self.cpu_samples.append((time.process_time() - self.cpu_at_generation_over) * 1000)
         self.in_backend = 0.0
 
 
@@ -93,7 +102,7 @@ class BookingModel:
             return
         self._n += 1
         yield ToolCallRequest(f"c{self._n}", "book_table", ARGUMENTS)
-        self._clock.generation_over = time.perf_counter()
+        self._clock.over()
 
 
 class Models:
@@ -206,6 +215,11 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"engine's own time per round trip: p50 {percentile(samples, 50):.3f} ms"
         f"  p99 {percentile(samples, 99):.3f} ms  max {max(samples):.3f} ms"
+    )
+    cpu = clock.cpu_samples
+    print(
+        f"process CPU time over the same span: p50 {percentile(cpu, 50):.3f} ms"
+        f"  p99 {percentile(cpu, 99):.3f} ms (the backend's share included)"
     )
 
 
