@@ -207,6 +207,7 @@ async def _drive(
         await conv.wait_response()
     if wav is not None:
         await _stream_wav(conv, *wav, o.realtime)
+        conv.response_done.clear()  # the spoken turn's reply is over: texts wait for their own
     texts = list(o.texts)
     interactive = wav is None and not texts
     while texts or interactive:

@@ -42,12 +42,15 @@ BOOKING = "a table for four tomorrow at seven"
 ChannelTo = Callable[[str], grpc.aio.Channel]
 
 
-def bella() -> dict[str, Any]:
+def bella(book_timeout_ms: int = 5000) -> dict[str, Any]:
     """The bundled assistant under another id; the final transcript waits for Whisper
     (a loaded test machine must not turn the caller's words into the phrase grammar's)."""
     document: dict[str, Any] = yaml.safe_load((DEFAULT_AGENTS_DIR / "default.yaml").read_text())
     document["id"] = ASSISTANT_ID
     document["asr"]["final_wait_ms"] = 10_000
+    for tool in document["tools"]:
+        if tool["name"] == "book_table":
+            tool["timeout_ms"] = book_timeout_ms
     return document
 
 
@@ -133,11 +136,24 @@ def tool_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in entries if e["role"] == "tool"]
 
 
+@pytest.mark.parametrize("faults", ["none", "503 then a timeout"])
 async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
-    backend: RefBackend, db: BackendDb, start_engine: StartEngine, channel_to: ChannelTo
+    faults: str,
+    backend: RefBackend,
+    db: BackendDb,
+    start_engine: StartEngine,
+    channel_to: ChannelTo,
 ) -> None:
     await whisper_loaded()
-    target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
+    env = {"BACKEND_MODE": "http", "BACKEND_URL": backend.url, **FAST_HISTORY}
+    if faults != "none":
+        # The first attempt gets a 503, the second no answer within its 1 s (the booking is
+        # made, its answer held back), the third the stored result of the same key.
+        await backend.put_assistant(bella(book_timeout_ms=8000))
+        await backend.faults(tool_fail_next=1, tool_status=503)
+        await backend.faults(tool_delay_ms=10_000, tool_delay_next=1)
+        env["BACKEND_TIMEOUT_SEC"] = "1"
+    target = await start_engine(**env)
     client = ConverseClient(channel_to(target))
     started = await open_call(client)
     heard = await say(client, BOOKING)
@@ -161,7 +177,7 @@ async def test_barge_in_during_a_two_second_tool_keeps_its_booking_and_result(
     target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
     client = ConverseClient(channel_to(target))
     started = await open_call(client)
-    await backend.faults(delay_sec=2.0)  # every backend answer takes 2 s from now on
+    await backend.faults(tool_delay_ms=2000, tool_delay_next=1)  # a 2 s tool
     client.send(text=pb.TextInput(text=BOOKING))
     await client.until("tool_started")
     heard = await say(client, "what is my booking number")  # the caller talks over the wait
@@ -197,7 +213,7 @@ async def test_an_engine_killed_during_a_tool_call_books_at_most_once(
             client.start(ASSISTANT_ID, options=pb.SessionOptions(text_only=True))
             started = (await client.until("started")).started
             await client.until("response_done")
-            await backend.faults(delay_sec=2.0)
+            await backend.faults(tool_delay_ms=5000, tool_delay_next=1)
             client.send(text=pb.TextInput(text=BOOKING))
             await client.until("tool_started")
             assert await first.kill() == -9  # the booking is in flight
