@@ -59,40 +59,53 @@ class _Partial:
 class ToolCallAssembler:
     """Accumulates ``delta.tool_calls`` fragments by ``index``: the first fragment of a
     call carries its id and name, later ones pieces of its arguments (several calls may
-    be streamed in one reply)."""
+    be streamed in one reply). A new id at an index already in use starts another call:
+    Ollama streams a parallel batch all at index 0, told apart by id only."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, _Partial] = {}
+        self._calls: list[_Partial] = []
+        self._slot_of: dict[int, int] = {}  # the stream's index -> its call now
 
     def add(self, fragments: list[Any]) -> None:
         """Take one chunk's fragments."""
         for fragment in fragments:
             if not isinstance(fragment, dict):
                 raise ProviderError(f"{_NAME}: a tool_calls fragment is not an object")
-            index = fragment.get("index", 0)
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 64:
-                raise ProviderError(f"{_NAME}: a tool_calls fragment has no valid index")
-            partial = self._calls.setdefault(index, _Partial())
-            if isinstance(fragment.get("id"), str) and fragment["id"]:
-                partial.id = fragment["id"]
+            partial = self._partial(fragment)
             function = fragment.get("function") or {}
             if not isinstance(function, dict):
                 raise ProviderError(f"{_NAME}: a tool_calls fragment's function is not an object")
-            if isinstance(function.get("name"), str):
-                partial.name += function["name"]
+            if isinstance(function.get("name"), str) and function["name"] and not partial.name:
+                partial.name = function["name"]
             if isinstance(function.get("arguments"), str):
                 partial.arguments += function["arguments"]
                 if len(partial.arguments) > MAX_ARGUMENT_CHARS:
                     raise ProviderError(f"{_NAME}: a tool call's arguments are too long")
 
+    def _partial(self, fragment: dict[str, Any]) -> _Partial:
+        index = fragment.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 64:
+            raise ProviderError(f"{_NAME}: a tool_calls fragment has no valid index")
+        call_id = fragment.get("id") if isinstance(fragment.get("id"), str) else ""
+        slot = self._slot_of.get(index)
+        if slot is None or (call_id and self._calls[slot].id and call_id != self._calls[slot].id):
+            if len(self._calls) >= 64:
+                raise ProviderError(f"{_NAME}: too many tool calls in one reply")
+            self._calls.append(_Partial())
+            slot = self._slot_of[index] = len(self._calls) - 1
+        partial = self._calls[slot]
+        if call_id and not partial.id:
+            partial.id = call_id
+        return partial
+
     def finish(self) -> list[ToolCallRequest]:
-        """The complete calls, in index order (and forget them)."""
+        """The complete calls, in the order they began (and forget them)."""
         calls = []
-        for index in sorted(self._calls):
-            partial = self._calls[index]
+        for number, partial in enumerate(self._calls):
             if not partial.name:
                 raise ProviderError(f"{_NAME}: a streamed tool call has no name")
-            call_id = partial.id or f"call_{index}"
+            call_id = partial.id or f"call_{number}"
             calls.append(ToolCallRequest(call_id, partial.name, partial.arguments or "{}"))
         self._calls.clear()
+        self._slot_of.clear()
         return calls

@@ -170,3 +170,20 @@ async def test_a_generation_cut_before_its_end_yields_no_call(
     await stream.aclose()
     async with asyncio.timeout(10):
         await server.client_left.wait()
+
+
+async def test_a_parallel_batch_at_one_index_is_told_apart_by_id(
+    server: FakeOpenAI, model: OpenAICompatibleLanguageModel
+) -> None:
+    # Ollama streams every call of a parallel batch at index 0; only the ids differ.
+    server.reply_events(
+        [
+            tool_chunk(0, call_id="call_a", name="weather", arguments="{}"),
+            tool_chunk(0, call_id="call_b", name="book_table", arguments='{"party_size": 2}'),
+        ]
+    )
+    items = await collect(model)
+    assert items == [
+        ToolCallRequest("call_a", "weather", "{}"),
+        ToolCallRequest("call_b", "book_table", '{"party_size": 2}'),
+    ]
