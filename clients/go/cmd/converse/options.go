@@ -103,8 +103,8 @@ type options struct {
 func parseOptions(args []string) (*options, error) {
 	o := &options{
 		toolResults: toolResultFlag{},
-		input:  &pb.AudioFormat{Encoding: pb.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000},
-		output: &pb.AudioFormat{Encoding: pb.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000},
+		input:       &pb.AudioFormat{Encoding: pb.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000},
+		output:      &pb.AudioFormat{Encoding: pb.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000},
 	}
 	fs := flag.NewFlagSet("converse", flag.ContinueOnError)
 	fs.Usage = func() {
