@@ -22,8 +22,10 @@ ChannelTo = Callable[[str], grpc.aio.Channel]
 MENU_REPLY = (
     "Our menu changes with the seasons, and every course has a vegetarian and a gluten free option."
 )
+# The demo cancels through its cancel_booking tool; a new call has booked nothing to cancel.
 CANCEL_REPLY = (
-    "No problem. Please tell me the name on the booking and the date, and I will cancel it for you."
+    "I could not find a booking made during this call to cancel."
+    " Please call us during opening hours and we will sort it out."
 )
 
 
