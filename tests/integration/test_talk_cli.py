@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.audio.wav import read_wav, write_wav
 from engine.talk import TalkOptions, talk
+from tests.conftest import StartEngine
 from tests.helpers.speech import spoken
 
 
@@ -78,3 +79,24 @@ async def test_tool_calls_are_shown(engine: str) -> None:
     assert "tool book_table -> " in printed
     assert "transfer -> front-desk" in printed
     assert "tool_ms=" in printed
+
+
+async def test_a_client_tool_is_answered_with_an_error_at_once(
+    start_engine: StartEngine, tmp_path: Path
+) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "crm.yaml").write_text(
+        "id: crm\ntools:\n  - {name: crm_lookup, executor: client, timeout_ms: 60000}\n"
+        "llm:\n  provider: scripted\n  rules:\n"
+        "    - {patterns: [who], tool: crm_lookup, reply: 'Hi {result.name}.',"
+        " error_reply: I could not look you up.}\n"
+    )
+    target = await start_engine(ASSISTANT_LOCAL_CONFIG_DIR=str(agents))
+    out = io.StringIO()
+    options = TalkOptions(target=target, assistant_id="crm", texts=["who am I"])
+    assert await talk(options, out=out) == 0
+    printed = out.getvalue()
+    assert "tool_call crm_lookup({}) id=" in printed
+    assert "tool crm_lookup -> error" in printed
+    assert "I could not look you up." in printed
