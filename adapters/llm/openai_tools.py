@@ -6,6 +6,7 @@ Used by adapters/llm/openai_compatible.py, in the engine process.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +102,12 @@ class ToolCallAssembler:
     def finish(self) -> list[ToolCallRequest]:
         """The complete calls, in the order they began (and forget them)."""
         calls = []
-        for number, partial in enumerate(self._calls):
+        for partial in self._calls:
             if not partial.name:
                 raise ProviderError(f"{_NAME}: a streamed tool call has no name")
-            call_id = partial.id or f"call_{number}"
+            # A server that sends no id (some local ones) still gets a unique one: the id
+            # is half of the call's idempotency key.
+            call_id = partial.id or f"call_{uuid.uuid4().hex[:24]}"
             calls.append(ToolCallRequest(call_id, partial.name, partial.arguments or "{}"))
         self._calls.clear()
         self._slot_of.clear()

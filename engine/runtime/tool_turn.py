@@ -62,6 +62,7 @@ class ToolTurn:
                     yield TOOL_FAILED_APOLOGY
                 return
             yield SentenceBreak()
+            calls = self._tools.unique(calls)
             message = ChatMessage("assistant", text, tool_calls=tuple(calls))
             self._context.append(message)
             self._state.text_in_context = self._state.text

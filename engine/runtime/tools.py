@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from engine.runtime.assistant import AssistantConfig
@@ -86,6 +86,21 @@ class ToolRunner:
         self._tasks: dict[asyncio.Task[ToolResult], ToolCallRequest] = {}  # running
         self._same: dict[str, asyncio.Task[ToolResult]] = {}  # by name + arguments, running
         self._waiting: dict[str, asyncio.Future[tuple[Any, str]]] = {}  # client tools
+        self._ids: set[str] = set()  # every tool call id of the session so far
+
+    def unique(self, calls: list[ToolCallRequest]) -> list[ToolCallRequest]:
+        """``calls`` with ids unique in the session: the id is half of a call's idempotency
+        key, and a model that numbers its calls from 0 each turn must not have a second
+        booking answered with the first one's stored result."""
+        unique = []
+        for call in calls:
+            call_id, n = call.id or "call", 1
+            while call_id in self._ids:
+                n += 1
+                call_id = f"{call.id or 'call'}-{n}"
+            self._ids.add(call_id)
+            unique.append(call if call_id == call.id else replace(call, id=call_id))
+        return unique
 
     def start(
         self, call: ToolCallRequest, message: ChatMessage, response_id: str

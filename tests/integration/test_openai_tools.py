@@ -187,3 +187,14 @@ async def test_a_parallel_batch_at_one_index_is_told_apart_by_id(
         ToolCallRequest("call_a", "weather", "{}"),
         ToolCallRequest("call_b", "book_table", '{"party_size": 2}'),
     ]
+
+
+async def test_a_call_streamed_without_an_id_gets_a_unique_one(
+    server: FakeOpenAI, model: OpenAICompatibleLanguageModel
+) -> None:
+    server.reply_events([tool_chunk(0, name="weather", arguments="{}")])
+    [first] = await collect(model)
+    server.reply_events([tool_chunk(0, name="weather", arguments="{}")])
+    [second] = await collect(model)
+    assert isinstance(first, ToolCallRequest) and isinstance(second, ToolCallRequest)
+    assert first.id.startswith("call_") and first.id != second.id

@@ -324,3 +324,22 @@ async def test_session_end_cancels_a_client_tool_with_an_explicit_result() -> No
     await h.pipeline.close()
     assert [t["outcome"] for t in h.recorder.tools()] == ["cancelled"]
     assert h.pipeline.tool_result("c1", "{}", "") is not None  # too late now
+
+
+async def test_a_tool_call_id_used_again_in_the_call_gets_a_key_of_its_own() -> None:
+    # A model that numbers its calls from 0 every turn: two bookings, two keys.
+    llm = ScriptedRounds(
+        [
+            Round([call("call_0", "book_table", ARGS)]),
+            Round(["Booked."]),
+            Round([call("call_0", "book_table", '{"party_size": 2}')]),
+            Round(["Booked again."]),
+        ]
+    )
+    h = Harness(llm, BOOK)
+    await h.turn("book for four")
+    await h.turn("and one for two")
+    keys = [i.idempotency_key for i in h.backend.invocations]
+    assert keys == ["call-1:call_0", "call-1:call_0-2"]
+    answers = tool_messages(llm.seen[-1])
+    assert [m.tool_call_id for m in answers] == ["call_0", "call_0-2"]
