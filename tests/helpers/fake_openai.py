@@ -100,6 +100,7 @@ class FakeOpenAI:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.scenario = Scenario()
+        self.next_scenarios: list[Scenario] = []  # played first, one per request, in order
         self.requests: list[RecordedRequest] = []
         self.events_sent = 0
         self.client_left = asyncio.Event()  # the client closed the connection mid-reply
@@ -114,6 +115,10 @@ class FakeOpenAI:
         """Stream a role-only chunk, ``events`` (text and tool-call chunks), finish, [DONE]."""
         events = [chunk(role="assistant"), *events, chunk(finish=finish), DONE]
         self.scenario = Scenario(events=events)
+
+    def then(self) -> None:
+        """Keep the scenario just set for the next request only; set the following one next."""
+        self.next_scenarios.append(self.scenario)
 
     def fail(self, status: int, body: str) -> None:
         """Answer with an HTTP error."""
@@ -137,7 +142,7 @@ class FakeOpenAI:
         except json.JSONDecodeError:
             body = {"unparsable": await request.text()}
         self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
-        scenario = self.scenario
+        scenario = self.next_scenarios.pop(0) if self.next_scenarios else self.scenario
         if scenario.hold_headers:
             await self._client_left_within(request, _STALL_LIMIT_SEC)
             return web.Response(status=504)
