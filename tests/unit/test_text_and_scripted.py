@@ -160,3 +160,12 @@ async def test_a_plain_rule_speaks_of_the_latest_tool_result_only_when_there_is_
     answer = ChatMessage("tool", json.dumps(result), tool_call_id="c")
     said = "".join([str(d) async for d in model.stream_reply([made, answer, question], tools)])
     assert said.startswith("Your booking number is B0002, for 2")
+
+
+async def test_the_demo_lists_the_bookings() -> None:
+    model, tools = _default_model()
+    [call] = [
+        d
+        async for d in model.stream_reply([ChatMessage("user", "what bookings do you have")], tools)
+    ]
+    assert isinstance(call, ToolCallRequest) and call.name == "list_bookings"
