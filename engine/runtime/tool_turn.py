@@ -72,8 +72,11 @@ class ToolTurn:
                 return
             tasks = [self._tools.start(call, message, self._state.response_id) for call in calls]
             results: list[ToolResult] = []
-            async for item in self._wait(tasks, calls, results):
-                yield item
+            # aclosing: cut while the filler is handed out, the wait decides at once which
+            # tools stop, not whenever the generator is collected.
+            async with contextlib.aclosing(self._wait(tasks, calls, results)) as waiting:
+                async for item in waiting:
+                    yield item
             if any(r.call.name == "end_call" and r.ok for r in results):
                 yield EndCall("the assistant ended the call")
             self._failed = self._failed or not all(r.ok for r in results)
