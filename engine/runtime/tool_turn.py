@@ -59,7 +59,7 @@ class ToolTurn:
                         yield piece
             if not calls:
                 if self._failed and not text.strip():
-                    yield TOOL_FAILED_APOLOGY
+                    yield self._spaced(TOOL_FAILED_APOLOGY)
                 return
             yield SentenceBreak()
             calls = self._tools.unique(calls)
@@ -68,7 +68,7 @@ class ToolTurn:
             self._state.text_in_context = self._state.text
             if round_number == self._config.tool_rounds_max:
                 self._tools.refuse(calls, message, "not run: too many tool rounds in this turn")
-                yield " " + TOO_MANY_ROUNDS_APOLOGY
+                yield self._spaced(TOO_MANY_ROUNDS_APOLOGY)
                 return
             tasks = [self._tools.start(call, message, self._state.response_id) for call in calls]
             results: list[ToolResult] = []
@@ -97,7 +97,7 @@ class ToolTurn:
                 _, running = await asyncio.wait(tasks, timeout=after_sec)
                 if running:
                     self._filler_spoken = True
-                    yield filler
+                    yield self._spaced(filler)
                     yield SentenceBreak()
             await asyncio.wait(tasks)  # never cancels them: barge-in decides, below
         except BaseException:
@@ -118,6 +118,11 @@ class ToolTurn:
             if tool is not None and tool.filler:
                 return tool.filler, tool.filler_after_ms / 1000
         return "", 0.0
+
+    def _spaced(self, line: str) -> str:
+        """``line`` as the next words of the reply (a space after what was said before)."""
+        said = self._state.text
+        return " " + line if said and not said[-1].isspace() else line
 
     def _is_builtin(self, call: ToolCallRequest) -> bool:
         tool = self._config.tool(call.name)

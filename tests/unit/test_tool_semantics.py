@@ -343,3 +343,12 @@ async def test_a_tool_call_id_used_again_in_the_call_gets_a_key_of_its_own() -> 
     assert keys == ["call-1:call_0", "call-1:call_0-2"]
     answers = tool_messages(llm.seen[-1])
     assert [m.tool_call_id for m in answers] == ["call_0", "call_0-2"]
+
+
+async def test_a_filler_or_an_apology_after_words_is_a_sentence_of_its_own() -> None:
+    slow = replace(BOOK, filler="One moment please.", filler_after_ms=0, timeout_ms=100)
+    llm = ScriptedRounds([Round(["Let me check", call("c1", "book_table", ARGS)]), Round([])])
+    h = Harness(llm, slow)
+    h.backend.gate("book_table")  # never answers: the filler, then the apology
+    done = await h.turn("book it")
+    assert done.text == f"Let me check One moment please. {TOOL_FAILED_APOLOGY}"
