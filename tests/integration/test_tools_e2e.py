@@ -170,6 +170,8 @@ async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
     assert tool["metadata"]["result"]["booking_id"] == "B0001"
 
 
+# The caller's speech must be heard while the tool still runs: real time, alone.
+@pytest.mark.realtime_speech
 async def test_barge_in_during_a_two_second_tool_keeps_its_booking_and_result(
     backend: RefBackend, db: BackendDb, start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
