@@ -195,6 +195,8 @@ class ToolRunner:
             outcome, value = "rejected", f"invalid arguments: {problem}"
         else:
             try:
+                if tool.side_effects and executor != "engine":
+                    self._record_started(call, executor, arguments)
                 if executor != "client":
                     await self._emit(ToolStarted(response_id, call.id, call.name, executor))
                 outcome, value = await self._execute(tool, call, arguments, response_id)
@@ -315,6 +317,28 @@ class ToolRunner:
             started_at=now - result.latency_ms / 1000,
             ended_at=now,
             metadata=metadata,
+        )
+
+    def _record_started(self, call: ToolCallRequest, executor: str, arguments: Any) -> None:
+        """A tool with side effects leaves a trace before it acts.
+
+        Should the engine die before the result comes back, the call's history still says
+        which action was started and with which key; the backend holds its outcome.
+        """
+        now = time.time()
+        self._recorder.record(
+            "tool",
+            f"{call.name} -> started",
+            started_at=now,
+            ended_at=now,
+            metadata={
+                "tool_call_id": call.id,
+                "name": call.name,
+                "arguments": arguments,
+                "executor": executor,
+                "outcome": "started",
+                "idempotency_key": f"{self._call_id}:{call.id}",
+            },
         )
 
     def _answer(self, call_message: ChatMessage, answer: ChatMessage) -> None:

@@ -119,10 +119,11 @@ async def test_a_backend_tool_runs_once_reports_progress_and_is_in_the_history(
     assert invocation.idempotency_key == f"{invocation.call_id}:{finished.tool_call_id}"
     client.send(end=pb.EndSession())
     await client.drain()
-    [tool] = [e for e in plane.entries if e.role == "tool"]
+    started, tool = [e for e in plane.entries if e.role == "tool"]
+    assert started.text == "book_table -> started"
     assert tool.text == "book_table -> ok"
     assert tool.metadata["result"]["booking_id"] == "B0001"
-    assert [e.role for e in plane.entries] == ["user", "tool", "assistant"]
+    assert [e.role for e in plane.entries] == ["user", "tool", "tool", "assistant"]
 
 
 async def test_a_client_tool_is_answered_with_tool_result(client: ConverseClient) -> None:

@@ -133,7 +133,8 @@ async def completed_reply(client: ConverseClient) -> str:
 
 
 def tool_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in entries if e["role"] == "tool"]
+    """The tool entries that carry a result (not the trace left when a tool starts)."""
+    return [e for e in entries if e["role"] == "tool" and e["metadata"]["outcome"] != "started"]
 
 
 @pytest.mark.parametrize("faults", ["none", "503 then a timeout"])
@@ -227,6 +228,10 @@ async def test_an_engine_killed_during_a_tool_call_books_at_most_once(
     assert len(db.bookings()) <= 1
     entries = db.entries(started.call_id)
     assert [e["sequence"] for e in entries] == list(range(1, len(entries) + 1))
-    # The greeting and the ask; the result never came back to the engine that was killed.
-    assert [e["role"] for e in entries] == ["assistant", "user"]
+    # The greeting, the ask and the booking that was started; its result never came back
+    # to the engine that was killed, and the backend holds it under the key the entry names.
+    assert [e["role"] for e in entries] == ["assistant", "user", "tool"]
     assert entries[1]["text"] == BOOKING
+    trace = entries[2]["metadata"]
+    assert trace["outcome"] == "started" and trace["name"] == "book_table"
+    assert trace["idempotency_key"] == f"{started.call_id}:{trace['tool_call_id']}"

@@ -50,6 +50,10 @@ class Recorder:
         self.entries.append({"role": role, "text": text, **fields})
 
     def tools(self) -> list[dict[str, Any]]:
+        """The tool entries that carry a result."""
+        return [m for m in self.all_tools() if m["outcome"] != "started"]
+
+    def all_tools(self) -> list[dict[str, Any]]:
         return [e["metadata"] for e in self.entries if e["role"] == "tool"]
 
 
@@ -114,6 +118,27 @@ async def test_a_call_runs_once_the_model_finished_emitting_it_and_its_result_is
     assert llm.offered[0] == ["book_table"]
 
 
+async def test_a_tool_with_side_effects_is_in_the_history_before_it_acts() -> None:
+    llm = ScriptedRounds([Round([call("c1", "book_table", ARGS)]), Round(["Booked."])])
+    h = Harness(llm, BOOK)
+    gate = h.backend.gate("book_table")
+    h.backend.results["book_table"] = {"booking_id": "B0001"}
+    await h.pipeline.user_text("a table for four")
+    await h.backend.started.wait()
+    [started] = h.recorder.all_tools()  # the backend is acting; no result yet
+    assert started["outcome"] == "started" and started["idempotency_key"] == "call-1:c1"
+    gate.set()
+    await h.wait_for(ev.ResponseDone, status=ev.ResponseStatus.COMPLETED)
+    assert [m["outcome"] for m in h.recorder.all_tools()] == ["started", "ok"]
+
+
+async def test_a_read_only_tool_leaves_only_its_result_in_the_history() -> None:
+    llm = ScriptedRounds([Round([call("c1", "lookup", "{}")]), Round(["Found."])])
+    h = Harness(llm, LOOKUP)
+    await h.turn("look it up")
+    assert [m["outcome"] for m in h.recorder.all_tools()] == ["ok"]
+
+
 async def test_a_generation_interrupted_before_it_finished_executes_nothing() -> None:
     # The call is complete, but the generation goes on (more text) when the caller cuts in.
     llm = ScriptedRounds([Round([call("c1", "book_table", ARGS), "and more"], stall_after=1)])
@@ -123,7 +148,7 @@ async def test_a_generation_interrupted_before_it_finished_executes_nothing() ->
     await h.pipeline.interrupt()
     await h.pipeline.close()
     assert h.backend.invocations == []
-    assert h.recorder.tools() == [] and not h.of(ev.ToolStarted)
+    assert h.recorder.all_tools() == [] and not h.of(ev.ToolStarted)
 
 
 async def test_barge_in_does_not_cancel_a_started_tool_with_side_effects() -> None:
@@ -284,8 +309,9 @@ async def test_history_entries_carry_the_call_and_its_result() -> None:
     h.backend.results["book_table"] = {"booking_id": "B0007"}
     await h.turn("book")
     roles = [e["role"] for e in h.recorder.entries]
-    assert roles == ["user", "tool", "assistant"]
-    entry = h.recorder.entries[1]
+    assert roles == ["user", "tool", "tool", "assistant"]
+    assert h.recorder.entries[1]["text"] == "book_table -> started"
+    entry = h.recorder.entries[2]
     assert entry["text"] == "book_table -> ok"
     meta = entry["metadata"]
     assert {k: meta[k] for k in ("tool_call_id", "name", "arguments", "executor", "outcome")} == {
