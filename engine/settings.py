@@ -73,7 +73,7 @@ class Settings:
     llm_api_key: str | None = None
     half_close_timeout_sec: float = 30.0
 
-    # Security and operations (issue 11); docs/operations.md explains each one.
+    # Security and operations; docs/operations.md explains each one.
     api_keys: tuple[str, ...] = ()
     api_keys_file: Path | None = None
     reflection_enabled: bool = True
@@ -158,7 +158,7 @@ class Settings:
 
 
 def _security_settings(r: _Reader) -> dict[str, Any]:
-    """Authentication, TLS, limits, metrics and logging (issue 11)."""
+    """Authentication, TLS, limits, metrics and logging."""
     tls_cert = r.get("ENGINE_TLS_CERT", "", _optional_file)
     tls_key = r.get("ENGINE_TLS_KEY", "", _optional_file)
     tls_client_ca = r.get("ENGINE_TLS_CLIENT_CA", "", _optional_file)
@@ -197,7 +197,7 @@ def _security_settings(r: _Reader) -> dict[str, Any]:
 
 
 def _ops_settings(r: _Reader) -> dict[str, Any]:
-    """History write-timeout growth and gRPC keepalive (ops issue; docs/operations.md)."""
+    """History write-timeout growth and gRPC keepalive (docs/operations.md)."""
     return {
         "history_max_write_timeout_sec": r.get(
             "HISTORY_MAX_WRITE_TIMEOUT_SEC", "0", _float_range(0, 3600)

@@ -23,7 +23,7 @@ History spools: the index of a worker is stable (0 .. N-1, a restarted worker ke
 index), and worker i's spool is ``worker_spool_path(HISTORY_SPOOL_PATH, i)``: worker 0
 uses the configured path itself (so ``--workers 1`` and a single engine use the same
 file), worker i > 0 ``<stem>.worker<i><suffix>``. A restarted worker reopens its own
-spool and replays it. Spools of indexes that no longer exist (the previous run had more
+spool and replays it. Spools of indexes beyond the current count (an earlier run had more
 workers) are adopted by the supervisor at start-up: it opens each with the history
 bridge, finalizes its orphaned calls, replays it to the backend, and deletes the file
 once it is empty (a spool holding dead letters is kept for an operator).

@@ -1,1 +1,1 @@
-"""Metrics and structured logs (issue 11): what an operator watches."""
+"""Metrics and structured logs: what an operator watches."""

@@ -120,8 +120,8 @@ class ConverseServicer(pb_grpc.VoiceEngineServiceServicer):
 class _Deadline:
     """The reader's one idle/duration deadline for the whole session.
 
-    ``asyncio.wait_for`` per message made a Task and a TimerHandle every 20 ms. Here a
-    single timer is armed for the session; when it fires it asks ``left()`` again (input
+    Not ``asyncio.wait_for`` per message, which makes a Task and a TimerHandle every 20 ms:
+    a single timer is armed for the session; when it fires it asks ``left()`` again (input
     since then pushes the deadline back) and re-arms, so a message costs nothing. Only a
     wait for the next message is ever cancelled, never the handling of one: a deadline
     that passes meanwhile is raised as TimeoutError by the next ``wait``.

@@ -14,7 +14,7 @@ from engine.runtime.ports.audio import InvalidAudio, OutputEncoder, WireFormat
 from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ
 
 # Output audio leaves in messages of about this length: message rate, not bytes,
-# bounds a gRPC server (DESIGN.md).
+# bounds a gRPC server (docs/BENCHMARKS.md, the gRPC message-rate limit).
 AUDIO_CHUNK_MS = 100
 
 # Silence in each encoding (mu-law's zero is 0xFF).

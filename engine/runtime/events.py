@@ -30,7 +30,7 @@ class EndReason(StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     STREAM_BROKEN = "stream_broken"
     PROTOCOL_ERROR = "protocol_error"
-    # Hard limits (issue 11): the session's maximum duration; a client not reading.
+    # Hard limits: the session's maximum duration; a client not reading.
     LIMIT_REACHED = "limit_reached"
     CLIENT_NOT_READING = "client_not_reading"
 
