@@ -12,11 +12,11 @@ has), plus silence and noise clips that must give no turn. Each clip goes throug
 engine's own input path: InputConverter -> SpeechInput (WebRTC VAD, endpointing with the
 assistant's settings) -> the recognizer under test.
 
-Modes: ``grammar`` (pocketsphinx phrase grammar + second pass: the engine before the
-hybrid), ``whisper`` (Whisper tiny.en on the utterance once the endpoint fires, no
-fallback), ``hybrid`` (the default: Whisper started when the end silence begins,
-pocketsphinx's final as the fallback); ``whisper-dither`` (whisper on dithered audio,
-accuracy only: does dither help on the empty band of upsampled 8 kHz audio?).
+Modes: ``grammar`` (pocketsphinx's phrase grammar alone, as ``asr.final: grammar``),
+``whisper`` (Whisper tiny.en on the utterance once the endpoint fires, no fallback),
+``hybrid`` (the default: Whisper started when the end silence begins, pocketsphinx's final
+as the fallback); ``whisper-dither`` (whisper on dithered audio, accuracy only: does
+dither help on the empty band of upsampled 8 kHz audio?).
 
 Sections:
 - accuracy: WER, exact sentences, keyword accuracy (the words a reply depends on), false
@@ -28,7 +28,7 @@ Sections:
   utterances together (real time), per mode; and the hybrid's fallbacks.
 - pool: Whisper alone: does CTranslate2 release the GIL (a Python thread's worst stall
   while it runs), batch of 1 vs 4 (per-item CPU and wall), workers x threads layouts.
-- turns: the pocketsphinx turn path under load (issue 12): N grammar sessions paced in
+- turns: the pocketsphinx turn path under load: N grammar sessions paced in
   real time ending together; worst event-loop lag, CPU per utterance, slowest final.
   Runs against whatever ``adapters`` is on PYTHONPATH, so an older tree can be compared.
 

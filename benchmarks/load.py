@@ -14,7 +14,7 @@ time: a question of about 1.2 s, digital silence while it waits for the reply to
 spoken to the end (``response_done``), a random pause of 1-4 s, the next question; with
 ``--synchronized`` every call starts its questions on the same shared clock slots.
 
-Per turn: server ``end_of_speech_to_first_audio_ms`` (the issue's figure), the client's
+Per turn: server ``end_of_speech_to_first_audio_ms`` (the capacity budget's figure), the client's
 own end of speech (last speech frame sent) -> first reply audio received, for the test
 kit the engine overhead (from sending the frame that completes the configured end
 silence to the first reply audio received: both gRPC hops and the whole turn path, free

@@ -10,9 +10,9 @@ pinned to ``--cpus`` (default core 0): N Pipecat pipelines (``PipelineWorker`` r
 what our test kit does: speech is any non-zero sample and ends after 600 ms of digital
 silence, the transcript is carried by the sample value, the LLM streams a fixed reply word
 by word, the TTS emits 1 s of ready-made 16 kHz audio per sentence in 100 ms frames.
-There is no network transport (the issue's reference figure is without one too): a feeder
-task per pipeline queues 20 ms ``InputAudioRawFrame``s in real time, question (1.2 s),
-silence until the reply's audio is over, a random 1-4 s pause, again.
+There is no network transport (the reference figure of 12 pipelines per core is without
+one too): a feeder task per pipeline queues 20 ms ``InputAudioRawFrame``s in real time,
+question (1.2 s), silence until the reply's audio is over, a random 1-4 s pause, again.
 
 Turn overhead: from queueing the frame that completes the end silence to the first TTS
 audio frame reaching the sink. Per point: p50/p95/p99, the process's CPU (feeder
