@@ -194,7 +194,7 @@ async def test_a_full_engine_gets_no_new_calls(fleet: Fleet, tmp_path: Path) -> 
     ):
         held = [await open_call(direct) for _ in range(2)]
         assert share(held) == {small.name: 2}
-        # Readiness says "full"; liveness is a separate question (issue 11 item 3).
+        # Readiness says "full"; liveness is a separate question.
         await _until_health(small, NOT_SERVING)
         await envoy.wait_hosts({roomy.port}, {small.port}, timeout=HC_DEADLINE)
 

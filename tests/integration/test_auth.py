@@ -169,7 +169,8 @@ async def test_a_client_still_writing_when_refused_gets_unauthenticated_every_ti
 async def test_a_client_late_with_its_start_is_refused_after_it_not_while_it_writes(
     start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
-    # Refused while its first message was on its way, grpc's client reported INTERNAL.
+    # Refused while its first message is on its way, grpc's client would report INTERNAL
+    # (engine/protocol/gate.py waits for the client to stop writing).
     target = await start_engine(ENGINE_API_KEYS=KEY)
     converse = channel_to(target).stream_stream(
         "/voiceengine.v1.VoiceEngineService/Converse",

@@ -256,7 +256,7 @@ async def test_a_backend_answering_malformed_json_is_unavailable(
     error = await expect_rpc_error(client)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     details = error.details() or ""
-    # The backend's words stay in the server log; the client gets a safe message (issue 11).
+    # The backend's words stay in the server log; the client gets a safe message.
     assert "not JSON" not in details and "/v1/assistants" not in details, details
     assert "not JSON" in caplog.text and "/v1/assistants/remote-desk" in caplog.text
 

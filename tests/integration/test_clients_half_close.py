@@ -1,6 +1,6 @@
 """The half-close recipe in both example clients: send everything, half-close, read to the end.
 
-Half-close means "no more input" (issue 10, item 1): the engine ends the open utterance,
+Half-close means "no more input" (docs/protocol.md): the engine ends the open utterance,
 answers it, streams the reply to the end, then sends `ended` (INPUT_CLOSED) and status OK.
 """
 

@@ -55,6 +55,6 @@ async def test_grpc_default_ping_policy_would_drop_the_connection(
     start_server: StartServer,
 ) -> None:
     # The control: with gRPC's own floor (5 minutes) the same client is sent GOAWAY
-    # "too_many_pings" after a few strikes, which is what Envoy saw before.
+    # "too_many_pings" after a few strikes, as Envoy's upstream keepalive would be.
     server = await start_server(ENGINE_KEEPALIVE_MIN_PING_INTERVAL_SEC="300")
     assert await left_ready_while_idle(target_of(server))

@@ -85,7 +85,7 @@ async def test_a_failing_model_is_an_error_event_and_the_session_goes_on(
     client.send(text=pb.TextInput(text="Is the pool open?"))
     error = (await client.until("error")).error
     assert error.code == "llm_failed"
-    # The model's URL and answer stay in the server log (issue 11); the client gets the code.
+    # The model's URL and answer stay in the server log; the client gets the code.
     assert "127.0.0.1" not in error.message and "model is loading" not in error.message
     assert "503" in caplog.text and "model is loading" in caplog.text
     done = (await client.until("response_done")).response_done

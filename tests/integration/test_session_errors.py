@@ -1,4 +1,4 @@
-"""Each way to get a session wrong ends the RPC with the status DESIGN.md names."""
+"""Each way to get a session wrong ends the RPC with the status docs/protocol.md names."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ async def test_an_audio_chunk_over_200_ms_is_invalid_argument(client: ConverseCl
     await client.until("started")
     client.send(audio=pb.AudioInput(data=b"\x00\x00" * 16000))  # 1 s at 16 kHz
     error = await expect_rpc_error(client)
-    # A client mistake, not capacity: retry policies must not retry it (issue 10).
+    # A client mistake, not capacity: retry policies must not retry it.
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "200 ms" in (error.details() or "")
 

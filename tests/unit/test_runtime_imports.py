@@ -1,6 +1,6 @@
 """The dependency rule: engine/runtime knows no transport, no adapter and no settings.
 
-DESIGN.md: ``engine/runtime`` imports only the standard library, pure helpers such as
+docs/ARCHITECTURE.md: ``engine/runtime`` imports only the standard library, pure helpers such as
 tenacity, its own ports and events. Every module is parsed with ``ast`` (nothing is
 imported), so a forbidden import fails here even in a branch that never runs.
 """

@@ -1,4 +1,4 @@
-"""The serve-path settings of issue 12: worker count and event loop."""
+"""The serve-path settings: worker count and event loop."""
 
 from __future__ import annotations
 
