@@ -18,8 +18,9 @@ pass (the fallback) starts at the same moment; it costs about a seventh of Whisp
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
 (``refused``, or the turn ends while its pass, started in the silence, still waits for a
 worker), Whisper failed (``failed``), or its result was not ready within
-``final_wait_ms`` of the end of the turn (``late``; 50 ms at most while other calls'
-passes wait for a worker). Then the turn gets pocketsphinx's grammar final, usually ready
+``final_wait_ms`` of the caller reaching the end of the turn (``late``; 50 ms at most
+while other calls' passes wait for a worker; audio sent ahead of real time adds its lead:
+its caller is not waiting yet). Then the turn gets pocketsphinx's grammar final, usually ready
 by then, so an overloaded host answers on time from the phrase grammar rather than late
 (the share of Whisper finals falls as load rises: watch the fallback counters). Whisper's
 "no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
@@ -213,13 +214,20 @@ class _HybridStream:
         self._refused = False
 
     async def finish(self) -> Recognition:
+        return await self.finish_at(time.monotonic())
+
+    async def finish_at(self, caller_at_end: float) -> Recognition:
+        """FinishesInCallerTime: ``final_wait_ms`` counts from when the caller is at the
+        end of the turn; audio sent ahead of real time gives Whisper that lead too."""
         self._done = True
+        now = time.monotonic()
+        lead = max(0.0, caller_at_end - now)
         started_early = (
-            self._pass is not None and time.monotonic() - self._submitted_at >= _QUEUED_TOO_LONG_S
+            self._pass is not None and lead == 0 and now - self._submitted_at >= _QUEUED_TOO_LONG_S
         )
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard = await self._whisper_result(started_early)
+        heard = await self._whisper_result(started_early, lead)
         self._audio = bytearray()
         if heard is None:
             # Short of CPU, or Whisper failed: pocketsphinx's grammar pass, begun in the
@@ -286,7 +294,7 @@ class _HybridStream:
         self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
-    async def _whisper_result(self, started_early: bool) -> WhisperResult | None:
+    async def _whisper_result(self, started_early: bool, lead: float) -> WhisperResult | None:
         """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
         if self._pass is None:
             _COUNTERS.add("fallback_saturated")
@@ -306,6 +314,7 @@ class _HybridStream:
             # running pass is slow too; waiting the full final_wait_ms would only add
             # that much to the turn (and to everyone's behind it).
             wait = min(wait, _BUSY_FINAL_WAIT_S)
+        wait += lead  # the caller is not waiting yet
         pending = asyncio.wrap_future(self._pass)
         try:
             done, _ = await asyncio.wait({pending}, timeout=wait)

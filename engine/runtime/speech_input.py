@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.runtime.assistant import VadSettings
+from engine.runtime.audio_clock import AudioClock
 from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcript
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ContinuesCaller,
+    FinishesInCallerTime,
     LearnsLines,
     PreparesFinal,
     ProviderError,
@@ -57,8 +59,11 @@ class SpeechInput:
         *,
         interim_transcripts: Callable[[], bool],
         line: str = "",
+        clock: AudioClock | None = None,
     ) -> None:
         self._line = line
+        self._clock = clock or AudioClock()
+        self._received_bytes = 0
         self._vad = vad
         self._asr = recognizer
         self._emit = emit
@@ -95,6 +100,8 @@ class SpeechInput:
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any."""
         self._pending += pcm16k
+        self._received_bytes += len(pcm16k)
+        self._clock.received(self._received_bytes // _BYTES_PER_MS)
         finished: FinishedUtterance | None = None
         while len(self._pending) >= self._frame_bytes:
             frame = self._pending[: self._frame_bytes]
@@ -188,7 +195,10 @@ class SpeechInput:
         await self._emit(SpeechStopped(self._utterance_id, max(0, stop_ms)))
         self._silent_run = 0
         try:
-            recognition = await stream.finish()
+            if isinstance(stream, FinishesInCallerTime):
+                recognition = await stream.finish_at(self._clock.live_at(self._offset_ms))
+            else:
+                recognition = await stream.finish()
         except ProviderError:
             stream.cancel()
             raise

@@ -185,6 +185,24 @@ class PreparesFinal(Protocol):
         ...
 
 
+@runtime_checkable
+class FinishesInCallerTime(Protocol):
+    """A RecognitionStream whose final may wait while its caller is not waiting yet.
+
+    Optional. Audio sent faster than real time reaches the end of a turn before the
+    caller does: a recognizer with a deadline for its final counts it from when the
+    caller gets there, so the transcript does not depend on the send rate.
+    """
+
+    async def finish_at(self, caller_at_end: float) -> Recognition:
+        """``finish()`` for a turn whose end the caller reaches at ``caller_at_end``.
+
+        ``caller_at_end`` is a ``time.monotonic()`` value, later than now when the audio
+        arrived ahead of real time; deadlines count from the later of the two.
+        """
+        ...
+
+
 class SpeechRecognizer(Protocol):
     """Streaming speech recognition of 16 kHz PCM16."""
 
