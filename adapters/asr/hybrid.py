@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +51,9 @@ __all__ = ["FinalStats", "HybridRecognizer", "final_stats", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
-_CONFIDENCE_WHISPER = 0.9
+# pocketsphinx has no posterior (priors only), so its final standing in for Whisper's is
+# reported as a guess: its prior scaled below any assistant's unsure threshold.
+_FALLBACK_DISCOUNT = 0.4
 # A pass still waiting for a worker this long after it was queued means the pool is busy.
 _QUEUED_TOO_LONG_S = 0.1
 # The most a turn waits for a running pass while other passes queue behind it.
@@ -167,6 +170,11 @@ def _inflection_of(text: str, rivals: list[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _confidence(heard: WhisperResult) -> float:
+    """Whisper's confidence in its text: the mean token probability of its decode."""
+    return round(min(1.0, math.exp(heard.avg_logprob)), 3)
+
+
 class _HybridStream:
     """One utterance: pocketsphinx live, plus an early Whisper pass over the kept audio."""
 
@@ -232,8 +240,11 @@ class _HybridStream:
         if heard is None:
             # Short of CPU, or Whisper failed: pocketsphinx's grammar pass, begun in the
             # end silence like Whisper's and far cheaper, is usually done by now.
-            return await self._live.finish()
+            guess = await self._live.finish()
+            confidence = round(guess.confidence * _FALLBACK_DISCOUNT, 3)
+            return Recognition(guess.text, confidence, "grammar_fallback")
         _COUNTERS.add("whisper")
+        sure = _confidence(heard)
         text = " ".join(words(heard.text))
         rivals = self._rival_phrases(text)
         variant = _inflection_of(text, rivals)
@@ -241,8 +252,8 @@ class _HybridStream:
             self._live.cancel()  # its grammar pass is not needed: dropped, decoder returned
             if variant is not None:
                 _COUNTERS.add("phrase_chosen")
-                return Recognition(variant, _CONFIDENCE_WHISPER)
-            return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
+                return Recognition(variant, sure, "whisper")
+            return Recognition(text, sure if text else 0.0, "whisper")
         try:
             chosen = (await self._live.finish(choose_between=[text, *rivals])).text
         except Exception as exc:  # the choice is a refinement; Whisper's text stands
@@ -250,7 +261,7 @@ class _HybridStream:
             chosen = text
         if chosen != text:
             _COUNTERS.add("phrase_chosen")
-        return Recognition(chosen or text, _CONFIDENCE_WHISPER)
+        return Recognition(chosen or text, sure, "whisper")
 
     def _rival_phrases(self, text: str) -> list[str]:
         """Listed phrases that Whisper's text may be a mishearing of, to let the audio choose.

@@ -206,11 +206,17 @@ class SpeechInput:
         if not text:
             return None
         await self._emit(
-            Transcript(self._utterance_id, text, is_final=True, confidence=recognition.confidence)
+            Transcript(
+                self._utterance_id,
+                text,
+                is_final=True,
+                confidence=recognition.confidence,
+                source=recognition.source,
+            )
         )
         return FinishedUtterance(
             self._utterance_id,
-            Recognition(text, recognition.confidence),
+            Recognition(text, recognition.confidence, recognition.source),
             # End of speech is when the last speech frame arrived, not when the
             # trailing silence confirmed it.
             speech_ended_at=self._last_voiced_at,

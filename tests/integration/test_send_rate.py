@@ -48,7 +48,7 @@ async def _send_paced(client: ConverseClient, audio: bytes, pacing: str, seed: i
     await asyncio.sleep(0)
 
 
-async def _transcripts(target: str, channel_to: ChannelTo, pacing: str) -> list[str]:
+async def _transcripts(target: str, channel_to: ChannelTo, pacing: str) -> list[tuple[str, str]]:
     client = ConverseClient(channel_to(target))
     client.start("default", options=pb.SessionOptions(text_only=True))
     await client.until("response_done")  # the greeting
@@ -57,7 +57,7 @@ async def _transcripts(target: str, channel_to: ChannelTo, pacing: str) -> list[
         await _send_paced(client, await spoken(question, FMT), pacing, seed)
         final = (await client.until("transcript", timeout=60)).transcript
         assert final.is_final
-        heard.append(final.text)
+        heard.append((final.text, final.source))
         await client.until("response_done", timeout=60)
     client.send(end=pb.EndSession())
     await client.until("ended")
@@ -70,5 +70,6 @@ async def test_the_same_clips_give_the_same_transcripts_at_any_send_rate(
     target = await start_engine()
     by_pacing = {pacing: await _transcripts(target, channel_to, pacing) for pacing in PACINGS}
     in_real_time = by_pacing["real time"]
+    assert all(source == "whisper" for _, source in in_real_time), in_real_time
     for pacing, heard in by_pacing.items():
         assert heard == in_real_time, pacing

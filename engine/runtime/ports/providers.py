@@ -61,6 +61,9 @@ class ChatMessage:
     content: str
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str = ""
+    # For a spoken user turn: how sure the recognizer is of ``content`` (None: typed, or
+    # not a user turn). A model that can use it is told; the scripted one ignores it.
+    confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class Recognition:
 
     text: str
     confidence: float  # 0.0 .. 1.0
+    # Where the text came from, for clients and history: e.g. "whisper", "grammar",
+    # "grammar_fallback" (the cheap pass stood in for the full one: often a guess).
+    source: str = ""
 
 
 class RecognitionStream(Protocol):
