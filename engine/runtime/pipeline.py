@@ -72,6 +72,7 @@ class _TurnTiming:
         self.turn_started_at = turn_started_at  # end of speech, or typed text received
         self.transcript_ms = transcript_ms
         self.wall_started_at = time.time()
+        self.ended_by = ""  # how a spoken turn ended (speech_input.TurnEnd, "client")
 
 
 class DuplexPipeline:
@@ -298,6 +299,8 @@ class DuplexPipeline:
                 self._emit,
                 line=self._speech_providers.line,
                 interim_transcripts=lambda: self.interim_transcripts,
+                detector=self._speech_providers.turn_detector(),
+                turn=self.config.turn,
             )
         return self._speech
 
@@ -313,6 +316,7 @@ class DuplexPipeline:
             finished.speech_ended_at,
             _ms(finished.speech_ended_at, finished.transcribed_at),
         )
+        timing.ended_by = finished.ended_by
         await self._user_turn(finished.recognition, timing)
 
     async def _user_turn(self, heard: Recognition, timing: _TurnTiming) -> None:
@@ -338,6 +342,7 @@ class DuplexPipeline:
                 "source": heard.source,
                 "unsure": unsure,
                 "utterance_id": timing.utterance_id,
+                **({"ended_by": timing.ended_by} if timing.ended_by else {}),
             },
         )
         if unsure:

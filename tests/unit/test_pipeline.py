@@ -70,6 +70,9 @@ class FakeSpeech:
     def recognizer(self) -> FakeRecognizer:
         return self.asr
 
+    def turn_detector(self) -> None:
+        return None
+
 
 class EchoLlm:
     """Replies with a long, fixed answer, word by word."""
