@@ -77,7 +77,7 @@ async def test_whisper_hears_words_no_phrase_has(
     await feed(stream, await say("are you open on sunday"))
     result = await stream.finish()
     assert result.text.split()[-3:] == ["open", "on", "sunday"]  # no phrase has "sunday"
-    assert result.source == "whisper" and 0.5 < result.confidence <= 1
+    assert result.source == "whisper" and 0 < result.confidence <= 1
 
 
 async def test_the_pass_started_at_silence_is_the_final(
