@@ -38,6 +38,11 @@ INTERIM_INTERVAL_SEC = 0.2
 # Silence after which a recognizer that can (PreparesFinal) starts its final pass, so it
 # runs during the rest of the end-silence wait instead of after it.
 PREPARE_FINAL_AFTER_MS = 160
+# With a turn detector the turn may end at its first check (~200 ms): the final pass starts
+# sooner, so that it is ready then (one call, real time: end of speech -> final p50 491 and
+# 406 ms against 576 ms from 160 ms; docs/BENCHMARKS.md). A gap between words this long
+# withdraws it (a running pass is wasted), so without a detector it waits for 160 ms.
+PREPARE_FINAL_WITH_DETECTOR_MS = 60
 # The most recent audio of an utterance kept for the turn detector (Smart Turn reads 8 s).
 TURN_AUDIO_MS = 8000
 
@@ -81,8 +86,11 @@ class SpeechInput:
         self._frame_ms = frame_ms
         self._start_frames = max(1, settings.min_speech_ms // frame_ms)
         self._turn = EndOfTurn(turn or TurnSettings(), settings.end_silence_ms, detector)
-        prepare_ms = min(
-            PREPARE_FINAL_AFTER_MS, self._turn.check_after_ms or PREPARE_FINAL_AFTER_MS
+        check_after = self._turn.check_after_ms
+        prepare_ms = (
+            PREPARE_FINAL_AFTER_MS
+            if check_after is None
+            else min(PREPARE_FINAL_WITH_DETECTOR_MS, check_after)
         )
         self._prepare_frames = max(1, prepare_ms // frame_ms)
         self._recent: deque[bytes] = deque(maxlen=max(1, TURN_AUDIO_MS // frame_ms))

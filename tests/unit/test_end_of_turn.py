@@ -18,6 +18,9 @@ TURN = TurnSettings(
 
 
 class _Stream:
+    def __init__(self) -> None:
+        self.prepared = 0  # silence_began calls
+
     async def feed(self, pcm16k: bytes) -> None:
         return None
 
@@ -30,20 +33,32 @@ class _Stream:
     def cancel(self) -> None:
         return None
 
+    def silence_began(self) -> None:  # PreparesFinal: the final pass may start
+        self.prepared += 1
+
+    def speech_resumed(self) -> None:
+        return None
+
 
 class _Recognizer:
+    def __init__(self) -> None:
+        self.streams: list[_Stream] = []
+
     def start_utterance(self) -> _Stream:
-        return _Stream()
+        self.streams.append(_Stream())
+        return self.streams[-1]
 
 
 async def _ignore(_: Event) -> None:
     return None
 
 
-def _speech_input(detector: ScriptedTurnDetector | None) -> SpeechInput:
+def _speech_input(
+    detector: ScriptedTurnDetector | None, recognizer: _Recognizer | None = None
+) -> SpeechInput:
     return SpeechInput(
         SignalVad(),
-        _Recognizer(),
+        recognizer or _Recognizer(),
         VadSettings(end_silence_ms=600),
         _ignore,
         interim_transcripts=lambda: False,
@@ -118,3 +133,23 @@ async def test_without_a_detector_the_end_silence_decides() -> None:
     await _say(speech, 800)
     silent_ms, done = await _silence_until_done(speech)
     assert silent_ms == 600 and done.ended_by == "silence"
+
+
+async def test_with_a_detector_the_final_pass_starts_well_before_the_check() -> None:
+    recognizer = _Recognizer()
+    speech = _speech_input(ScriptedTurnDetector(0.9), recognizer)
+    await _say(speech, 800)
+    for _ in range(3):  # 60 ms of silence
+        assert await speech.feed(SILENCE) is None
+    assert recognizer.streams[0].prepared == 1
+
+
+async def test_without_a_detector_the_final_pass_waits_for_a_longer_silence() -> None:
+    recognizer = _Recognizer()
+    speech = _speech_input(None, recognizer)
+    await _say(speech, 800)
+    for _ in range(7):  # 140 ms
+        assert await speech.feed(SILENCE) is None
+    assert recognizer.streams[0].prepared == 0
+    assert await speech.feed(SILENCE) is None  # 160 ms
+    assert recognizer.streams[0].prepared == 1
