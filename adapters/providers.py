@@ -28,7 +28,7 @@ from engine.runtime.ports.providers import (
     VoiceActivityDetector,
     reject_unknown_options,
 )
-from engine.runtime.ports.turn import TurnDetector
+from engine.runtime.ports.turn import TurnDetector, TurnDetectorError
 
 log = logging.getLogger(__name__)
 WHISPER_LOAD_TIMEOUT_SEC = 60.0
@@ -90,7 +90,8 @@ class EmbeddedProviderFactory:
         return self._http
 
     async def warm_up(self) -> None:
-        """Load the shared Whisper model and start pocketsphinx's decoder process now.
+        """Load the shared Whisper model and the turn detector, and start pocketsphinx's
+        decoder process now.
 
         Both off the loop, before the port opens, not on the first call's turn: until
         Whisper is loaded a final transcript falls back to the streaming recognizer's,
@@ -108,6 +109,10 @@ class EmbeddedProviderFactory:
             await asyncio.wait_for(decoder, WHISPER_LOAD_TIMEOUT_SEC)
         except Exception as exc:  # the first turn starts it again
             log.warning("pocketsphinx's decoder process did not start: %s", exc)
+        try:  # the turn detector's model too: not on the event loop at the first call's start
+            await asyncio.to_thread(self.turn_detector, ProviderSpec("smart_turn", {}))
+        except TurnDetectorError as exc:
+            log.warning("the turn detector did not load (%s): turns end on silence", exc)
 
     async def close(self) -> None:
         """Release the shared HTTP client."""

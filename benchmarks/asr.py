@@ -285,6 +285,7 @@ async def run_clip(
     realtime: bool,
     start_at: float | None = None,
     line: str = "",
+    heard: list[Recognition] | None = None,
 ) -> tuple[str, float | None]:
     """Feed one clip through the input path; (final text, end of speech -> final sec).
 
@@ -310,6 +311,8 @@ async def run_clip(
         done = await speech.feed(converter.process(wire[start : start + step]))
         if done is not None:
             texts.append(done.recognition.text)
+            if heard is not None:
+                heard.append(done.recognition)
             latency = done.transcribed_at - done.speech_ended_at
     speech.cancel()
     return " ".join(texts), latency
@@ -374,6 +377,32 @@ async def accuracy(
             f"{c.voice}/{c.condition}: {t!r}" for c, t in rows if not c.in_phrases and c.text != t
         ]
         print(f"\n<!-- {mode} misses (out of phrases): {wrong[:12]} -->\n")
+
+
+async def confidence(clips: list[Clip], phrases: list[str], vad: VadSettings) -> None:
+    """Where to put an assistant's ``unsure_confidence``: Whisper finals (no fallback: the
+    hybrid waits as long as it takes) by confidence, right and wrong."""
+    print("\n### Whisper finals by confidence: what a threshold would accept (fed fast)\n")
+    recognizer = build("hybrid", phrases)
+    rows: list[tuple[Clip, Recognition]] = []
+    for clip in clips:
+        heard: list[Recognition] = []
+        await run_clip(
+            recognizer, vad, clip.wire, CONDITIONS[clip.condition], realtime=False, heard=heard
+        )
+        rows.append((clip, heard[0] if len(heard) == 1 else Recognition("", 0.0)))
+    right = sorted(r.confidence for c, r in rows if r.text == c.text)
+    wrong = sorted(r.confidence for c, r in rows if r.text != c.text)
+    print(f"right: {len(right)}, confidence {right[:3]} ... median {statistics.median(right):.3f}")
+    print(f"wrong: {len(wrong)}, confidences {wrong}")
+    print("\n| threshold | right answered | wrong answered (a confident wrong final) |")
+    print("|---|---|---|")
+    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        ok = sum(c >= threshold for c in right)
+        bad = sum(c >= threshold for c in wrong)
+        print(f"| {threshold} | {ok}/{len(right)} | {bad}/{len(wrong)} |")
+    misses = [f"{c.text!r}->{r.text!r} {r.confidence}" for c, r in rows if r.text != c.text]
+    print(f"\n<!-- misses: {misses[:20]} -->")
 
 
 async def latency(
@@ -565,6 +594,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     for name, run in (
         ("accuracy", lambda: accuracy(clips, phrases, vad, modes, args.lines)),
+        ("confidence", lambda: confidence(clips, phrases, vad)),
         ("latency", lambda: latency(clips, phrases, vad, timed, args.rounds)),
         ("concurrent", lambda: concurrent(clips, phrases, vad, timed, args.rounds)),
     ):

@@ -9,8 +9,11 @@
 - ``none``: pocketsphinx only, one grammar pass from the initial cepstral mean and no
   trigram: the cheapest, less accurate on telephone audio (for very loaded hosts).
 
-``asr.final_wait_ms`` (whisper only, default 80): how long after the end of the turn
-to wait for a Whisper result still running before using pocketsphinx's final.
+``asr.final_wait_ms`` (whisper only, default 700): how long after the caller reaches the
+end of the turn to wait for a Whisper result still running before using pocketsphinx's
+final (50 ms at most while other calls' passes queue for a worker). 700 ms covers one
+pass of a several-second question on a loaded 2-core host (330-615 ms measured,
+docs/BENCHMARKS.md): at one call the final is Whisper's, whatever the timing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from engine.runtime.ports.providers import (
 __all__ = ["FINAL_SOURCES", "recognizer_from_options"]
 
 FINAL_SOURCES = ("whisper", "grammar", "none")
-DEFAULT_FINAL_WAIT_MS = 80
+DEFAULT_FINAL_WAIT_MS = 700
 _OPTION_KEYS = frozenset({"phrases", "final", "final_wait_ms"})
 
 

@@ -18,8 +18,9 @@ pass (the fallback) starts at the same moment; it costs about a seventh of Whisp
 Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
 (``refused``, or the turn ends while its pass, started in the silence, still waits for a
 worker), Whisper failed (``failed``), or its result was not ready within
-``final_wait_ms`` of the end of the turn (``late``; 50 ms at most while other calls'
-passes wait for a worker). Then the turn gets pocketsphinx's grammar final, usually ready
+``final_wait_ms`` of the caller reaching the end of the turn (``late``; 50 ms at most
+while other calls' passes wait for a worker; audio sent ahead of real time adds its lead:
+its caller is not waiting yet). Then the turn gets pocketsphinx's grammar final, usually ready
 by then, so an overloaded host answers on time from the phrase grammar rather than late
 (the share of Whisper finals falls as load rises: watch the fallback counters). Whisper's
 "no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +51,9 @@ __all__ = ["FinalStats", "HybridRecognizer", "final_stats", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
-_CONFIDENCE_WHISPER = 0.9
+# pocketsphinx has no posterior (priors only), so its final standing in for Whisper's is
+# reported as a guess: its prior scaled below any assistant's unsure threshold.
+_FALLBACK_DISCOUNT = 0.4
 # A pass still waiting for a worker this long after it was queued means the pool is busy.
 _QUEUED_TOO_LONG_S = 0.1
 # The most a turn waits for a running pass while other passes queue behind it.
@@ -166,6 +170,11 @@ def _inflection_of(text: str, rivals: list[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _confidence(heard: WhisperResult) -> float:
+    """Whisper's confidence in its text: the mean token probability of its decode."""
+    return round(min(1.0, math.exp(heard.avg_logprob)), 3)
+
+
 class _HybridStream:
     """One utterance: pocketsphinx live, plus an early Whisper pass over the kept audio."""
 
@@ -213,19 +222,29 @@ class _HybridStream:
         self._refused = False
 
     async def finish(self) -> Recognition:
+        return await self.finish_at(time.monotonic())
+
+    async def finish_at(self, caller_at_end: float) -> Recognition:
+        """FinishesInCallerTime: ``final_wait_ms`` counts from when the caller is at the
+        end of the turn; audio sent ahead of real time gives Whisper that lead too."""
         self._done = True
+        now = time.monotonic()
+        lead = max(0.0, caller_at_end - now)
         started_early = (
-            self._pass is not None and time.monotonic() - self._submitted_at >= _QUEUED_TOO_LONG_S
+            self._pass is not None and lead == 0 and now - self._submitted_at >= _QUEUED_TOO_LONG_S
         )
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard = await self._whisper_result(started_early)
+        heard = await self._whisper_result(started_early, lead)
         self._audio = bytearray()
         if heard is None:
             # Short of CPU, or Whisper failed: pocketsphinx's grammar pass, begun in the
             # end silence like Whisper's and far cheaper, is usually done by now.
-            return await self._live.finish()
+            guess = await self._live.finish()
+            confidence = round(guess.confidence * _FALLBACK_DISCOUNT, 3)
+            return Recognition(guess.text, confidence, "grammar_fallback")
         _COUNTERS.add("whisper")
+        sure = _confidence(heard)
         text = " ".join(words(heard.text))
         rivals = self._rival_phrases(text)
         variant = _inflection_of(text, rivals)
@@ -233,8 +252,8 @@ class _HybridStream:
             self._live.cancel()  # its grammar pass is not needed: dropped, decoder returned
             if variant is not None:
                 _COUNTERS.add("phrase_chosen")
-                return Recognition(variant, _CONFIDENCE_WHISPER)
-            return Recognition(text, _CONFIDENCE_WHISPER if text else 0.0)
+                return Recognition(variant, sure, "whisper")
+            return Recognition(text, sure if text else 0.0, "whisper")
         try:
             chosen = (await self._live.finish(choose_between=[text, *rivals])).text
         except Exception as exc:  # the choice is a refinement; Whisper's text stands
@@ -242,7 +261,7 @@ class _HybridStream:
             chosen = text
         if chosen != text:
             _COUNTERS.add("phrase_chosen")
-        return Recognition(chosen or text, _CONFIDENCE_WHISPER)
+        return Recognition(chosen or text, sure, "whisper")
 
     def _rival_phrases(self, text: str) -> list[str]:
         """Listed phrases that Whisper's text may be a mishearing of, to let the audio choose.
@@ -286,7 +305,7 @@ class _HybridStream:
         self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
-    async def _whisper_result(self, started_early: bool) -> WhisperResult | None:
+    async def _whisper_result(self, started_early: bool, lead: float) -> WhisperResult | None:
         """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
         if self._pass is None:
             _COUNTERS.add("fallback_saturated")
@@ -306,6 +325,7 @@ class _HybridStream:
             # running pass is slow too; waiting the full final_wait_ms would only add
             # that much to the turn (and to everyone's behind it).
             wait = min(wait, _BUSY_FINAL_WAIT_S)
+        wait += lead  # the caller is not waiting yet
         pending = asyncio.wrap_future(self._pass)
         try:
             done, _ = await asyncio.wait({pending}, timeout=wait)

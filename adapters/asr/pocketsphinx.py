@@ -92,6 +92,7 @@ _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constru
 # No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
 # confidence is a prior per way the text was found.
 _CONFIDENCE_GRAMMAR, _CONFIDENCE_TRIGRAM, _CONFIDENCE_GENERIC = 0.9, 0.6, 0.5
+_SOURCE = "grammar"  # Recognition.source of every final here
 _OPTION_KEYS = frozenset({"phrases"})
 
 
@@ -304,7 +305,7 @@ def _final_pass(pool: _DecoderPool, audio: bytes, refine: bool, cmn: str | None 
             # prefixes and several phrases in one breath a transcript.
             decoder.set_cmn(mean)
             text, confidence = _decode(decoder, _TRIGRAM_SEARCH, audio), _CONFIDENCE_TRIGRAM
-        return _Outcome(Recognition(text, confidence if text else 0.0), learnt or mean)
+        return _Outcome(Recognition(text, confidence if text else 0.0, _SOURCE), learnt or mean)
 
     return _borrowed(pool, run)
 
@@ -515,7 +516,7 @@ def _end_live_pass(live: _LivePass, audio: bytes, refine: bool) -> _Outcome | No
     if not usable:
         return None
     confidence = _CONFIDENCE_GRAMMAR if text else 0.0
-    return _Outcome(Recognition(text, confidence), learnt if text else "", True)
+    return _Outcome(Recognition(text, confidence, _SOURCE), learnt if text else "", True)
 
 
 def _live_end_job(sid: int) -> str:
@@ -743,7 +744,7 @@ class PocketsphinxStream:
         )
         text = await asyncio.wrap_future(work)
         self._partial = text
-        return Recognition(text=text, confidence=_CONFIDENCE_GRAMMAR if text else 0.0)
+        return Recognition(text, _CONFIDENCE_GRAMMAR if text else 0.0, _SOURCE)
 
     # -- the live pass -----------------------------------------------------------------
 
@@ -835,7 +836,7 @@ class PocketsphinxStream:
                 raise ProviderError(f"pocketsphinx: the live pass was lost: {exc}") from exc
         self._partial = text
         confidence = _CONFIDENCE_GENERIC if self._pool.model is None else _CONFIDENCE_GRAMMAR
-        return Recognition(text=text, confidence=confidence if text else 0.0)
+        return Recognition(text, confidence if text else 0.0, _SOURCE)
 
 
 def _log_failed_warm_up(future: Future[None]) -> None:

@@ -47,6 +47,9 @@ def message_json(message: ChatMessage) -> dict[str, Any]:
                 for call in message.tool_calls
             ],
         }
+    if message.confidence is not None:  # a spoken turn: how sure recognition was of it
+        heard = f"[heard by speech recognition, confidence {message.confidence:.2f}]"
+        return {"role": message.role, "content": f"{message.content}\n{heard}"}
     return {"role": message.role, "content": message.content}
 
 

@@ -97,6 +97,7 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
                     text=event.text,
                     is_final=event.is_final,
                     confidence=event.confidence,
+                    source=event.source,
                 )
             )
         case ev.AssistantText():

@@ -17,6 +17,8 @@ from engine.runtime.tool_config import (
 )
 
 ASSISTANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DEFAULT_UNSURE_REPLY = "Sorry, I didn't catch that. Could you say it again?"
+DEFAULT_UNSURE_CONFIDENCE = 0.6
 
 
 class AssistantConfigError(ValueError):
@@ -53,6 +55,20 @@ class VadSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """Semantic end of turn: a turn detector asked early in each pause."""
+
+    detector: str = "none"  # the detector: smart_turn, or none (the fixed end silence)
+    check_after_ms: int = 200  # silence after which the detector is asked, once a pause
+    complete_threshold: float = 0.5  # a probability at least this ends the turn at once
+    max_silence_ms: int = 1500  # a turn judged incomplete ends after this much silence
+
+    def provider_spec(self) -> ProviderSpec:
+        """The detector, as the provider factory takes it."""
+        return ProviderSpec(self.detector, {})
+
+
+@dataclass(frozen=True, slots=True)
 class InterruptionSettings:
     """Barge-in: may the caller cut the assistant off, and after how much speech."""
 
@@ -76,6 +92,11 @@ class AssistantConfig:
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
     tools: tuple[ToolDeclaration, ...] = ()
     tool_rounds_max: int = DEFAULT_TOOL_ROUNDS_MAX
+    turn: TurnSettings = field(default_factory=TurnSettings)
+    # A spoken final below this confidence is a guess: the assistant says ``unsure_reply``
+    # instead of answering what it may have misheard.
+    unsure_reply: str = DEFAULT_UNSURE_REPLY
+    unsure_confidence: float = DEFAULT_UNSURE_CONFIDENCE
 
     def tool(self, name: str) -> ToolDeclaration | None:
         """The declared tool ``name``; the built-in end_call even when undeclared."""
@@ -99,6 +120,9 @@ ASSISTANT_FIELDS = {
     "interruption",
     "tools",
     "tool_rounds_max",
+    "turn",
+    "unsure_reply",
+    "unsure_confidence",
 }
 
 
@@ -148,6 +172,7 @@ def parse_assistant(
     _reject_unknown(intr_doc, "interruption", set(InterruptionSettings.__dataclass_fields__), err)
 
     return AssistantConfig(
+        turn=_turn(_mapping(document, "turn", err), vad, err),
         id=assistant_id,
         name=_string(document, "name", err, required=False) or assistant_id,
         greeting=_string(document, "greeting", err, required=False),
@@ -160,6 +185,29 @@ def parse_assistant(
         interruption=interruption,
         tools=parse_tools(document.get("tools"), err),
         tool_rounds_max=parse_tool_rounds_max(document.get("tool_rounds_max"), err),
+        unsure_reply=_string(document, "unsure_reply", err, required=False) or DEFAULT_UNSURE_REPLY,
+        unsure_confidence=_fraction(document, "unsure_confidence", DEFAULT_UNSURE_CONFIDENCE, err),
+    )
+
+
+def _turn(doc: Mapping[str, Any], vad: VadSettings, err: Any) -> TurnSettings:
+    _reject_unknown(doc, "turn", set(TurnSettings.__dataclass_fields__), err)
+    detector = doc.get("detector", "none")
+    if not isinstance(detector, str) or not detector:
+        raise err("turn.detector", "must be a detector name (smart_turn) or none")
+    check_after = _int(doc, "turn.check_after_ms", "check_after_ms", 200, 20, 5000, err)
+    longest = _int(doc, "turn.max_silence_ms", "max_silence_ms", 1500, 100, 10000, err)
+    if detector != "none" and not check_after < vad.end_silence_ms <= longest:
+        raise err(
+            "turn",
+            "check_after_ms must be shorter than vad.end_silence_ms, "
+            "and max_silence_ms at least as long",
+        )
+    return TurnSettings(
+        detector=detector,
+        check_after_ms=check_after,
+        complete_threshold=_fraction(doc, "turn.complete_threshold", 0.5, err),
+        max_silence_ms=longest,
     )
 
 
@@ -175,6 +223,13 @@ def _vad_frame_ms(vad_doc: Mapping[str, Any], err: Any) -> int:
     if isinstance(value, bool) or value not in (10, 20, 30):
         raise err("vad.frame_ms", "must be 10, 20 or 30")
     return int(value)
+
+
+def _fraction(doc: Mapping[str, Any], path: str, default: float, err: Any) -> float:
+    value = doc.get(path.rsplit(".", 1)[-1], default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise err(path, "must be a number from 0 to 1")
+    return float(value)
 
 
 def _string(doc: Mapping[str, Any], key: str, err: Any, *, required: bool) -> str:

@@ -53,6 +53,7 @@ class Transcript:
     text: str
     is_final: bool
     confidence: float = 0.0
+    source: str = ""  # finals: where the text came from (Recognition.source, "text")
 
 
 @dataclass(frozen=True, slots=True)

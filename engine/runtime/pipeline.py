@@ -33,6 +33,7 @@ from engine.runtime.ports.providers import (
     ChatMessage,
     LanguageModel,
     ProviderError,
+    Recognition,
     SpeechSynthesizer,
 )
 from engine.runtime.response import (
@@ -71,6 +72,7 @@ class _TurnTiming:
         self.turn_started_at = turn_started_at  # end of speech, or typed text received
         self.transcript_ms = transcript_ms
         self.wall_started_at = time.time()
+        self.ended_by = ""  # how a spoken turn ended (speech_input.TurnEnd, "client")
 
 
 class DuplexPipeline:
@@ -139,8 +141,12 @@ class DuplexPipeline:
         """A typed user turn: echo it as a final transcript and answer it."""
         received = time.monotonic()
         utterance_id = f"u-{uuid.uuid4().hex[:12]}"
-        await self._emit(Transcript(utterance_id, text, is_final=True, confidence=1.0))
-        await self._user_turn(text, _TurnTiming(utterance_id, received, None), confidence=1.0)
+        await self._emit(
+            Transcript(utterance_id, text, is_final=True, confidence=1.0, source="text")
+        )
+        await self._user_turn(
+            Recognition(text, 1.0, "text"), _TurnTiming(utterance_id, received, None)
+        )
 
     async def user_audio(self, pcm16k: bytes) -> None:
         """Caller audio, 16 kHz PCM16: detect speech, barge in, end turns."""
@@ -293,6 +299,8 @@ class DuplexPipeline:
                 self._emit,
                 line=self._speech_providers.line,
                 interim_transcripts=lambda: self.interim_transcripts,
+                detector=self._speech_providers.turn_detector(),
+                turn=self.config.turn,
             )
         return self._speech
 
@@ -308,24 +316,38 @@ class DuplexPipeline:
             finished.speech_ended_at,
             _ms(finished.speech_ended_at, finished.transcribed_at),
         )
-        await self._user_turn(
-            finished.recognition.text, timing, confidence=finished.recognition.confidence
-        )
+        timing.ended_by = finished.ended_by
+        await self._user_turn(finished.recognition, timing)
 
-    async def _user_turn(self, text: str, timing: _TurnTiming, *, confidence: float) -> None:
+    async def _user_turn(self, heard: Recognition, timing: _TurnTiming) -> None:
         # A new turn while the assistant talks (typed, or speech with barge-in off but
         # a finished utterance) replaces the reply in flight.
         await self.interrupt()
-        self._context.append(ChatMessage("user", text))
-        trim_context(self._context, self._max_context_messages)
-        now = time.time()
+        typed = heard.source == "text"
+        # A guess (the recognizer's stand-in when short of CPU, a low-confidence decode)
+        # is not answered: the caller is asked again rather than answered on a question
+        # they may not have asked. It stays out of the model's context.
+        unsure = not typed and heard.confidence < self.config.unsure_confidence
+        if not unsure:
+            confidence = None if typed else round(heard.confidence, 3)
+            self._context.append(ChatMessage("user", heard.text, confidence=confidence))
+            trim_context(self._context, self._max_context_messages)
         self._recorder.record(
             "user",
-            text,
+            heard.text,
             started_at=timing.wall_started_at,
-            ended_at=now,
-            metadata={"confidence": round(confidence, 3), "utterance_id": timing.utterance_id},
+            ended_at=time.time(),
+            metadata={
+                "confidence": round(heard.confidence, 3),
+                "source": heard.source,
+                "unsure": unsure,
+                "utterance_id": timing.utterance_id,
+                **({"ended_by": timing.ended_by} if timing.ended_by else {}),
+            },
         )
+        if unsure:
+            self._start_response(fixed_text(self.config.unsure_reply), timing)
+            return
         state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         turn = ToolTurn(self.config, self._llm, self._tools, self._context, state)
         self._start_response(turn.items(), timing, state)

@@ -43,6 +43,7 @@ from engine.runtime.ports.providers import (
     SpeechRecognizer,
     VoiceActivityDetector,
 )
+from engine.runtime.ports.turn import TurnDetector, TurnDetectorError
 from engine.runtime.response import EndCall
 from engine.runtime.tools import ToolBackend
 
@@ -99,6 +100,10 @@ class _SpeechProviders:
         self._config = config
         self._vad = self._build_vad() if now else None
         self._recognizer = providers.recognizer(config.asr) if now else None
+        self._detector: TurnDetector | None = None
+        self._detector_built = False
+        if now:
+            self.turn_detector()
 
     def _build_vad(self) -> VoiceActivityDetector:
         return self._providers.vad(self._config.vad.provider_spec())
@@ -111,6 +116,16 @@ class _SpeechProviders:
         if self._recognizer is None:
             self._recognizer = self._providers.recognizer(self._config.asr)
         return self._recognizer
+
+    def turn_detector(self) -> TurnDetector | None:
+        if not self._detector_built and self._config.turn.detector != "none":
+            try:
+                self._detector = self._providers.turn_detector(self._config.turn.provider_spec())
+            except TurnDetectorError as exc:
+                # A missing model must not cost the call: the fixed end silence decides.
+                log.warning("turn detector unavailable (%s): fixed end silence", exc)
+        self._detector_built = True
+        return self._detector
 
 
 class Session:

@@ -1,9 +1,10 @@
-"""The caller's speech: VAD, endpointing and streaming recognition of 16 kHz PCM16.
+"""The caller's speech: VAD, endpointing and streaming recognition of 16 kHz PCM16 (event loop).
 
 A small state machine over VAD frames. Idle, it keeps ``pre_speech_pad_ms`` of audio
 so the recognizer hears the start of the first word; after ``min_speech_ms`` of
-speech it declares speech started and streams frames to the recognizer; after
-``end_silence_ms`` of silence it ends the turn and finalizes the transcript.
+speech it declares speech started and streams frames to the recognizer; in each pause
+``EndOfTurn`` decides when the turn is over (a turn detector's verdict early in the
+silence, else ``end_silence_ms``), and the transcript is finalized.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from engine.runtime.assistant import VadSettings
+from engine.runtime.assistant import TurnSettings, VadSettings
+from engine.runtime.audio_clock import AudioClock
+from engine.runtime.end_of_turn import EndOfTurn, TurnEnd
 from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcript
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ContinuesCaller,
+    FinishesInCallerTime,
     LearnsLines,
     PreparesFinal,
     ProviderError,
@@ -27,12 +31,20 @@ from engine.runtime.ports.providers import (
     SpeechRecognizer,
     VoiceActivityDetector,
 )
+from engine.runtime.ports.turn import TurnDetector
 
 _BYTES_PER_MS = INPUT_SAMPLE_RATE_HZ * 2 // 1000
 INTERIM_INTERVAL_SEC = 0.2
 # Silence after which a recognizer that can (PreparesFinal) starts its final pass, so it
 # runs during the rest of the end-silence wait instead of after it.
 PREPARE_FINAL_AFTER_MS = 160
+# With a turn detector the turn may end at its first check (~200 ms): the final pass starts
+# sooner, so that it is ready then (one call, real time: end of speech -> final p50 491 and
+# 406 ms against 576 ms from 160 ms; docs/BENCHMARKS.md). A gap between words this long
+# withdraws it (a running pass is wasted), so without a detector it waits for 160 ms.
+PREPARE_FINAL_WITH_DETECTOR_MS = 60
+# The most recent audio of an utterance kept for the turn detector (Smart Turn reads 8 s).
+TURN_AUDIO_MS = 8000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,7 @@ class FinishedUtterance:
     recognition: Recognition
     speech_ended_at: float  # monotonic
     transcribed_at: float  # monotonic
+    ended_by: str = TurnEnd.SILENCE  # a TurnEnd, or "client" (END_OF_TURN, half-close)
 
 
 class SpeechInput:
@@ -57,8 +70,13 @@ class SpeechInput:
         *,
         interim_transcripts: Callable[[], bool],
         line: str = "",
+        clock: AudioClock | None = None,
+        detector: TurnDetector | None = None,
+        turn: TurnSettings | None = None,
     ) -> None:
         self._line = line
+        self._clock = clock or AudioClock()
+        self._received_bytes = 0
         self._vad = vad
         self._asr = recognizer
         self._emit = emit
@@ -67,8 +85,15 @@ class SpeechInput:
         frame_ms = self._frame_bytes // _BYTES_PER_MS
         self._frame_ms = frame_ms
         self._start_frames = max(1, settings.min_speech_ms // frame_ms)
-        self._end_frames = max(1, settings.end_silence_ms // frame_ms)
-        self._prepare_frames = max(1, PREPARE_FINAL_AFTER_MS // frame_ms)
+        self._turn = EndOfTurn(turn or TurnSettings(), settings.end_silence_ms, detector)
+        check_after = self._turn.check_after_ms
+        prepare_ms = (
+            PREPARE_FINAL_AFTER_MS
+            if check_after is None
+            else min(PREPARE_FINAL_WITH_DETECTOR_MS, check_after)
+        )
+        self._prepare_frames = max(1, prepare_ms // frame_ms)
+        self._recent: deque[bytes] = deque(maxlen=max(1, TURN_AUDIO_MS // frame_ms))
         self._pad: deque[bytes] = deque(maxlen=max(1, settings.pre_speech_pad_ms // frame_ms))
         self._pending = b""
         self._offset_ms = 0  # stream position of the next frame
@@ -95,6 +120,8 @@ class SpeechInput:
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any."""
         self._pending += pcm16k
+        self._received_bytes += len(pcm16k)
+        self._clock.received(self._received_bytes // _BYTES_PER_MS)
         finished: FinishedUtterance | None = None
         while len(self._pending) >= self._frame_bytes:
             frame = self._pending[: self._frame_bytes]
@@ -107,7 +134,7 @@ class SpeechInput:
         """The client says the caller finished (client-side VAD): finalize now."""
         if self._stream is None:
             return None
-        return await self._finish()
+        return await self._finish("client")
 
     def cancel(self) -> None:
         """Drop the utterance in progress (session end)."""
@@ -125,18 +152,22 @@ class SpeechInput:
                 await self._start()
             return None
         self._speech_ms += self._frame_ms
+        self._recent.append(frame)
         await self._stream.feed(frame)
         if voiced:
             if self._silent_run >= self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=True)
             self._silent_run = 0
+            self._turn.speech()
             self._last_voiced_at = time.monotonic()
         else:
             self._silent_run += 1
-            if self._silent_run == self._prepare_frames < self._end_frames:
+            if self._silent_run == self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=False)
-        if self._silent_run >= self._end_frames:
-            return await self._finish()
+            silent_ms = self._silent_run * self._frame_ms
+            ended = await self._turn.silence(silent_ms, lambda: b"".join(self._recent))
+            if ended is not None:
+                return await self._finish(ended)
         await self._maybe_interim()
         return None
 
@@ -164,6 +195,9 @@ class SpeechInput:
         self._last_interim = self._last_voiced_at = time.monotonic()
         await self._emit(SpeechStarted(self._utterance_id, max(0, started_ms)))
         padding = b"".join(self._pad)
+        self._recent.clear()
+        self._recent.extend(self._pad)
+        self._turn.speech()
         self._pad.clear()
         self._voiced_run = 0
         await self._stream.feed(padding)
@@ -180,7 +214,7 @@ class SpeechInput:
             self._last_partial = partial
             await self._emit(Transcript(self._utterance_id, partial, is_final=False))
 
-    async def _finish(self) -> FinishedUtterance | None:
+    async def _finish(self, ended_by: str) -> FinishedUtterance | None:
         stream, self._stream = self._stream, None
         assert stream is not None
         self._previous = stream
@@ -188,7 +222,10 @@ class SpeechInput:
         await self._emit(SpeechStopped(self._utterance_id, max(0, stop_ms)))
         self._silent_run = 0
         try:
-            recognition = await stream.finish()
+            if isinstance(stream, FinishesInCallerTime):
+                recognition = await stream.finish_at(self._clock.live_at(self._offset_ms))
+            else:
+                recognition = await stream.finish()
         except ProviderError:
             stream.cancel()
             raise
@@ -196,13 +233,20 @@ class SpeechInput:
         if not text:
             return None
         await self._emit(
-            Transcript(self._utterance_id, text, is_final=True, confidence=recognition.confidence)
+            Transcript(
+                self._utterance_id,
+                text,
+                is_final=True,
+                confidence=recognition.confidence,
+                source=recognition.source,
+            )
         )
         return FinishedUtterance(
             self._utterance_id,
-            Recognition(text, recognition.confidence),
+            Recognition(text, recognition.confidence, recognition.source),
             # End of speech is when the last speech frame arrived, not when the
             # trailing silence confirmed it.
             speech_ended_at=self._last_voiced_at,
             transcribed_at=time.monotonic(),
+            ended_by=ended_by,
         )

@@ -95,6 +95,20 @@ async def test_request_carries_model_messages_and_sampling_options(
     }
 
 
+async def test_a_spoken_turn_tells_the_model_how_sure_recognition_was(
+    server: FakeOpenAI, client: httpx.AsyncClient
+) -> None:
+    server.reply(["Ok."])
+    model = model_for(server, client)
+    heard = ChatMessage("user", "a table for four", confidence=0.72)
+    async with contextlib.aclosing(model.stream_reply([heard])) as deltas:
+        _ = [delta async for delta in deltas]
+    (request,) = server.requests
+    (message,) = request.body["messages"]
+    assert message["content"].startswith("a table for four")
+    assert "confidence 0.72" in message["content"]
+
+
 async def test_unset_sampling_options_are_left_to_the_server(
     server: FakeOpenAI, client: httpx.AsyncClient
 ) -> None:

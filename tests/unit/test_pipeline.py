@@ -26,8 +26,10 @@ class FakeVad:
 
 
 class FakeStream:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, confidence: float = 0.9, source: str = "whisper") -> None:
         self.text = text
+        self.confidence = confidence
+        self.source = source
         self.fed = 0
         self.cancelled = False
 
@@ -38,7 +40,7 @@ class FakeStream:
         return self.text.split()[0]
 
     async def finish(self) -> Recognition:
-        return Recognition(self.text, 0.9)
+        return Recognition(self.text, self.confidence, self.source)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -47,10 +49,12 @@ class FakeStream:
 class FakeRecognizer:
     def __init__(self, text: str = "what are your opening hours") -> None:
         self.text = text
+        self.confidence = 0.9
+        self.source = "whisper"
         self.streams: list[FakeStream] = []
 
     def start_utterance(self) -> FakeStream:
-        self.streams.append(FakeStream(self.text))
+        self.streams.append(FakeStream(self.text, self.confidence, self.source))
         return self.streams[-1]
 
 
@@ -66,15 +70,22 @@ class FakeSpeech:
     def recognizer(self) -> FakeRecognizer:
         return self.asr
 
+    def turn_detector(self) -> None:
+        return None
+
 
 class EchoLlm:
     """Replies with a long, fixed answer, word by word."""
 
     reply = "We are open from noon to ten. We are closed on Mondays. Bookings are welcome."
 
+    def __init__(self) -> None:
+        self.asked: list[Sequence[ChatMessage]] = []
+
     async def stream_reply(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[str, None]:
+        self.asked.append(list(messages))
         for word in self.reply.split(" "):
             yield word + " "
 
@@ -278,3 +289,40 @@ async def test_end_call_is_asked_for_only_when_the_reply_was_spoken_to_the_end()
     await h2.pipeline.interrupt()  # the caller talks over the goodbye: stay on the line
     await h2.pipeline.close()
     assert calls == []
+
+
+async def test_a_final_that_is_a_guess_gets_the_unsure_reply_not_an_answer() -> None:
+    llm = EchoLlm()
+    h = Harness(config=_config(unsure_reply="Pardon me?"), lead_ms=60_000, llm=llm)
+    h.speech.asr.confidence, h.speech.asr.source = 0.36, "grammar_fallback"
+    await h.speak(speech_frames=30, silence_frames=15)
+    final = await h.wait_for(ev.Transcript)
+    assert (final.source, final.confidence) == ("grammar_fallback", 0.36)
+    done = await h.wait_for(ev.ResponseDone)
+    assert done.text.strip() == "Pardon me?"
+    assert llm.asked == []  # the model never saw the guess
+    user = h.recorder.entries[0]
+    assert user["metadata"]["unsure"] is True
+    assert user["metadata"]["source"] == "grammar_fallback"
+
+
+async def test_a_confident_final_is_answered_and_the_model_is_told_its_confidence() -> None:
+    llm = EchoLlm()
+    h = Harness(lead_ms=60_000, llm=llm)
+    h.speech.asr.confidence = 0.83
+    await h.speak(speech_frames=30, silence_frames=15)
+    done = await h.wait_for(ev.ResponseDone)
+    assert done.text.strip() == EchoLlm.reply
+    assert llm.asked[0][-1] == ChatMessage("user", "what are your opening hours", confidence=0.83)
+    user = h.recorder.entries[0]
+    assert user["metadata"]["source"] == "whisper" and user["metadata"]["unsure"] is False
+
+
+async def test_a_typed_turn_is_never_a_guess() -> None:
+    llm = EchoLlm()
+    h = Harness(config=_config(unsure_confidence=1.0), lead_ms=60_000, llm=llm)
+    await h.pipeline.user_text("hello")
+    final = await h.wait_for(ev.Transcript)
+    assert (final.source, final.confidence) == ("text", 1.0)
+    await h.wait_for(ev.ResponseDone)
+    assert llm.asked[0][-1] == ChatMessage("user", "hello")

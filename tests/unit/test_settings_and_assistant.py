@@ -60,6 +60,14 @@ def test_the_bundled_assistants_are_valid() -> None:
         assert config.name
 
 
+def test_the_demo_assistant_ends_turns_with_the_turn_detector() -> None:
+    document = yaml.safe_load((DEFAULT_AGENTS_DIR / "default.yaml").read_text())
+    config = parse_assistant(document, expected_id="default")
+    assert config.turn.detector == "smart_turn"
+    assert config.turn.check_after_ms < config.vad.end_silence_ms < config.turn.max_silence_ms
+    assert parse_assistant({"id": "a"}).turn.detector == "none"  # off unless asked for
+
+
 @pytest.mark.parametrize(
     ("document", "field"),
     [
@@ -71,6 +79,11 @@ def test_the_bundled_assistants_are_valid() -> None:
         ({"id": "a", "greeting": 5}, "greeting"),
         ({"id": "b"}, "id"),
         ({"id": "a", "llm": {"provider": ""}}, "llm.provider"),
+        ({"id": "a", "turn": {"detector": ""}}, "turn.detector"),
+        ({"id": "a", "turn": {"complete_threshold": 2}}, "turn.complete_threshold"),
+        ({"id": "a", "turn": {"wait": 1}}, "turn.wait"),
+        ({"id": "a", "turn": {"detector": "smart_turn", "max_silence_ms": 300}}, "turn"),
+        ({"id": "a", "unsure_confidence": "low"}, "unsure_confidence"),
     ],
 )
 def test_schema_errors_name_the_field(document: dict[str, object], field: str) -> None:

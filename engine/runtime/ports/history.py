@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 from engine.runtime.ports.control_plane import CallRecord
 from engine.runtime.ports.providers import SpeechRecognizer, VoiceActivityDetector
+from engine.runtime.ports.turn import TurnDetector
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,10 @@ class SpeechProviders(Protocol):
     def vad(self) -> VoiceActivityDetector: ...
 
     def recognizer(self) -> SpeechRecognizer: ...
+
+    def turn_detector(self) -> TurnDetector | None:
+        """The assistant's turn detector; None for the fixed end silence alone."""
+        ...
 
     @property
     def line(self) -> str:

@@ -61,6 +61,9 @@ class ChatMessage:
     content: str
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str = ""
+    # For a spoken user turn: how sure the recognizer is of ``content`` (None: typed, or
+    # not a user turn). A model that can use it is told; the scripted one ignores it.
+    confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class Recognition:
 
     text: str
     confidence: float  # 0.0 .. 1.0
+    # Where the text came from, for clients and history: e.g. "whisper", "grammar",
+    # "grammar_fallback" (the cheap pass stood in for the full one: often a guess).
+    source: str = ""
 
 
 class RecognitionStream(Protocol):
@@ -182,6 +188,24 @@ class PreparesFinal(Protocol):
 
     def speech_resumed(self) -> None:
         """The caller spoke again after ``silence_began``: drop the early final pass."""
+        ...
+
+
+@runtime_checkable
+class FinishesInCallerTime(Protocol):
+    """A RecognitionStream whose final may wait while its caller is not waiting yet.
+
+    Optional. Audio sent faster than real time reaches the end of a turn before the
+    caller does: a recognizer with a deadline for its final counts it from when the
+    caller gets there, so the transcript does not depend on the send rate.
+    """
+
+    async def finish_at(self, caller_at_end: float) -> Recognition:
+        """``finish()`` for a turn whose end the caller reaches at ``caller_at_end``.
+
+        ``caller_at_end`` is a ``time.monotonic()`` value, later than now when the audio
+        arrived ahead of real time; deadlines count from the later of the two.
+        """
         ...
 
 

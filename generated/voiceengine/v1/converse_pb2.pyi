@@ -721,6 +721,7 @@ class Transcript(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     IS_FINAL_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     utterance_id: _builtins.str
     """Utterance id; interim and final results of one utterance share it."""
     text: _builtins.str
@@ -728,7 +729,16 @@ class Transcript(_message.Message):
     is_final: _builtins.bool
     """True for the one final transcript of the utterance."""
     confidence: _builtins.float
-    """Recognizer confidence 0.0-1.0 (final only; 1.0 for typed turns)."""
+    """Recognizer confidence 0.0-1.0 (final only; 1.0 for typed turns). A final below the
+    assistant's `unsure_confidence` is a guess: the assistant asks the caller to say it
+    again instead of answering it.
+    """
+    source: _builtins.str
+    """Where a final came from: "whisper" (the full recognizer), "grammar" (the phrase
+    grammar, when the assistant uses only that), "grammar_fallback" (the phrase grammar
+    because the full recognizer was short of CPU, failed or was late: a guess unless it
+    is a confident listed phrase), "text" (a typed turn). Empty on interims.
+    """
     def __init__(
         self,
         *,
@@ -736,10 +746,11 @@ class Transcript(_message.Message):
         text: _builtins.str = ...,
         is_final: _builtins.bool = ...,
         confidence: _builtins.float = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "is_final", b"is_final", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "is_final", b"is_final", "source", b"source", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,339 @@
+"""Turn taking over the real server: semantic end of turn side by side with the fixed silence.
+
+    .venv/bin/python benchmarks/turn_taking.py [--pacings realtime,fast] [--max-sec 900]
+        [--voices en-us+f3:160,en-us+m3:190] [--modes semantic,fixed]
+
+Synthesized calls (eSpeak NG, two voices at two speaking rates), each one call of the demo
+assistant in a child engine process (``python -m engine serve``, one worker): complete
+questions (listed phrases and other wordings, short and long) and questions with a pause
+mid-sentence (0.5-1.2 s), on 16 kHz LINEAR16 and 8 kHz mu-law lines (alternating), sent in
+real time (40 ms chunks, then an open line of light noise) or as fast as the stream takes
+them. Modes, alternated call by call: ``semantic`` (the demo assistant: Smart Turn asked
+after 200 ms of silence, up to 1.5 s when incomplete) and ``fixed`` (the same assistant with
+``turn.detector: none``: 600 ms of silence); ``semantic90`` (a complete verdict needs 0.9).
+
+Per mode and pacing: voice to voice at the client (the chunk holding the last speech sample
+sent -> the answer's first audio chunk received; real time only), p50/p95; heard right (the
+first final transcript is the sentence); wrong answers (a wrong final answered as if heard:
+not the unsure reply); unsure replies; false cut-offs (a final before the caller finished:
+more than one final in a call with a pause); Whisper fallbacks (source grammar_fallback);
+engine CPU per call (the engine process tree, /proc). One call at a time. Bounded: a fixed
+set of calls, a per-call timeout, ``--max-sec`` for the run (it stops and reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc
+import numpy as np
+import yaml
+from voiceengine.v1 import converse_pb2 as pb
+
+from adapters.tts.espeak import EspeakSynthesizer
+from benchmarks.loadkit import machine, percentile, tree_cpu_sec
+from engine.audio.codec import StreamResampler, mulaw_encode
+from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.runtime.assistant import DEFAULT_UNSURE_REPLY
+from engine.settings import DEFAULT_AGENTS_DIR
+from tests.helpers.converse import ConverseClient
+from tests.helpers.engine_process import spawn_engine
+
+REPO = Path(__file__).resolve().parents[1]
+LISTED = ["what are your opening hours", "where are you located", "can i see the menu"]
+OTHER = [
+    "are you open on sunday",
+    "how late is the kitchen open",
+    "is the restaurant open on christmas eve",
+    "do you have a free table on friday night",
+    "i need to cancel my booking for friday",
+    "could i reserve a table for six people tomorrow at eight",
+]
+# (first part, second part): a pause between them is not the end of the turn.
+PAUSED = [
+    ("i would like to book a table for", "four people on friday"),
+    ("do you have any", "vegetarian dishes on the menu"),
+]
+PAUSES_MS = (500, 800, 1000, 1200)
+LINES = {
+    "16k": AudioFormat(AudioEncoding.LINEAR16, 16000),
+    "mulaw": AudioFormat(AudioEncoding.MULAW, 8000),
+}
+CHUNK_MS, LEAD_MS, TAIL_MS = 40, 400, 2000
+CALL_TIMEOUT_SEC = 30.0
+
+
+@dataclass
+class Call:
+    mode: str
+    pacing: str
+    kind: str  # listed, other, paused
+    text: str
+    voice: str
+    line: str
+    wire: bytes
+    speech_end_ms: int  # where the last speech sample is in the wire audio
+
+
+@dataclass
+class Outcome:
+    call: Call
+    finals: list[tuple[str, str, float]] = field(default_factory=list)  # text, source, conf
+    replies: list[str] = field(default_factory=list)
+    voice_to_voice_ms: float | None = None
+    cpu_sec: float = 0.0
+    error: str = ""
+
+
+async def _speech(text: str, voice: str, rate_wpm: int, fmt: AudioFormat) -> np.ndarray:
+    tts = EspeakSynthesizer(voice=voice, rate_wpm=rate_wpm)
+    resampler = StreamResampler(tts.sample_rate_hz, fmt.sample_rate_hz)
+    pieces = [resampler.process(c) async for c in tts.synthesize(text)]
+    return np.frombuffer(b"".join([*pieces, resampler.flush()]), dtype=np.int16)
+
+
+def _wire(parts: list[np.ndarray], fmt: AudioFormat, seed: int) -> tuple[bytes, int]:
+    rate = fmt.sample_rate_hz
+    signal_ = np.concatenate(
+        [np.zeros(rate * LEAD_MS // 1000), *parts, np.zeros(rate * TAIL_MS // 1000)]
+    )
+    speech_end = len(signal_) - rate * TAIL_MS // 1000
+    noisy = signal_ + np.random.default_rng(seed).normal(0, 40, signal_.size)
+    pcm = np.clip(noisy, -32768, 32767).astype("<i2").tobytes()
+    wire = mulaw_encode(pcm) if fmt.encoding is AudioEncoding.MULAW else pcm
+    return wire, speech_end * 1000 // rate
+
+
+async def calls(voices: list[tuple[str, int]], modes: list[str], pacings: list[str]) -> list[Call]:
+    """Every call of the run, modes alternating call by call."""
+    out: list[Call] = []
+    items: list[tuple[str, str, tuple[str, str, int] | None]] = []
+    items += [("listed", t, None) for t in LISTED] + [("other", t, None) for t in OTHER]
+    items += [("paused", f"{a} {b}", (a, b, p)) for a, b in PAUSED for p in PAUSES_MS]
+    for n, (kind, text, paused) in enumerate(items):
+        for v, (voice, rate_wpm) in enumerate(voices):
+            line = list(LINES)[(n + v) % len(LINES)]
+            fmt = LINES[line]
+            if paused:
+                first, second, pause_ms = paused
+                gap = np.zeros(fmt.sample_rate_hz * pause_ms // 1000)
+                parts = [await _speech(first, voice, rate_wpm, fmt), gap]
+                parts.append(await _speech(second, voice, rate_wpm, fmt))
+                kind_ = f"paused {pause_ms} ms"
+            else:
+                parts, kind_ = [await _speech(text, voice, rate_wpm, fmt)], kind
+            wire, end_ms = _wire(parts, fmt, seed=n * 7 + v)
+            for pacing in pacings:
+                for mode in modes:
+                    out.append(Call(mode, pacing, kind_, text, voice, line, wire, end_ms))
+    return out
+
+
+async def run_call(target: str, call: Call, cpu: Callable[[], float]) -> Outcome:
+    """One call: greeting, the caller's audio, the answer; then half-close and read to the end."""
+    outcome = Outcome(call)
+    fmt = LINES[call.line]
+    encoding = pb.AUDIO_ENCODING_MULAW if call.line == "mulaw" else pb.AUDIO_ENCODING_LINEAR16
+    wire_fmt = pb.AudioFormat(encoding=encoding, sample_rate_hz=fmt.sample_rate_hz)
+    async with grpc.aio.insecure_channel(target) as channel:
+        client = ConverseClient(channel)
+        client.start(call.mode, input_audio=wire_fmt, output_audio=wire_fmt)
+        await client.until("response_done", CALL_TIMEOUT_SEC)  # the greeting
+        cpu0 = cpu()
+        loop = asyncio.get_running_loop()
+        answered, ended = asyncio.Event(), asyncio.Event()
+        eos_at: list[float] = []
+
+        async def read() -> None:
+            first_audio_seen = False
+            while message := await client.next(CALL_TIMEOUT_SEC):
+                kind = message.WhichOneof("event")
+                if kind == "transcript" and message.transcript.is_final:
+                    t = message.transcript
+                    outcome.finals.append((t.text, t.source, round(t.confidence, 3)))
+                elif kind == "audio" and outcome.finals and not first_audio_seen:
+                    first_audio_seen = True
+                    if eos_at:
+                        outcome.voice_to_voice_ms = (loop.time() - eos_at[0]) * 1000
+                elif kind == "response_done":
+                    outcome.replies.append(message.response_done.text.strip())
+                    if len(outcome.replies) >= len(outcome.finals) >= 1:
+                        answered.set()
+                elif kind == "ended":
+                    ended.set()
+                    return
+
+        reader = asyncio.create_task(read())
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_SEC):
+                await _send(client, call, fmt, answered, eos_at)
+                client.close_requests()  # half-close: the engine answers, then ends
+                await ended.wait()
+        except (TimeoutError, StopAsyncIteration) as exc:
+            outcome.error = type(exc).__name__
+        outcome.cpu_sec = cpu() - cpu0
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        client.call.cancel()
+    return outcome
+
+
+async def _send(
+    client: ConverseClient,
+    call: Call,
+    fmt: AudioFormat,
+    answered: asyncio.Event,
+    eos_at: list[float],
+) -> None:
+    """The caller's audio; in real time then an open line (light noise) until answered."""
+    loop = asyncio.get_running_loop()
+    step = fmt.bytes_for_ms(CHUNK_MS)
+    end_byte = fmt.bytes_for_ms(call.speech_end_ms)
+    idle = call.wire[-step:]  # the tail's light noise
+    began, position, sent = loop.time(), 0, 0
+    while position < len(call.wire) or (call.pacing == "realtime" and not answered.is_set()):
+        piece = call.wire[position : position + step] if position < len(call.wire) else idle
+        client.send(audio=pb.AudioInput(data=piece))
+        if position < end_byte <= position + step and call.pacing == "realtime":
+            eos_at.append(loop.time())
+        position += step
+        sent += 1
+        if call.pacing == "realtime":
+            await asyncio.sleep(max(0.0, began + sent * CHUNK_MS / 1000 - loop.time()))
+    await asyncio.sleep(0)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.lower().replace("?", "").replace(".", "").replace(",", "").split())
+
+
+@dataclass
+class Tally:
+    calls: int = 0
+    right: int = 0
+    wrong_answered: int = 0
+    unsure: int = 0
+    cut_off: int = 0
+    fallbacks: int = 0
+    errors: int = 0
+    v2v: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+def tally(outcomes: list[Outcome], unsure_reply: str) -> dict[tuple[str, str, str], Tally]:
+    table: dict[tuple[str, str, str], Tally] = {}
+    for o in outcomes:
+        group = "paused" if o.call.kind.startswith("paused") else "complete"
+        t = table.setdefault((o.call.mode, o.call.pacing, group), Tally())
+        t.calls += 1
+        if o.error or not o.finals:
+            t.errors += 1
+            continue
+        right = _words(o.finals[0][0]) == _words(o.call.text)
+        unsure = bool(o.replies) and o.replies[0] == unsure_reply
+        t.right += right
+        t.unsure += unsure
+        t.wrong_answered += not right and not unsure
+        t.cut_off += len(o.finals) > 1
+        t.fallbacks += sum(f[1] == "grammar_fallback" for f in o.finals)
+        t.cpu.append(o.cpu_sec)
+        if o.voice_to_voice_ms is not None and len(o.finals) == 1:
+            t.v2v.append(o.voice_to_voice_ms)
+    return table
+
+
+def report(outcomes: list[Outcome], unsure_reply: str) -> None:
+    print(
+        "\n| mode | pacing | calls | v2v p50 | v2v p95 | heard right | wrong answered "
+        "| unsure | cut off | fallbacks | errors | engine CPU s/call |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (mode, pacing, group), t in sorted(tally(outcomes, unsure_reply).items()):
+        v2v = (
+            (f"{percentile(t.v2v, 50):.0f}", f"{percentile(t.v2v, 95):.0f}") if t.v2v else ("", "")
+        )
+        cpu = f"{statistics.mean(t.cpu):.2f}" if t.cpu else ""
+        print(
+            f"| {mode} | {pacing} {group} | {t.calls} | {v2v[0]} | {v2v[1]} | "
+            f"{t.right}/{t.calls} | {t.wrong_answered} | {t.unsure} | {t.cut_off} | "
+            f"{t.fallbacks} | {t.errors} | {cpu} |"
+        )
+    print("\nMisheard or cut (mode, pacing, kind, voice, line: expected -> finals [source conf]):")
+    for o in outcomes:
+        if (
+            o.error
+            or not o.finals
+            or _words(o.finals[0][0]) != _words(o.call.text)
+            or len(o.finals) > 1
+        ):
+            finals = "; ".join(f"{t!r} [{s} {c}]" for t, s, c in o.finals) or o.error
+            print(
+                f"- {o.call.mode} {o.call.pacing} {o.call.kind} {o.call.voice} {o.call.line}: "
+                f"{o.call.text!r} -> {finals}"
+            )
+
+
+# mode -> the demo assistant's turn section with these changes
+MODES: dict[str, dict[str, object]] = {
+    "semantic": {"detector": "smart_turn"},  # as shipped
+    "semantic90": {"detector": "smart_turn", "complete_threshold": 0.9},
+    "fixed": {"detector": "none"},
+}
+
+
+def agents_dir(root: Path) -> Path:
+    """One assistant per mode: the demo assistant with the mode's turn settings."""
+    document = yaml.safe_load((DEFAULT_AGENTS_DIR / "default.yaml").read_text())
+    for mode, turn in MODES.items():
+        copy = {**document, "id": mode, "turn": {**document.get("turn", {}), **turn}}
+        (root / f"{mode}.yaml").write_text(yaml.safe_dump(copy))
+    return root
+
+
+async def main(args: argparse.Namespace) -> None:
+    voices = [(v.split(":")[0], int(v.split(":")[1])) for v in args.voices.split(",")]
+    planned = await calls(voices, args.modes.split(","), args.pacings.split(","))
+    print(f"{machine()}\n{len(planned)} calls planned, one at a time")
+    deadline = time.monotonic() + args.max_sec
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = await spawn_engine(
+            REPO, ASSISTANT_LOCAL_CONFIG_DIR=str(agents_dir(Path(tmp))), HISTORY_SPOOL_PATH=""
+        )
+        pid = engine.proc.pid
+        outcomes: list[Outcome] = []
+        try:
+            for call in planned:
+                if time.monotonic() > deadline:
+                    print(f"--max-sec reached: {len(outcomes)} of {len(planned)} calls run")
+                    break
+                outcomes.append(await run_call(engine.target, call, lambda: tree_cpu_sec(pid)))
+        finally:
+            engine.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(engine.proc.wait(), 15)
+            except TimeoutError:
+                await engine.kill()
+            await engine._stop_reading()
+    report(outcomes, DEFAULT_UNSURE_REPLY)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default="semantic,fixed")
+    parser.add_argument("--pacings", default="realtime,fast")
+    parser.add_argument("--voices", default="en-us+f3:160,en-us+m3:190")
+    parser.add_argument("--max-sec", type=float, default=900.0)
+    asyncio.run(main(parser.parse_args()))
