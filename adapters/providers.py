@@ -8,6 +8,10 @@ HTTP client per process. Built providers are cached per spec where building is c
 
 `testkit` (VAD, ASR, LLM and TTS) names the near-zero-cost stand-ins of `adapters/testkit/`
 for load tests that measure the engine alone.
+
+The factory owns what its providers share for the life of the engine process: the
+recognizer runtime (decoder process, Whisper pool, counters; adapters/asr/runtime.py) and
+the HTTP client. ``close()`` stops them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from adapters.asr.runtime import RecognizerRuntime
+from engine.runtime.ports.provider_stats import RecognizerStats
 from engine.runtime.ports.providers import (
     LanguageModel,
     ProviderConfigError,
@@ -39,7 +45,11 @@ def _key(spec: ProviderSpec) -> str:
 
 
 class EmbeddedProviderFactory:
-    """ProviderFactory over the embedded, offline adapters."""
+    """ProviderFactory over the embedded, offline adapters.
+
+    ``recognizer_runtime``: the engine process's recognizer runtime (bootstrap builds it);
+    without one the factory builds its own. Either way the factory owns and closes it.
+    """
 
     def __init__(
         self,
@@ -47,9 +57,11 @@ class EmbeddedProviderFactory:
         llm_api_key: str | None = None,
         llm_allowed_base_urls: tuple[str, ...] = (),
         engine_processes: int = 1,
+        recognizer_runtime: RecognizerRuntime | None = None,
     ) -> None:
-        # Engine processes sharing this host's cores: Whisper's threads are sized from it.
+        # Engine processes sharing this host's cores: model threads are sized from it.
         self._engine_processes = engine_processes
+        self._asr = recognizer_runtime or RecognizerRuntime(engine_processes=engine_processes)
         self._llm_api_key = llm_api_key
         self._llm_allowed_base_urls = llm_allowed_base_urls
         self._http: httpx.AsyncClient | None = None
@@ -90,35 +102,24 @@ class EmbeddedProviderFactory:
         return self._http
 
     async def warm_up(self) -> None:
-        """Load the shared Whisper model and the turn detector, and start pocketsphinx's
-        decoder process now.
-
-        Both off the loop, before the port opens, not on the first call's turn: until
-        Whisper is loaded a final transcript falls back to the streaming recognizer's,
-        and starting the decoder process (a new interpreter) takes about a second.
-        """
-        from adapters.asr.decode_process import decode_process
-        from adapters.asr.whisper import shared_pool
-
-        pool = shared_pool(self._engine_processes)
-        decoder = asyncio.wrap_future(decode_process().start())
-        loaded = await asyncio.to_thread(pool.wait_loaded, WHISPER_LOAD_TIMEOUT_SEC)
-        if loaded is None:
-            log.warning("the Whisper model did not load: finals use the streaming recognizer")
-        try:
-            await asyncio.wait_for(decoder, WHISPER_LOAD_TIMEOUT_SEC)
-        except Exception as exc:  # the first turn starts it again
-            log.warning("pocketsphinx's decoder process did not start: %s", exc)
+        """Load the Whisper model and the turn detector, and start pocketsphinx's decoder
+        process now: off the loop, before the port opens, not on the first call's turn."""
+        await self._asr.warm_up(WHISPER_LOAD_TIMEOUT_SEC)
         try:  # the turn detector's model too: not on the event loop at the first call's start
             await asyncio.to_thread(self.turn_detector, ProviderSpec("smart_turn", {}))
         except TurnDetectorError as exc:
             log.warning("the turn detector did not load (%s): turns end on silence", exc)
 
+    def recognizer_stats(self) -> RecognizerStats:
+        """The recognizer runtime's counters (metrics read them at scrape time)."""
+        return self._asr.stats()
+
     async def close(self) -> None:
-        """Release the shared HTTP client."""
+        """Release the HTTP client; stop the decoder process and the Whisper workers."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        await asyncio.to_thread(self._asr.close)
 
     def synthesizer(self, spec: ProviderSpec) -> SpeechSynthesizer:
         key = _key(spec)
@@ -156,9 +157,7 @@ class EmbeddedProviderFactory:
             )
         from adapters.asr.factory import recognizer_from_options
 
-        built: SpeechRecognizer = recognizer_from_options(
-            spec.options, engine_processes=self._engine_processes
-        )
+        built: SpeechRecognizer = recognizer_from_options(spec.options, runtime=self._asr)
         self._recognizers[key] = built
         return built
 

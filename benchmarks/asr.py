@@ -60,6 +60,7 @@ import yaml
 from adapters.asr.domain_model import words
 from adapters.asr.hybrid import word_edits
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.runtime import RecognizerRuntime
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.codec import InputConverter, StreamResampler, mulaw_encode
@@ -250,13 +251,14 @@ class WhisperOnly:
         return _WhisperOnlyStream(self._submit)
 
 
-def build(mode: str, phrases: list[str], wait_ms: int = 60_000) -> SpeechRecognizer:
+def build(
+    runtime: RecognizerRuntime, mode: str, phrases: list[str], wait_ms: int = 60_000
+) -> SpeechRecognizer:
     if mode == "grammar":
-        return PocketsphinxRecognizer(phrases)
+        return PocketsphinxRecognizer(phrases, runtime=runtime)
     from adapters.asr.hybrid import HybridRecognizer, phrase_prompt
-    from adapters.asr.whisper import shared_pool
 
-    pool = shared_pool()
+    pool = runtime.whisper_pool()
     pool.wait_loaded(120)
     prompt = phrase_prompt(phrases)
     if mode == "whisper":
@@ -272,8 +274,10 @@ def build(mode: str, phrases: list[str], wait_ms: int = 60_000) -> SpeechRecogni
             return np.clip(x, -32768, 32767).astype("<i2").tobytes()
 
         return WhisperOnly(lambda pcm: pool.submit(dithered(pcm), prompt))  # type: ignore[arg-type,return-value]
-    live = PocketsphinxRecognizer(phrases)
-    return HybridRecognizer(live, lambda: pool, prompt=prompt, final_wait_ms=wait_ms)
+    live = PocketsphinxRecognizer(phrases, runtime=runtime)
+    return HybridRecognizer(
+        live, lambda: pool, prompt=prompt, final_wait_ms=wait_ms, counters=runtime.counters
+    )
 
 
 async def run_clip(
@@ -334,7 +338,12 @@ def _condition_is(condition: str) -> Callable[[Clip], bool]:
 
 
 async def accuracy(
-    clips: list[Clip], phrases: list[str], vad: VadSettings, modes: list[str], lines: bool
+    runtime: RecognizerRuntime,
+    clips: list[Clip],
+    phrases: list[str],
+    vad: VadSettings,
+    modes: list[str],
+    lines: bool,
 ) -> None:
     how = "each clip a new caller on its line" if lines else "each clip a new caller, no line"
     print(f"\n### Accuracy and CPU (clips fed as fast as possible; {how})\n")
@@ -346,7 +355,7 @@ async def accuracy(
         **{f"cond {k}": _condition_is(k) for k in CONDITIONS},
     }
     for mode in modes:
-        recognizer = build(mode, phrases)
+        recognizer = build(runtime, mode, phrases)
         rows: list[tuple[Clip, str]] = []
         cpu0 = _cpu()
         for clip in clips:
@@ -379,11 +388,13 @@ async def accuracy(
         print(f"\n<!-- {mode} misses (out of phrases): {wrong[:12]} -->\n")
 
 
-async def confidence(clips: list[Clip], phrases: list[str], vad: VadSettings) -> None:
+async def confidence(
+    runtime: RecognizerRuntime, clips: list[Clip], phrases: list[str], vad: VadSettings
+) -> None:
     """Where to put an assistant's ``unsure_confidence``: Whisper finals (no fallback: the
     hybrid waits as long as it takes) by confidence, right and wrong."""
     print("\n### Whisper finals by confidence: what a threshold would accept (fed fast)\n")
-    recognizer = build("hybrid", phrases)
+    recognizer = build(runtime, "hybrid", phrases)
     rows: list[tuple[Clip, Recognition]] = []
     for clip in clips:
         heard: list[Recognition] = []
@@ -406,14 +417,19 @@ async def confidence(clips: list[Clip], phrases: list[str], vad: VadSettings) ->
 
 
 async def latency(
-    clips: list[Clip], phrases: list[str], vad: VadSettings, modes: list[str], rounds: int
+    runtime: RecognizerRuntime,
+    clips: list[Clip],
+    phrases: list[str],
+    vad: VadSettings,
+    modes: list[str],
+    rounds: int,
 ) -> None:
     print("\n### End of speech -> final transcript, one session, real time (ms)\n")
     print("| mode | utterances | p50 | max | minus end silence (p50) |")
     print("|---|---|---|---|---|")
     chosen = [c for c in clips if c.condition == "16k"][: 4 * rounds]
     for mode in modes:
-        recognizer = build(mode, phrases, wait_ms=250)
+        recognizer = build(runtime, mode, phrases, wait_ms=250)
         values = []
         for clip in chosen:
             _, seconds = await run_clip(
@@ -429,10 +445,13 @@ async def latency(
 
 
 async def concurrent(
-    clips: list[Clip], phrases: list[str], vad: VadSettings, modes: list[str], rounds: int
+    runtime: RecognizerRuntime,
+    clips: list[Clip],
+    phrases: list[str],
+    vad: VadSettings,
+    modes: list[str],
+    rounds: int,
 ) -> None:
-    from adapters.asr.hybrid import final_stats
-
     print("\n### Slowest end of speech -> final with K utterances ending together (ms)\n")
     print("| mode | K=1 | K=2 | K=4 | K=8 | hybrid fallbacks (saturated/late) |")
     print("|---|---|---|---|---|---|")
@@ -440,11 +459,11 @@ async def concurrent(
     base = [c for c in clips if c.condition == "16k" and c.text == "are you open on sunday"]
     for mode in modes:
         cells = []
-        before = final_stats()
+        before = runtime.stats()
         for k in (1, 2, 4, 8):
             worst = []
             for _ in range(rounds):
-                recognizers = [build(mode, phrases, wait_ms=250) for _ in range(k)]
+                recognizers = [build(runtime, mode, phrases, wait_ms=250) for _ in range(k)]
                 start = asyncio.get_running_loop().time() + 0.1
                 results = await asyncio.gather(
                     *(
@@ -461,7 +480,7 @@ async def concurrent(
                 )
                 worst.append(max((s or 0.0) for _, s in results) * 1000)
             cells.append(f"{max(worst):.0f}")
-        after = final_stats()
+        after = runtime.stats()
         fb = (
             (
                 f"{after.fallback_saturated - before.fallback_saturated}/"
@@ -547,7 +566,11 @@ async def _tick(stop: asyncio.Event, lags: list[float]) -> None:
 
 
 async def turns(
-    phrases: list[str], vad: VadSettings, sessions: list[int], voices: list[str]
+    runtime: RecognizerRuntime,
+    phrases: list[str],
+    vad: VadSettings,
+    sessions: list[int],
+    voices: list[str],
 ) -> None:
     print("\n### pocketsphinx turn path, N grammar sessions ending together (real time)\n")
     print("| sessions | worst loop lag ms | CPU ms/utt | final - end silence ms p50 / max |")
@@ -556,7 +579,7 @@ async def turns(
     speech = await synthesize("i would like to book a table", voices[0], 16000)
     wire = to_wire(speech, fmt, 40.0, seed=1)
     for n in sessions:
-        recognizer = PocketsphinxRecognizer(phrases)
+        recognizer = PocketsphinxRecognizer(phrases, runtime=runtime)
         await run_clip(recognizer, vad, wire, fmt, realtime=False)  # warm the pool
         lags: list[float] = []
         running = asyncio.Event()
@@ -577,6 +600,14 @@ async def turns(
 
 
 async def main(args: argparse.Namespace) -> None:
+    runtime = RecognizerRuntime()
+    try:
+        await run_sections(runtime, args)
+    finally:
+        await asyncio.to_thread(runtime.close)
+
+
+async def run_sections(runtime: RecognizerRuntime, args: argparse.Namespace) -> None:
     phrases, vad = assistant()
     voices = args.voices.split(",")
     sections = args.sections.split(",")
@@ -584,7 +615,7 @@ async def main(args: argparse.Namespace) -> None:
     timed = [m for m in modes if m != "whisper-dither"]  # an accuracy-only variant
     deadline = time.monotonic() + args.max_sec
     if "turns" in sections:
-        await turns(phrases, vad, [int(n) for n in args.sessions.split(",")], voices)
+        await turns(runtime, phrases, vad, [int(n) for n in args.sessions.split(",")], voices)
         if sections == ["turns"]:
             return
     clips = await corpus(voices)
@@ -593,10 +624,10 @@ async def main(args: argparse.Namespace) -> None:
         f"{len(IN_PHRASES) + len(OUT_OF_PHRASES)} sentences) + {len(noise_clips())} noise/silence"
     )
     for name, run in (
-        ("accuracy", lambda: accuracy(clips, phrases, vad, modes, args.lines)),
-        ("confidence", lambda: confidence(clips, phrases, vad)),
-        ("latency", lambda: latency(clips, phrases, vad, timed, args.rounds)),
-        ("concurrent", lambda: concurrent(clips, phrases, vad, timed, args.rounds)),
+        ("accuracy", lambda: accuracy(runtime, clips, phrases, vad, modes, args.lines)),
+        ("confidence", lambda: confidence(runtime, clips, phrases, vad)),
+        ("latency", lambda: latency(runtime, clips, phrases, vad, timed, args.rounds)),
+        ("concurrent", lambda: concurrent(runtime, clips, phrases, vad, timed, args.rounds)),
     ):
         if name in sections:
             if time.monotonic() > deadline:

@@ -15,6 +15,7 @@ import asyncio
 import time
 
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.runtime import RecognizerRuntime
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.codec import StreamResampler
@@ -138,20 +139,30 @@ async def main() -> None:
     seconds = sum(len(pcm) for pcm in audio.values()) / BYTES_PER_SEC
     print(f"{len(audio)} sentences, {seconds:.1f} s of audio, lead-in {args.lead_in_ms} ms")
 
+    runtime = RecognizerRuntime()
+    try:
+        await measure_models(runtime, audio, args.repeats, args.streams)
+    finally:
+        await asyncio.to_thread(runtime.close)
+    measure_vad(b"".join(audio.values()), args.vad_frames)
+
+
+async def measure_models(
+    runtime: RecognizerRuntime, audio: dict[str, bytes], repeats: int, streams: int
+) -> None:
     for name, recognizer in (
-        ("generic", PocketsphinxRecognizer()),
-        ("domain", PocketsphinxRecognizer(PHRASES)),
+        ("generic", PocketsphinxRecognizer(runtime=runtime)),
+        ("domain", PocketsphinxRecognizer(PHRASES, runtime=runtime)),
     ):
         await recognize(recognizer, audio[PHRASES[0]])  # warm the pool and the code paths
-        await measure_model(name, recognizer, audio, args.repeats)
+        await measure_model(name, recognizer, audio, repeats)
         for pool in ("cold pool", "warm pool"):  # cold: the pool creates decoders
-            stall_ms, wall = await measure_loop_stall(recognizer, audio[PHRASES[0]], args.streams)
+            stall_ms, wall = await measure_loop_stall(recognizer, audio[PHRASES[0]], streams)
             print(
-                f"{name:8s} {args.streams} concurrent streams, {pool}: worst loop stall "
+                f"{name:8s} {streams} concurrent streams, {pool}: worst loop stall "
                 f"{stall_ms:.1f} ms, wall {wall:.2f} s for "
-                f"{args.streams * len(audio[PHRASES[0]]) / BYTES_PER_SEC:.1f} s of audio"
+                f"{streams * len(audio[PHRASES[0]]) / BYTES_PER_SEC:.1f} s of audio"
             )
-    measure_vad(b"".join(audio.values()), args.vad_frames)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.runtime import RecognizerRuntime
 from engine.audio.codec import InputConverter
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.settings import DEFAULT_AGENTS_DIR
@@ -41,8 +42,16 @@ FORMATS.append(AudioFormat(AudioEncoding.MULAW, 8000))
 
 
 async def main(args: argparse.Namespace) -> None:
+    runtime = RecognizerRuntime()
+    try:
+        await recognize_formats(args, runtime)
+    finally:
+        await asyncio.to_thread(runtime.close)
+
+
+async def recognize_formats(args: argparse.Namespace, runtime: RecognizerRuntime) -> None:
     document = yaml.safe_load((DEFAULT_AGENTS_DIR / "default.yaml").read_text())
-    recognizer = PocketsphinxRecognizer(document["asr"]["phrases"])
+    recognizer = PocketsphinxRecognizer(document["asr"]["phrases"], runtime=runtime)
     rng = random.Random(args.seed)
     cache: dict[tuple[str, AudioFormat, int], bytes] = {}
     exact, misses = 0, []

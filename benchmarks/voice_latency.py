@@ -35,6 +35,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ import numpy as np
 from voiceengine.v1 import converse_pb2 as pb
 
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.runtime import RecognizerRuntime
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.codec import (
@@ -393,13 +395,11 @@ async def run_sessions(args: argparse.Namespace, deadline: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     cpu1, wall1 = engine.cpu_sec(), loop.time()
-    in_process = engine.cpu_sec is time.process_time
-    pool = PocketsphinxRecognizer(default_phrases()).pool_stats() if in_process else None
     await channel.close()
     await engine.close()
     if pending:
         print(f"   !! --max-sec reached: {len(pending)} worker(s) stopped early")
-    report_sessions(results, fmt, args, cpu0, cpu1, wall1 - wall0, pool)
+    report_sessions(results, fmt, args, cpu0, cpu1, wall1 - wall0)
 
 
 def report_sessions(
@@ -409,7 +409,6 @@ def report_sessions(
     cpu0: float | None,
     cpu1: float | None,
     wall: float,
-    pool: Any,
 ) -> None:
     ok = [r for r in results if r.ok]
     print(f"   completed {len(ok)}/{len(results)} sessions in {wall:.1f} s wall")
@@ -488,11 +487,6 @@ def report_sessions(
         )
     else:
         print("engine CPU per second of conversation: n/a (external engine)")
-    if pool is not None:
-        print(
-            f"ASR decoder pool (default phrases): {pool.idle} idle, {pool.in_use} in use, "
-            f"{pool.created} created in this process"
-        )
 
 
 # --------------------------------------------------------------------------- stage cost
@@ -508,6 +502,45 @@ class StageRow:
 
 def repeat_to(pcm: bytes, bytes_needed: int) -> bytes:
     return (pcm * (bytes_needed // max(1, len(pcm)) + 1))[:bytes_needed]
+
+
+async def _measure_asr(
+    rows: list[StageRow],
+    runtime: RecognizerRuntime,
+    utterances: list[bytes],
+    target_sec: float,
+    deadline: float,
+    out_of_time: Callable[[str], bool],
+) -> None:
+    """ASR: whole utterances, fed in 20 ms pieces as the pipeline does."""
+    loop = asyncio.get_running_loop()
+    pcm16 = AudioFormat(AudioEncoding.LINEAR16, 16000)
+    for label, recognizer in (
+        (
+            "ASR pocketsphinx, default assistant phrases",
+            PocketsphinxRecognizer(default_phrases(), runtime=runtime),
+        ),
+        ("ASR pocketsphinx, generic model", PocketsphinxRecognizer(runtime=runtime)),
+    ):
+        if out_of_time(label):
+            return
+        warm = recognizer.start_utterance()  # the pool and code paths warm
+        await warm.feed(utterances[0])
+        await warm.finish()
+        audio_sec = cpu = 0.0
+        exact = total = 0
+        while audio_sec < target_sec and loop.time() < deadline - 3:
+            for phrase, pcm in zip(QUESTIONS, utterances, strict=True):
+                t0 = time.process_time()
+                stream = recognizer.start_utterance()
+                for i in range(0, len(pcm), 640):
+                    await stream.feed(pcm[i : i + 640])
+                text = (await stream.finish()).text
+                cpu += time.process_time() - t0
+                audio_sec += len(pcm) / pcm16.bytes_per_second
+                exact += text == phrase
+                total += 1
+        rows.append(StageRow(label, audio_sec, cpu, f"exact {exact}/{total}"))
 
 
 async def measure_stages(args: argparse.Namespace, deadline: float) -> list[StageRow]:
@@ -581,29 +614,11 @@ async def measure_stages(args: argparse.Namespace, deadline: float) -> list[Stag
 
     # ASR: whole utterances, fed in 20 ms pieces as the pipeline does.
     utterances = [await spoken(q, pcm16, lead_ms=300, tail_ms=600) for q in QUESTIONS]
-    for label, recognizer in (
-        ("ASR pocketsphinx, default assistant phrases", PocketsphinxRecognizer(default_phrases())),
-        ("ASR pocketsphinx, generic model", PocketsphinxRecognizer()),
-    ):
-        if out_of_time(label):
-            return rows
-        warm = recognizer.start_utterance()  # the pool and code paths warm
-        await warm.feed(utterances[0])
-        await warm.finish()
-        audio_sec = cpu = 0.0
-        exact = total = 0
-        while audio_sec < target_sec and loop.time() < deadline - 3:
-            for phrase, pcm in zip(QUESTIONS, utterances, strict=True):
-                t0 = time.process_time()
-                stream = recognizer.start_utterance()
-                for i in range(0, len(pcm), 640):
-                    await stream.feed(pcm[i : i + 640])
-                text = (await stream.finish()).text
-                cpu += time.process_time() - t0
-                audio_sec += len(pcm) / pcm16.bytes_per_second
-                exact += text == phrase
-                total += 1
-        rows.append(StageRow(label, audio_sec, cpu, f"exact {exact}/{total}"))
+    runtime = RecognizerRuntime()
+    try:
+        await _measure_asr(rows, runtime, utterances, target_sec, deadline, out_of_time)
+    finally:
+        await asyncio.to_thread(runtime.close)
 
     # TTS, and output conversion on its audio.
     if out_of_time("TTS"):

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from voiceengine.v1 import converse_pb2, converse_pb2_grpc
 
-from adapters.asr.hybrid import final_stats as recognizer_stats
+from adapters.asr.runtime import RecognizerRuntime
 from adapters.control_plane.factory import build_control_plane, history_enabled
 from adapters.history.spool import HistorySpool
 from adapters.providers import EmbeddedProviderFactory
@@ -27,6 +27,7 @@ from engine.runtime.history.bridge import HistoryBridge
 from engine.runtime.ports.audio import AudioCodecs
 from engine.runtime.ports.control_plane import ControlPlane
 from engine.runtime.ports.history_store import HistoryStore
+from engine.runtime.ports.provider_stats import ReportsRecognizerStats
 from engine.runtime.ports.providers import ProviderFactory
 from engine.runtime.session import SessionManager
 from engine.settings import Settings
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = converse_pb2.DESCRIPTOR.services_by_name["VoiceEngineService"].full_name
 
 
-class Providers(ProviderFactory, Protocol):
-    """A provider factory that holds shared resources (HTTP clients) until ``close``."""
+class Providers(ProviderFactory, ReportsRecognizerStats, Protocol):
+    """A provider factory that holds shared resources (HTTP clients, the recognizer
+    runtime) until ``close``, and reports its recognizers' figures for metrics."""
 
     async def close(self) -> None: ...
 
@@ -87,10 +89,14 @@ async def bootstrap(
     )
     await history.start()
     if providers is None:
+        # One recognizer runtime per engine process: its decoder process, Whisper pool
+        # (threads sized for the engine processes sharing the cores) and counters.
+        processes = max(1, settings.workers)
         providers = EmbeddedProviderFactory(
             llm_api_key=settings.llm_api_key,
             llm_allowed_base_urls=settings.llm_allowed_base_urls,
-            engine_processes=max(1, settings.workers),
+            engine_processes=processes,
+            recognizer_runtime=RecognizerRuntime(engine_processes=processes),
         )
     sessions = SessionManager(
         control_plane,
@@ -113,7 +119,7 @@ class EngineServer:
         max_bytes = engine.settings.max_message_bytes
         self.metrics = EngineMetrics()
         self.metrics.watch_history(engine.history.counters)
-        self.metrics.watch_recognizer(recognizer_stats)
+        self.metrics.watch_recognizer(engine.providers.recognizer_stats)
         self.gate = hardening.build_gate(engine.settings, self.metrics)
         self._server = grpc.aio.server(
             interceptors=[self.gate],

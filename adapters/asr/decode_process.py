@@ -1,27 +1,25 @@
-"""pocketsphinx's final passes in a process of their own, beside the event loop's.
+"""The decoder process: a child process of the engine that runs pocketsphinx jobs
+(engine event loop side: DecodeProcess; the child's loop: _child_main).
 
-``Decoder.process_raw`` holds the GIL for the whole call (a 100 ms slice is 3-4 ms of
-CPU with a domain model). On a thread beside the event loop that is a GIL convoy: each
-time the loop wakes it waits for the interpreter's switch interval (5 ms) and then for
-the C call to return, once per loop turn, so the loop reads its calls' input slower than
-real time while the core is half idle. Measured (docs/BENCHMARKS.md): 40 calls on one
-core with the final passes on decode threads fell 26 frames (0.5 s) behind their input
-at 57% CPU, p95 +308 ms; with a 0.5 ms switch interval 4 frames, +112 ms. In a process
-of their own the passes hold no lock the loop needs, and the kernel, not the GIL, shares
-the core: a loop that wakes preempts the decoder within its scheduling granularity.
+``Decoder.process_raw`` holds the GIL for the whole call. On a thread beside the event
+loop that is a GIL convoy: the loop waits for the switch interval and the C call on each
+wake-up and reads its calls' input slower than real time while the core is half idle. In
+a process of its own a decoding job holds no lock the loop needs, and the kernel, not the
+GIL, shares the core (measurements: docs/BENCHMARKS.md).
 
-The protocol is two pipes and no thread of ours on the way in. A job (a module-level
-function and its arguments: the audio of one utterance, ~60 KB) is written to the job
-pipe by whoever submits it; in the child a reader thread drains that pipe into a local
-queue at once, so the decoder never waits for the engine to hand it the next job (with
-``concurrent.futures.ProcessPoolExecutor`` it did: its hand-over threads need the
-engine's busy GIL, and at 60 calls the decoder sat idle between jobs while they queued).
-Results come back on the result pipe to one reader thread here. A job not yet started is
-withdrawn by a cancel message; a running one is told to stop too (the pass checks a
-token between slices).
+The protocol is two pipes and no thread of ours on the way in. A job (a function, its
+arguments: the audio of one utterance, ~60 KB) is written to the job pipe by whoever
+submits it; in the child a reader thread drains that pipe into a local queue at once, so
+the decoder never waits for the engine to hand it the next job (a
+``ProcessPoolExecutor``'s hand-over threads need the engine's busy GIL). Results come
+back on the result pipe to one reader thread here. A job not yet started is withdrawn by
+a cancel message; a running one is told to stop too (``JobControl.stopped``).
 
-One process per engine process (a worker is pinned to its core or shares it; a second
-decoder process would only contend), started on first use or by ``start()``, and
+The child holds one *host* object, built there by the factory given to
+``DecodeProcess``: the state its jobs share (for pocketsphinx,
+``adapters.asr.decoder_jobs.DecoderJobs``). A job ``fn(host, *args)`` runs on it. The
+recognizer runtime owns one DecodeProcess per engine process (a second decoder process
+would only contend for the core); it is started on first use or by ``start()``, and
 replaced if it dies: the jobs it held fail with :class:`DecoderProcessDied` and the
 caller submits them again to the new one. It exits when the engine does (its job pipe
 reports EOF), even after a SIGKILL.
@@ -44,7 +42,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-__all__ = ["DecodeProcess", "DecoderProcessDied", "current_job_stopped", "decode_process"]
+__all__ = ["DecodeProcess", "DecoderProcessDied", "JobControl"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -59,24 +57,39 @@ class DecoderProcessDied(RuntimeError):
 
 # -- the child ---------------------------------------------------------------------------
 
-_stop_flags: dict[int, threading.Event] = {}
+
+class JobControl:
+    """What a running job may ask of the child's loop (decoder process)."""
+
+    def __init__(self) -> None:
+        self._current: threading.Event | None = None
+
+    def stopped(self) -> bool:
+        """True once the engine withdrew the running job (check between slices, give up)."""
+        current = self._current
+        return current is not None and current.is_set()
+
+    def begin(self, stop: threading.Event) -> None:
+        """The child's loop starts a job: ``stop`` is set when the engine withdraws it."""
+        self._current = stop
 
 
-def current_job_stopped() -> bool:
-    """In a job: True once the engine withdrew it (check between slices and give up)."""
-    flag = _stop_flags.get(threading.get_ident())
-    return flag is not None and flag.is_set()
+_Job = tuple[int, Callable[..., Any], tuple[Any, ...]]
 
 
-def _child_main(jobs: Connection, results: Connection) -> None:
+def _child_main(
+    host_factory: Callable[[JobControl], object], jobs: Connection, results: Connection
+) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the engine stops this
     # process itself (EOF on the job pipe), so it must not die first with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = JobControl()
+    host = host_factory(control)
     # Two queues: turn ends (final jobs) before live slices (audio decoded as it comes).
-    queues: tuple[
-        collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]],
-        collections.deque[tuple[int, Callable[..., Any], tuple[Any, ...]]],
-    ] = (collections.deque(), collections.deque())
+    queues: tuple[collections.deque[_Job], collections.deque[_Job]] = (
+        collections.deque(),
+        collections.deque(),
+    )
     cancelled: set[int] = set()
     running: dict[int, threading.Event] = {}
     arrived = threading.Condition()
@@ -99,7 +112,6 @@ def _child_main(jobs: Connection, results: Connection) -> None:
                     arrived.notify()
 
     threading.Thread(target=read_jobs, name="decode-jobs", daemon=True).start()
-    me = threading.get_ident()
     while True:
         with arrived:
             while not queues[0] and not queues[1]:
@@ -108,9 +120,10 @@ def _child_main(jobs: Connection, results: Connection) -> None:
             if job_id in cancelled:
                 cancelled.discard(job_id)
                 continue
-            stop = running[job_id] = _stop_flags[me] = threading.Event()
+            stop = running[job_id] = threading.Event()
+            control.begin(stop)
         try:
-            outcome: tuple[str, Any] = ("ok", fn(*args))
+            outcome: tuple[str, Any] = ("ok", fn(host, *args))
         except BaseException as exc:
             outcome = ("error", exc)
         with arrived:
@@ -133,14 +146,17 @@ def _child_main(jobs: Connection, results: Connection) -> None:
 class _Child:
     """One decoder process and the futures of the jobs it holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_factory: Callable[[JobControl], object]) -> None:
         context = multiprocessing.get_context("spawn")  # the engine has threads: no fork
         job_read, self.job_write = context.Pipe(duplex=False)
         self.result_read, result_write = context.Pipe(duplex=False)
         with contextlib.suppress(OSError):
             fcntl.fcntl(self.job_write.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
         self.process = context.Process(
-            target=_child_main, args=(job_read, result_write), name="asr-decoder", daemon=True
+            target=_child_main,
+            args=(host_factory, job_read, result_write),
+            name="asr-decoder",
+            daemon=True,
         )
         self.process.start()
         job_read.close()  # only the child reads jobs; its end closes when it dies
@@ -190,16 +206,21 @@ class _Child:
 
 
 class DecodeProcess:
-    """Runs jobs in one decoder process; starts it when needed, again after a crash."""
+    """Runs jobs in one decoder process; starts it when needed, again after a crash.
 
-    def __init__(self) -> None:
+    ``host_factory`` (picklable: a class or module-level function) builds the child's
+    host object, the state its jobs share; a job is ``fn(host, *args)``.
+    """
+
+    def __init__(self, host_factory: Callable[[JobControl], object]) -> None:
+        self._host_factory = host_factory
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self._ids = itertools.count(1)
         self._restarts = 0
 
     def submit(self, fn: Callable[..., _T], *args: Any, live: bool = False) -> Future[_T]:
-        """Queue ``fn(*args)`` (a module-level function) in the decoder process.
+        """Queue ``fn(host, *args)`` (a module-level function or method) in the decoder process.
 
         ``live``: audio decoded as it comes (a live pass), run only when no turn's final waits.
         """
@@ -220,7 +241,7 @@ class DecodeProcess:
         return future
 
     def post(self, fn: Callable[..., object], *args: Any, live: bool = False) -> None:
-        """Queue ``fn(*args)`` with no answer wanted (job 0: the child sends none back)."""
+        """Queue ``fn(host, *args)`` with no answer wanted (job 0: the child sends none back)."""
         with self._lock:
             child = self._running_child()
             with contextlib.suppress(OSError):  # it died: the next submit finds out
@@ -238,7 +259,7 @@ class DecodeProcess:
             child.close()
             child = None
         if child is None:
-            child = self._child = _Child()
+            child = self._child = _Child(self._host_factory)
         return child
 
     def _withdraw(self, child: _Child, job_id: int) -> None:
@@ -260,20 +281,7 @@ class DecodeProcess:
             child.close()
 
 
-def _ready() -> int:
+def _ready(_host: object) -> int:
     import pocketsphinx  # noqa: F401  (the import is most of the start-up)
 
     return os.getpid()
-
-
-_SHARED: DecodeProcess | None = None
-_SHARED_LOCK = threading.Lock()
-
-
-def decode_process() -> DecodeProcess:
-    """This engine process's decoder process (started by its first job)."""
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = DecodeProcess()
-        return _SHARED

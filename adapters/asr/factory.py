@@ -1,4 +1,4 @@
-"""Builds the recognizer an assistant's ``asr:`` section asks for.
+"""Builds the recognizer an assistant's ``asr:`` section asks for (engine event loop).
 
 ``asr.final`` chooses where each utterance's final transcript comes from:
 
@@ -18,11 +18,11 @@ docs/BENCHMARKS.md): at one call the final is Whisper's, whatever the timing.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.runtime import RecognizerRuntime
 from engine.runtime.ports.providers import (
     ProviderConfigError,
     SpeechRecognizer,
@@ -37,12 +37,11 @@ _OPTION_KEYS = frozenset({"phrases", "final", "final_wait_ms"})
 
 
 def recognizer_from_options(
-    options: Mapping[str, Any], *, engine_processes: int = 1
+    options: Mapping[str, Any], *, runtime: RecognizerRuntime
 ) -> SpeechRecognizer:
     """Build from an assistant's ``asr:`` options; raise ProviderConfigError if invalid.
 
-    ``engine_processes``: how many engine processes share this host's cores (Whisper's
-    threads are the cores divided among them).
+    ``runtime``: the engine process's recognizer runtime (decoder process, Whisper pool).
     """
     reject_unknown_options("asr", "pocketsphinx", options, _OPTION_KEYS)
     final = options.get("final", "whisper")
@@ -54,12 +53,16 @@ def recognizer_from_options(
     phrases = options.get("phrases", [])
     if not isinstance(phrases, list | tuple) or not all(isinstance(p, str) for p in phrases):
         raise ProviderConfigError("asr.phrases: must be a list of strings")
-    live = PocketsphinxRecognizer(phrases, refine=final != "none")
+    live = PocketsphinxRecognizer(phrases, runtime=runtime, refine=final != "none")
     if final != "whisper":
         return live
     from adapters.asr.hybrid import HybridRecognizer, phrase_prompt
-    from adapters.asr.whisper import shared_pool
 
-    pool = functools.partial(shared_pool, engine_processes)
-    pool()  # starts loading the model in the background now, not at the first turn
-    return HybridRecognizer(live, pool, prompt=phrase_prompt(list(phrases)), final_wait_ms=wait)
+    runtime.whisper_pool()  # starts loading the model in the background, not at a turn
+    return HybridRecognizer(
+        live,
+        runtime.whisper_pool,
+        prompt=phrase_prompt(list(phrases)),
+        final_wait_ms=wait,
+        counters=runtime.counters,
+    )

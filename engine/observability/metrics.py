@@ -61,7 +61,7 @@ def _fields(stats: object) -> dict[str, object]:
 
 
 class _RecognizerCollector(Collector):
-    """The hybrid recognizer's counters (``adapters.asr.hybrid.final_stats()``), at scrape.
+    """The recognizer's counters (the provider factory's ``recognizer_stats()``), at scrape.
 
     Integer fields become ``voiceengine_asr_hybrid_total{event}`` (whisper finals, phrase
     chosen, the three fallbacks, restarted early passes); its ``pool`` (the shared

@@ -20,6 +20,7 @@ from engine.runtime.ports.control_plane import (
     TranscriptEntry,
 )
 from engine.runtime.ports.history import HistoryStatus
+from engine.runtime.ports.provider_stats import RecognizerStats
 from engine.runtime.ports.providers import (
     ChatMessage,
     ProviderConfigError,
@@ -140,6 +141,7 @@ class FakeProviders:
         self.reply = reply
         self.heard = heard
         self.built: list[str] = []
+        self.recognizer_figures = RecognizerStats()  # what metrics read; a test may set it
 
     def _check(self, section: str, spec: ProviderSpec) -> None:
         if spec.provider == "broken":
@@ -170,6 +172,9 @@ class FakeProviders:
 
     async def warm_up(self) -> None:
         """Nothing to load."""
+
+    def recognizer_stats(self) -> RecognizerStats:
+        return self.recognizer_figures
 
     async def close(self) -> None:
         return None

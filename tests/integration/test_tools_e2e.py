@@ -22,10 +22,9 @@ import pytest
 import yaml
 from voiceengine.v1 import converse_pb2 as pb
 
-from adapters.asr.whisper import shared_pool
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.settings import DEFAULT_AGENTS_DIR
-from tests.conftest import StartEngine
+from tests.conftest import StartServer, target_of
 from tests.helpers.converse import ConverseClient
 from tests.helpers.engine_process import engine_processes, spawn_engine
 from tests.helpers.refbackend import RefBackend, running_refbackend
@@ -100,8 +99,12 @@ def db(tmp_path: Path, backend: RefBackend) -> BackendDb:
     return BackendDb(tmp_path / "backend.sqlite3")
 
 
-async def whisper_loaded() -> None:
-    assert await asyncio.to_thread(shared_pool().wait_loaded, 120) is not None
+async def warm_engine(start_server: StartServer, **env: str) -> str:
+    """An in-process engine whose Whisper model is loaded (as `serve` does before the port
+    opens): a first turn must not fall back to the grammar while it loads."""
+    server = await start_server(**env)
+    await server.engine.providers.warm_up()
+    return target_of(server)
 
 
 async def open_call(client: ConverseClient) -> pb.SessionStarted:
@@ -142,10 +145,9 @@ async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
     faults: str,
     backend: RefBackend,
     db: BackendDb,
-    start_engine: StartEngine,
+    start_server: StartServer,
     channel_to: ChannelTo,
 ) -> None:
-    await whisper_loaded()
     env = {"BACKEND_MODE": "http", "BACKEND_URL": backend.url, **FAST_HISTORY}
     if faults != "none":
         # The first attempt gets a 503, the second no answer within its 1 s (the booking is
@@ -154,7 +156,7 @@ async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
         await backend.faults(tool_fail_next=1, tool_status=503)
         await backend.faults(tool_delay_ms=10_000, tool_delay_next=1)
         env["BACKEND_TIMEOUT_SEC"] = "1"
-    target = await start_engine(**env)
+    target = await warm_engine(start_server, **env)
     client = ConverseClient(channel_to(target))
     started = await open_call(client)
     heard = await say(client, BOOKING)
@@ -174,10 +176,10 @@ async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
 # The caller's speech must be heard while the tool still runs: real time, alone.
 @pytest.mark.realtime_speech
 async def test_barge_in_during_a_two_second_tool_keeps_its_booking_and_result(
-    backend: RefBackend, db: BackendDb, start_engine: StartEngine, channel_to: ChannelTo
+    backend: RefBackend, db: BackendDb, start_server: StartServer, channel_to: ChannelTo
 ) -> None:
-    await whisper_loaded()
-    target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
+    env = {"BACKEND_MODE": "http", "BACKEND_URL": backend.url, **FAST_HISTORY}
+    target = await warm_engine(start_server, **env)
     client = ConverseClient(channel_to(target))
     started = await open_call(client)
     await backend.faults(tool_delay_ms=2000, tool_delay_next=1)  # a 2 s tool

@@ -12,6 +12,7 @@ import pytest
 from voiceengine.v1 import converse_pb2 as pb
 
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
+from adapters.asr.runtime import RecognizerRuntime
 from engine.audio.codec import StreamResampler
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.settings import DEFAULT_AGENTS_DIR as AGENTS
@@ -93,10 +94,14 @@ async def test_the_spoken_answer_says_the_reply_text(client: ConverseClient) -> 
             break
     expected = LOCATION_REPLY.rstrip(".").lower().replace(",", "")
     # A recognizer that knows the reply (and other phrases it could be confused with).
-    recognizer = PocketsphinxRecognizer([expected, "we are open from noon to ten"])
-    stream = recognizer.start_utterance()
-    await stream.feed(bytes(6400) + audio + bytes(6400))
-    assert (await stream.finish()).text == expected
+    runtime = RecognizerRuntime()
+    try:
+        phrases = [expected, "we are open from noon to ten"]
+        stream = PocketsphinxRecognizer(phrases, runtime=runtime).start_utterance()
+        await stream.feed(bytes(6400) + audio + bytes(6400))
+        assert (await stream.finish()).text == expected
+    finally:
+        await asyncio.to_thread(runtime.close)
 
 
 async def test_silence_alone_produces_no_turn(client: ConverseClient) -> None:

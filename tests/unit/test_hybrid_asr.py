@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from adapters.asr.factory import recognizer_from_options
-from adapters.asr.hybrid import HybridRecognizer, final_stats, phrase_prompt
+from adapters.asr.hybrid import HybridRecognizer, phrase_prompt
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
-from adapters.asr.whisper import WhisperModel, WhisperPool, default_workers, model_path, shared_pool
+from adapters.asr.runtime import RecognizerRuntime
+from adapters.asr.whisper import WhisperModel, WhisperPool, default_workers, model_path
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.cpus import usable_cpus
@@ -36,21 +37,38 @@ WAIT_MS = 60_000  # recognition, not speed, is under test here (the machine may 
 
 
 @pytest.fixture(scope="module")
-def model() -> WhisperModel:
-    loaded = shared_pool().wait_loaded(timeout=120)
+def runtime() -> Iterator[RecognizerRuntime]:
+    """This module's recognizer runtime: its decoder process, Whisper pool and counters."""
+    runtime = RecognizerRuntime()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture(scope="module")
+def model(runtime: RecognizerRuntime) -> WhisperModel:
+    loaded = runtime.whisper_pool().wait_loaded(timeout=120)
     assert loaded is not None, "the Whisper model did not load"
     return loaded
 
 
 @pytest.fixture(scope="module")
-def live() -> PocketsphinxRecognizer:
-    return PocketsphinxRecognizer(PHRASES)
+def live(runtime: RecognizerRuntime) -> PocketsphinxRecognizer:
+    return PocketsphinxRecognizer(PHRASES, runtime=runtime)
 
 
-def hybrid(live: PocketsphinxRecognizer, pool: WhisperPool | None = None) -> HybridRecognizer:
-    chosen = pool or shared_pool()
+def hybrid(
+    runtime: RecognizerRuntime,
+    live: PocketsphinxRecognizer,
+    pool: WhisperPool | None = None,
+    final_wait_ms: int = WAIT_MS,
+) -> HybridRecognizer:
+    chosen = pool or runtime.whisper_pool()
     return HybridRecognizer(
-        live, lambda: chosen, prompt=phrase_prompt(PHRASES), final_wait_ms=WAIT_MS
+        live,
+        lambda: chosen,
+        prompt=phrase_prompt(PHRASES),
+        final_wait_ms=final_wait_ms,
+        counters=runtime.counters,
     )
 
 
@@ -71,9 +89,9 @@ async def feed(stream: RecognitionStream, pcm: bytes) -> None:
 
 
 async def test_whisper_hears_words_no_phrase_has(
-    model: WhisperModel, live: PocketsphinxRecognizer
+    runtime: RecognizerRuntime, model: WhisperModel, live: PocketsphinxRecognizer
 ) -> None:
-    stream = hybrid(live).start_utterance()
+    stream = hybrid(runtime, live).start_utterance()
     await feed(stream, await say("are you open on sunday"))
     result = await stream.finish()
     assert result.text.split()[-3:] == ["open", "on", "sunday"]  # no phrase has "sunday"
@@ -81,57 +99,60 @@ async def test_whisper_hears_words_no_phrase_has(
 
 
 async def test_the_pass_started_at_silence_is_the_final(
-    model: WhisperModel, live: PocketsphinxRecognizer
+    runtime: RecognizerRuntime, model: WhisperModel, live: PocketsphinxRecognizer
 ) -> None:
-    before = final_stats()
-    stream = hybrid(live).start_utterance()
+    before = runtime.stats()
+    stream = hybrid(runtime, live).start_utterance()
     await feed(stream, await say("do you have a table for six tonight", voice="en-us+m3"))
     stream.silence_began()  # type: ignore[attr-defined]
     result = await stream.finish()
     assert "six" in result.text.split() and "table" in result.text.split()
-    after = final_stats()
+    after = runtime.stats()
     assert after.whisper == before.whisper + 1
     assert after.pool is not None and before.pool is not None
     assert after.pool.submitted == before.pool.submitted + 1  # not submitted again
 
 
 async def test_speech_after_the_silence_began_is_heard_too(
-    model: WhisperModel, live: PocketsphinxRecognizer
+    runtime: RecognizerRuntime, model: WhisperModel, live: PocketsphinxRecognizer
 ) -> None:
-    before = final_stats().restarted
-    stream = hybrid(live).start_utterance()
+    before = runtime.stats().restarted
+    stream = hybrid(runtime, live).start_utterance()
     await feed(stream, await say("where are you located"))
     stream.silence_began()  # type: ignore[attr-defined]
     stream.speech_resumed()  # type: ignore[attr-defined]
     await feed(stream, await say("do you serve breakfast"))
     words = (await stream.finish()).text.split()
     assert "located" in words and "breakfast" in words
-    assert final_stats().restarted == before + 1
+    assert runtime.stats().restarted == before + 1
 
 
-async def test_noise_gives_no_transcript(model: WhisperModel, live: PocketsphinxRecognizer) -> None:
+async def test_noise_gives_no_transcript(
+    runtime: RecognizerRuntime, model: WhisperModel, live: PocketsphinxRecognizer
+) -> None:
     noise = np.random.default_rng(5).normal(0, 3000, 32_000).astype("<i2").tobytes()
-    stream = hybrid(live).start_utterance()
+    stream = hybrid(runtime, live).start_utterance()
     await feed(stream, noise)
     assert (await stream.finish()).text == ""
 
 
 async def test_a_saturated_pool_falls_back_to_the_grammar_and_is_counted(
-    live: PocketsphinxRecognizer, saturated_pool: WhisperPool
+    runtime: RecognizerRuntime, live: PocketsphinxRecognizer, saturated_pool: WhisperPool
 ) -> None:
-    before = final_stats().fallback_saturated
-    stream = hybrid(live, saturated_pool).start_utterance()
+    before = runtime.stats().fallback_saturated
+    stream = hybrid(runtime, live, saturated_pool).start_utterance()
     await feed(stream, await say("what are your opening hours"))
     stream.silence_began()  # type: ignore[attr-defined]
     result = await stream.finish()
     assert result.text == "what are your opening hours"
     # The grammar stood in for Whisper: a guess, whatever its phrase.
     assert result.source == "grammar_fallback" and result.confidence < 0.5
-    assert final_stats().fallback_saturated == before + 1
+    assert runtime.stats().fallback_saturated == before + 1
     assert saturated_pool.stats().refused >= 1
 
 
 async def test_a_failing_model_falls_back_to_the_grammar_and_is_counted(
+    runtime: RecognizerRuntime,
     live: PocketsphinxRecognizer,
 ) -> None:
     def broken() -> WhisperModel:
@@ -139,17 +160,17 @@ async def test_a_failing_model_falls_back_to_the_grammar_and_is_counted(
 
     pool = WhisperPool(broken, workers=1, max_pending=4, max_batch=1)
     try:
-        before = final_stats().fallback_failed
-        stream = hybrid(live, pool).start_utterance()
+        before = runtime.stats().fallback_failed
+        stream = hybrid(runtime, live, pool).start_utterance()
         await feed(stream, await say("can i see the menu"))
         assert (await stream.finish()).text == "can i see the menu"
-        assert final_stats().fallback_failed == before + 1
+        assert runtime.stats().fallback_failed == before + 1
     finally:
         pool.close()
 
 
 async def test_a_saturated_pool_still_completes_the_turn_in_speech_input(
-    live: PocketsphinxRecognizer, saturated_pool: WhisperPool
+    runtime: RecognizerRuntime, live: PocketsphinxRecognizer, saturated_pool: WhisperPool
 ) -> None:
     events: list[Event] = []
 
@@ -158,7 +179,7 @@ async def test_a_saturated_pool_still_completes_the_turn_in_speech_input(
 
     speech = SpeechInput(
         WebRtcVad(),
-        hybrid(live, saturated_pool),
+        hybrid(runtime, live, saturated_pool),
         VadSettings(),
         emit,
         interim_transcripts=lambda: False,
@@ -220,19 +241,22 @@ def test_the_model_loads_and_transcribes_without_a_network() -> None:
     assert "menu" in done.stdout.lower()
 
 
-def test_asr_final_option_is_checked() -> None:
+def test_asr_final_option_is_checked(runtime: RecognizerRuntime) -> None:
     with pytest.raises(ProviderConfigError, match=r"asr\.final:"):
-        recognizer_from_options({"phrases": PHRASES, "final": "neural"})
+        recognizer_from_options({"phrases": PHRASES, "final": "neural"}, runtime=runtime)
     with pytest.raises(ProviderConfigError, match=r"asr\.final_wait_ms"):
-        recognizer_from_options({"phrases": PHRASES, "final_wait_ms": -1})
-    assert isinstance(recognizer_from_options({"phrases": PHRASES}), HybridRecognizer)
+        recognizer_from_options({"phrases": PHRASES, "final_wait_ms": -1}, runtime=runtime)
     assert isinstance(
-        recognizer_from_options({"phrases": PHRASES, "final": "grammar"}), PocketsphinxRecognizer
+        recognizer_from_options({"phrases": PHRASES}, runtime=runtime), HybridRecognizer
+    )
+    assert isinstance(
+        recognizer_from_options({"phrases": PHRASES, "final": "grammar"}, runtime=runtime),
+        PocketsphinxRecognizer,
     )
 
 
-async def test_final_none_takes_the_streaming_hypothesis() -> None:
-    recognizer = recognizer_from_options({"phrases": PHRASES, "final": "none"})
+async def test_final_none_takes_the_streaming_hypothesis(runtime: RecognizerRuntime) -> None:
+    recognizer = recognizer_from_options({"phrases": PHRASES, "final": "none"}, runtime=runtime)
     assert isinstance(recognizer, PocketsphinxRecognizer)
     stream = recognizer.start_utterance()
     await feed(stream, await say("where are you located"))
@@ -251,7 +275,7 @@ async def test_the_audio_chooses_between_whisper_and_a_close_phrase(
 
 
 async def test_speech_input_starts_the_final_pass_during_the_end_silence(
-    model: WhisperModel, live: PocketsphinxRecognizer
+    runtime: RecognizerRuntime, model: WhisperModel, live: PocketsphinxRecognizer
 ) -> None:
     pool = WhisperPool(lambda: model, workers=1, max_pending=4, max_batch=1)
     try:
@@ -261,7 +285,11 @@ async def test_speech_input_starts_the_final_pass_during_the_end_silence(
             seen.append(event)
 
         speech = SpeechInput(
-            WebRtcVad(), hybrid(live, pool), VadSettings(), emit, interim_transcripts=lambda: False
+            WebRtcVad(),
+            hybrid(runtime, live, pool),
+            VadSettings(),
+            emit,
+            interim_transcripts=lambda: False,
         )
         pcm = await spoken("where are you located", PCM16K, lead_ms=300, tail_ms=1200)
         submitted_at_end_of_turn = None
@@ -295,16 +323,14 @@ class _SlowHost:
 
 
 async def test_a_pass_running_past_the_wait_gives_way_to_the_grammar_final(
-    model: WhisperModel, live: PocketsphinxRecognizer
+    runtime: RecognizerRuntime, model: WhisperModel, live: PocketsphinxRecognizer
 ) -> None:
     """On a starved host the turn is answered on time from the phrase grammar (counted)."""
     slow = _SlowHost(model, 1.5)
     pool = WhisperPool(lambda: slow, workers=1, max_pending=2, max_batch=1)  # type: ignore[arg-type, return-value]
     try:
-        recognizer = HybridRecognizer(
-            live, lambda: pool, prompt=phrase_prompt(PHRASES), final_wait_ms=100
-        )
-        before = final_stats()
+        recognizer = hybrid(runtime, live, pool, final_wait_ms=100)
+        before = runtime.stats()
         stream = recognizer.start_utterance()
         await feed(stream, await say("where are you located"))
         stream.silence_began()  # type: ignore[attr-defined]
@@ -312,7 +338,7 @@ async def test_a_pass_running_past_the_wait_gives_way_to_the_grammar_final(
             while pool.stats().batches == 0:
                 await asyncio.sleep(0.01)
         text = (await stream.finish()).text
-        after = final_stats()
+        after = runtime.stats()
         assert text == "where are you located"  # the grammar's final, begun in the silence
         assert after.fallback_late == before.fallback_late + 1
         assert after.whisper == before.whisper

@@ -7,24 +7,19 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
-from adapters.asr.decode_process import decode_process
-from adapters.asr.pocketsphinx import (
-    PocketsphinxRecognizer,
-    PocketsphinxStream,
-    final_pass_stats,
-)
+from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
+from adapters.asr.runtime import RecognizerRuntime
 from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
 from engine.audio.codec import StreamResampler
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ProviderConfigError,
-    ProviderError,
     RecognitionStream,
 )
 
@@ -63,13 +58,21 @@ def speech() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def domain_recognizer() -> PocketsphinxRecognizer:
-    return PocketsphinxRecognizer(PHRASES)
+def runtime() -> Iterator[RecognizerRuntime]:
+    """This module's recognizer runtime (its own decoder process and counters)."""
+    runtime = RecognizerRuntime()
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture(scope="module")
-def generic_recognizer() -> PocketsphinxRecognizer:
-    return PocketsphinxRecognizer()
+def domain_recognizer(runtime: RecognizerRuntime) -> PocketsphinxRecognizer:
+    return PocketsphinxRecognizer(PHRASES, runtime=runtime)
+
+
+@pytest.fixture(scope="module")
+def generic_recognizer(runtime: RecognizerRuntime) -> PocketsphinxRecognizer:
+    return PocketsphinxRecognizer(runtime=runtime)
 
 
 async def feed_all(stream: RecognitionStream, pcm: bytes, chunk: int = CHUNK_100_MS) -> None:
@@ -222,11 +225,13 @@ async def known_caller(
 
 
 async def test_a_known_callers_final_pass_is_decoded_while_they_speak(
-    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+    runtime: RecognizerRuntime,
+    domain_recognizer: PocketsphinxRecognizer,
+    speech: dict[str, bytes],
 ) -> None:
     """From a known mean the grammar pass starts with the first word: the turn end only
     decodes the tail. A new caller's first utterance (no mean yet) is decoded whole."""
-    before = final_pass_stats().live
+    before = runtime.stats().grammar_passes_live
     stream = await known_caller(domain_recognizer, speech)
     await feed_all(stream, speech[PHRASES[2]])
     # Decoding began before the turn ended: the decoder process lent a decoder to it.
@@ -234,7 +239,7 @@ async def test_a_known_callers_final_pass_is_decoded_while_they_speak(
     stream.silence_began()
     assert (await stream.finish()).text == PHRASES[2].lower()
     assert stream.ended_live_pass
-    assert final_pass_stats().live >= before + 1  # counted (the metric; process-wide)
+    assert runtime.stats().grammar_passes_live == before + 1  # counted (the metric)
     assert await decoders_in_use(domain_recognizer) == 0
 
 
@@ -316,8 +321,10 @@ async def test_concurrent_streams_get_their_own_transcripts(
     assert texts == [first.lower(), second.lower()]
 
 
-async def test_cancel_returns_decoders_to_the_pool(speech: dict[str, bytes]) -> None:
-    recognizer = PocketsphinxRecognizer(["yes please", "no thanks"], pool_size=2)
+async def test_cancel_returns_decoders_to_the_pool(
+    runtime: RecognizerRuntime, speech: dict[str, bytes]
+) -> None:
+    recognizer = PocketsphinxRecognizer(["yes please", "no thanks"], runtime=runtime)
     for _ in range(30):
         stream = recognizer.start_utterance()
         await stream.feed(speech["yes please"][: CHUNK_100_MS * 3])
@@ -329,8 +336,10 @@ async def test_cancel_returns_decoders_to_the_pool(speech: dict[str, bytes]) -> 
     assert stats.created <= 4  # reused, not one decoder per utterance
 
 
-async def test_cancel_while_decoding_releases_the_decoder(speech: dict[str, bytes]) -> None:
-    recognizer = PocketsphinxRecognizer(["is there parking nearby"], pool_size=1)
+async def test_cancel_while_decoding_releases_the_decoder(
+    runtime: RecognizerRuntime, speech: dict[str, bytes]
+) -> None:
+    recognizer = PocketsphinxRecognizer(["is there parking nearby"], runtime=runtime)
     stream = recognizer.start_utterance()
     feeding: asyncio.Task[None] = asyncio.create_task(stream.feed(speech[PHRASES[5]]))
     await eventually(lambda: stream.partial() != "" or feeding.done())
@@ -340,13 +349,15 @@ async def test_cancel_while_decoding_releases_the_decoder(speech: dict[str, byte
     assert await recognize(recognizer, speech[PHRASES[5]]) == PHRASES[5]
 
 
-def test_phrase_words_missing_from_the_dictionary_are_skipped() -> None:
-    recognizer = PocketsphinxRecognizer(["book a table qxzvy", "yes"])
+def test_phrase_words_missing_from_the_dictionary_are_skipped(runtime: RecognizerRuntime) -> None:
+    recognizer = PocketsphinxRecognizer(["book a table qxzvy", "yes"], runtime=runtime)
     assert recognizer.uses_domain_model
 
 
-def test_phrases_with_no_known_word_fall_back_to_the_generic_model() -> None:
-    assert not PocketsphinxRecognizer(["qxzvy blorptang"]).uses_domain_model
+def test_phrases_with_no_known_word_fall_back_to_the_generic_model(
+    runtime: RecognizerRuntime,
+) -> None:
+    assert not PocketsphinxRecognizer(["qxzvy blorptang"], runtime=runtime).uses_domain_model
 
 
 @pytest.mark.parametrize(
@@ -357,24 +368,29 @@ def test_phrases_with_no_known_word_fall_back_to_the_generic_model() -> None:
         ({"phrases": ["yes", 2]}, "asr.phrases"),
     ],
 )
-def test_asr_options_are_validated(options: dict[str, object], field: str) -> None:
+def test_asr_options_are_validated(
+    runtime: RecognizerRuntime, options: dict[str, object], field: str
+) -> None:
     with pytest.raises(ProviderConfigError, match=field):
-        PocketsphinxRecognizer.from_options(options)
+        PocketsphinxRecognizer.from_options(options, runtime=runtime)
 
 
-def test_asr_options_build_a_domain_recognizer() -> None:
-    recognizer = PocketsphinxRecognizer.from_options({"phrases": ["yes please", "no thanks"]})
+def test_asr_options_build_a_domain_recognizer(runtime: RecognizerRuntime) -> None:
+    options = {"phrases": ["yes please", "no thanks"]}
+    recognizer = PocketsphinxRecognizer.from_options(options, runtime=runtime)
     assert recognizer.uses_domain_model
 
 
 async def test_a_turn_survives_the_decoder_process_being_killed(
-    domain_recognizer: PocketsphinxRecognizer, speech: dict[str, bytes]
+    runtime: RecognizerRuntime,
+    domain_recognizer: PocketsphinxRecognizer,
+    speech: dict[str, bytes],
 ) -> None:
     """The final pass runs in a process of its own; if it dies, a new one decodes the turn."""
-    process = decode_process()
+    process = runtime.decode_process
     before = process.restarts
     for _ in range(2):  # killed while a pass is queued or running, then between turns
-        pid = await asyncio.wrap_future(process.submit(os.getpid))
+        pid = await asyncio.wrap_future(process.start())
         assert pid != os.getpid()
         stream = domain_recognizer.open_stream()
         await feed_all(stream, speech[PHRASES[4]])
@@ -427,21 +443,3 @@ async def test_a_new_caller_starts_from_what_callers_on_the_same_line_taught(
     misled = domain_recognizer.open_stream(line)
     await feed_all(misled, speech[PHRASES[2]])
     assert (await misled.finish()).text == PHRASES[2].lower()
-
-
-async def test_a_decoder_process_that_cannot_start_fails_the_turn_cleanly(
-    domain_recognizer: PocketsphinxRecognizer,
-    speech: dict[str, bytes],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def cannot_start(*_: object) -> None:
-        raise OSError("fork: Resource temporarily unavailable")
-
-    monkeypatch.setattr(decode_process(), "submit", cannot_start)
-    stream = domain_recognizer.open_stream()
-    await feed_all(stream, speech[PHRASES[1]])
-    stream.silence_began()  # no exception into the speech input's frame loop
-    with pytest.raises(ProviderError, match="no decoder process"):
-        await stream.finish()
-    monkeypatch.undo()
-    assert await recognize(domain_recognizer, speech[PHRASES[1]]) == PHRASES[1].lower()

@@ -1,0 +1,271 @@
+"""pocketsphinx decoders: building, pooling and the passes over a whole utterance (decoder
+process; the engine loop builds one decoder per model at start-up to check the model).
+
+Domain model (see adapters/asr/domain_model.py): a JSGF grammar accepting exactly one of
+the assistant's phrases is the primary search, the phrase trigram the last resort when the
+grammar finds no path (near-misses, prefixes, several phrases in one breath), and a
+one-word grammar a cheap pass that only runs the front end to estimate the utterance's
+cepstral mean (CMN). Domain decoders dither their input: upsampled 8 kHz telephone audio
+has empty bands above 4 kHz whose log energies otherwise swamp the features.
+
+A job decodes in 100 ms slices and gives up between two when it is withdrawn
+(``stopped``). Decoders are costly to build (~20 ms of CPU, ~8 MiB), so they are lent out
+one utterance at a time from a pool per phrase set and kept for the next one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from adapters.asr.domain_model import DomainModel, domain_model
+from engine.runtime.ports.providers import ProviderError, Recognition
+
+__all__ = [
+    "CONFIDENCE_GENERIC",
+    "CONFIDENCE_GRAMMAR",
+    "CONFIDENCE_TRIGRAM",
+    "SLICE_BYTES",
+    "SOURCE",
+    "DecoderPool",
+    "DecoderPoolStats",
+    "DecoderPools",
+    "Outcome",
+    "Stopped",
+    "choice_pass",
+    "final_pass",
+    "hypothesis",
+]
+
+_T = TypeVar("_T")
+
+SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw call gets
+GRAMMAR_SEARCH = "phrases"
+_CMN_SEARCH = "cmn"  # a one-word grammar: a cheap pass that only estimates the mean
+_CHOICE_SEARCH = "choice"  # a grammar of a few candidate sentences, set per utterance
+_TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constructed with
+# No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
+# confidence is a prior per way the text was found.
+CONFIDENCE_GRAMMAR, CONFIDENCE_TRIGRAM, CONFIDENCE_GENERIC = 0.9, 0.6, 0.5
+SOURCE = "grammar"  # Recognition.source of every pocketsphinx final
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderPoolStats:
+    """Decoders of one model: kept idle, lent to utterances, and created in total."""
+
+    idle: int
+    in_use: int
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A final pass's transcript and the utterance's cepstral mean (for a choice pass,
+    and for the caller's next utterance)."""
+
+    recognition: Recognition
+    cmn: str
+    ended_live: bool = False  # it ended the stream's live pass (decoded only the tail)
+
+
+class Stopped(Exception):
+    """A pass withdrawn while it ran: the caller spoke again or the utterance ended."""
+
+
+def _create_decoder(model: DomainModel | None) -> Any:
+    """A new Decoder; with a domain model, the grammar is the active search."""
+    # bestpath off: its lattice pass held the GIL at the end of every utterance and did
+    # not improve accuracy on our test speech. fwdflat stays on for the generic model,
+    # which is less accurate without it.
+    import pocketsphinx  # the C library loads with the first decoder, not with the engine
+
+    if model is None:
+        return pocketsphinx.Decoder(loglevel="ERROR", bestpath=False)
+    # The Decoder reads its files while it is constructed; they need not outlive it.
+    with tempfile.TemporaryDirectory(prefix="asr-domain-") as tmp:
+        (Path(tmp) / "domain.dict").write_text(model.dictionary, encoding="utf-8")
+        (Path(tmp) / "domain.arpa").write_text(model.trigram_arpa, encoding="utf-8")
+        decoder = pocketsphinx.Decoder(
+            lm=str(Path(tmp) / "domain.arpa"),
+            dict=str(Path(tmp) / "domain.dict"),
+            loglevel="ERROR",
+            bestpath=False,
+            dither=True,
+        )
+    decoder.add_jsgf_string(GRAMMAR_SEARCH, model.grammar_jsgf)
+    # Any one word of the dictionary will do: this search only runs the front end and
+    # a handful of senones while the cepstral mean adapts to the utterance.
+    some_word = model.dictionary.split(" ", 1)[0].split("(", 1)[0]
+    decoder.add_jsgf_string(
+        _CMN_SEARCH, f"#JSGF V1.0;\ngrammar cmn;\npublic <utterance> = {some_word};\n"
+    )
+    decoder.activate_search(GRAMMAR_SEARCH)
+    return decoder
+
+
+class DecoderPool:
+    """Idle decoders of one model, lent out one per utterance (thread-safe)."""
+
+    def __init__(self, key: tuple[str, ...], model: DomainModel | None, max_idle: int) -> None:
+        self.key = key  # the phrases, to find the same pool in the decoder process
+        self.model = model
+        self.cmn_init = ""  # a fresh decoder's cepstral mean, set by the first acquire
+        self._max_idle = max_idle
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._in_use = 0
+        self._created = 0
+
+    def acquire(self) -> Any:
+        with self._lock:
+            self._in_use += 1
+            if self._idle:
+                return self._idle.pop()
+        try:
+            decoder = _create_decoder(self.model)  # slow (~10-400 ms): outside the lock
+        except Exception:
+            with self._lock:
+                self._in_use -= 1
+            raise
+        with self._lock:
+            self._created += 1
+            if not self.cmn_init:
+                self.cmn_init = decoder.get_cmn(False)
+        return decoder
+
+    def release(self, decoder: Any, reusable: bool) -> None:
+        with self._lock:
+            self._in_use -= 1
+            if reusable and len(self._idle) < self._max_idle:
+                self._idle.append(decoder)
+
+    def stats(self) -> DecoderPoolStats:
+        with self._lock:
+            return DecoderPoolStats(len(self._idle), self._in_use, self._created)
+
+
+class DecoderPools:
+    """One pool per phrase set: utterances of every recognizer with the same phrases share
+    it; a decoder is only ever lent to one utterance at a time (thread-safe)."""
+
+    def __init__(self, max_idle: int) -> None:
+        self._max_idle = max_idle
+        self._pools: dict[tuple[str, ...], DecoderPool] = {}
+        self._lock = threading.Lock()
+
+    def pool_for(self, key: tuple[str, ...]) -> DecoderPool:
+        """The phrase set's pool; the first call builds the model and one decoder (and
+        raises if they cannot be built: at start-up, not mid-call)."""
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                model = domain_model(key) if key else None
+                pool = self._pools[key] = DecoderPool(key, model, self._max_idle)
+        if pool.stats().created == 0:
+            pool.release(pool.acquire(), reusable=True)
+        return pool
+
+
+def hypothesis(decoder: Any) -> str:
+    """The decoder's best hypothesis so far ("" if none)."""
+    found = decoder.hyp()
+    return str(found.hypstr).strip() if found is not None else ""
+
+
+def _decode(decoder: Any, search: str, audio: bytes, stopped: Callable[[], bool]) -> str:
+    """One utterance of ``audio`` on ``search`` in 100 ms slices; its hypothesis."""
+    decoder.activate_search(search)
+    decoder.start_utt()
+    try:
+        for start in range(0, len(audio), SLICE_BYTES):
+            if stopped():
+                raise Stopped
+            decoder.process_raw(audio[start : start + SLICE_BYTES], False, False)
+    finally:
+        decoder.end_utt()
+    return hypothesis(decoder)
+
+
+def _borrowed(pool: DecoderPool, job: Callable[[Any], _T]) -> _T:
+    """Run ``job`` on a decoder borrowed for it; never lend one in an unknown state again."""
+    try:
+        decoder = pool.acquire()
+    except Exception as exc:  # RuntimeError/ValueError from the C library
+        raise ProviderError(f"pocketsphinx: cannot create a decoder: {exc}") from exc
+    reusable = True
+    try:
+        return job(decoder)
+    except RuntimeError as exc:
+        reusable = False
+        raise ProviderError(f"pocketsphinx: decoding failed: {exc}") from exc
+    finally:
+        if reusable:
+            decoder.activate_search(GRAMMAR_SEARCH)
+        pool.release(decoder, reusable)
+
+
+def final_pass(
+    pool: DecoderPool,
+    audio: bytes,
+    refine: bool,
+    cmn: str | None,
+    stopped: Callable[[], bool],
+) -> Outcome:
+    """The final transcript of a whole utterance with the domain model.
+
+    ``cmn``: a mean known for this caller or line; the pass starts from it instead of
+    estimating one first (a third less CPU). If the grammar then finds no path the mean
+    is estimated from this utterance after all. ``refine`` False: from a fresh decoder's
+    mean, and no trigram fallback.
+    """
+
+    def estimate(decoder: Any) -> str:
+        decoder.set_cmn(pool.cmn_init)
+        _decode(decoder, _CMN_SEARCH, audio, stopped)
+        return str(decoder.get_cmn(False))
+
+    def run(decoder: Any) -> Outcome:
+        mean = pool.cmn_init
+        if refine:
+            mean = cmn if cmn else estimate(decoder)
+        decoder.set_cmn(mean)
+        text = _decode(decoder, GRAMMAR_SEARCH, audio, stopped)
+        confidence = CONFIDENCE_GRAMMAR
+        learnt = str(decoder.get_cmn(False)) if text else ""
+        if not text and refine and cmn:
+            mean = estimate(decoder)  # the carried mean did not fit (another line?)
+            decoder.set_cmn(mean)
+            text = _decode(decoder, GRAMMAR_SEARCH, audio, stopped)
+            learnt = str(decoder.get_cmn(False)) if text else ""
+        if not text and refine:
+            # The grammar found no path: the phrase trigram still gives near-misses,
+            # prefixes and several phrases in one breath a transcript.
+            decoder.set_cmn(mean)
+            text = _decode(decoder, _TRIGRAM_SEARCH, audio, stopped)
+            confidence = CONFIDENCE_TRIGRAM
+        return Outcome(Recognition(text, confidence if text else 0.0, SOURCE), learnt or mean)
+
+    return _borrowed(pool, run)
+
+
+def choice_pass(
+    pool: DecoderPool, audio: bytes, cmn: str | None, grammar: str, stopped: Callable[[], bool]
+) -> str:
+    """Which of a few sentences (``grammar``) the audio fits, "" if none."""
+
+    def run(decoder: Any) -> str:
+        mean = cmn
+        if mean is None:
+            decoder.set_cmn(pool.cmn_init)
+            _decode(decoder, _CMN_SEARCH, audio, stopped)
+            mean = decoder.get_cmn(False)
+        decoder.add_jsgf_string(_CHOICE_SEARCH, grammar)
+        decoder.set_cmn(mean)
+        return _decode(decoder, _CHOICE_SEARCH, audio, stopped)
+
+    return _borrowed(pool, run)
