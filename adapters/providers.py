@@ -10,8 +10,9 @@ HTTP client per process. Built providers are cached per spec where building is c
 for load tests that measure the engine alone.
 
 The factory owns what its providers share for the life of the engine process: the
-recognizer runtime (decoder process, Whisper pool, counters; adapters/asr/runtime.py) and
-the HTTP client. ``close()`` stops them.
+recognizer runtime (decoder process, Whisper pool, counters; adapters/asr/runtime.py), the
+eSpeak engine (its worker thread and sentence cache) and the HTTP client. ``close()`` stops
+them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -35,6 +36,9 @@ from engine.runtime.ports.providers import (
     reject_unknown_options,
 )
 from engine.runtime.ports.turn import TurnDetector, TurnDetectorError
+
+if TYPE_CHECKING:
+    from adapters.tts.espeak import EspeakEngine
 
 log = logging.getLogger(__name__)
 WHISPER_LOAD_TIMEOUT_SEC = 60.0
@@ -62,6 +66,7 @@ class EmbeddedProviderFactory:
         # Engine processes sharing this host's cores: model threads are sized from it.
         self._engine_processes = engine_processes
         self._asr = recognizer_runtime or RecognizerRuntime(engine_processes=engine_processes)
+        self._espeak: EspeakEngine | None = None  # built with the first espeak synthesizer
         self._llm_api_key = llm_api_key
         self._llm_allowed_base_urls = llm_allowed_base_urls
         self._http: httpx.AsyncClient | None = None
@@ -115,11 +120,14 @@ class EmbeddedProviderFactory:
         return self._asr.stats()
 
     async def close(self) -> None:
-        """Release the HTTP client; stop the decoder process and the Whisper workers."""
+        """Release the HTTP client; stop the decoder process, the Whisper and eSpeak workers."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
         await asyncio.to_thread(self._asr.close)
+        if self._espeak is not None:
+            await asyncio.to_thread(self._espeak.close)
+            self._espeak = None
 
     def synthesizer(self, spec: ProviderSpec) -> SpeechSynthesizer:
         key = _key(spec)
@@ -134,9 +142,11 @@ class EmbeddedProviderFactory:
             return testkit_tts
         if spec.provider != "espeak":
             raise ProviderConfigError(f"tts.provider: unknown provider {spec.provider!r} (espeak)")
-        from adapters.tts.espeak import EspeakSynthesizer
+        from adapters.tts.espeak import EspeakEngine, EspeakSynthesizer
 
-        built = EspeakSynthesizer.from_options(spec.options)
+        if self._espeak is None:
+            self._espeak = EspeakEngine()
+        built = EspeakSynthesizer.from_options(spec.options, engine=self._espeak)
         self._synthesizers[key] = built
         return built
 

@@ -1,15 +1,20 @@
-"""eSpeak NG text-to-speech, driven through libespeak-ng with ctypes.
+"""eSpeak NG text-to-speech through libespeak-ng with ctypes (synthesis on a worker
+thread of the engine process; the synthesizer's stream on the event loop).
 
-libespeak-ng keeps all of its state in process-global C variables and is not thread-safe,
-so this module owns it through one process-wide ``_EspeakEngine``: the library is loaded
-and initialized once (lazily), and every call into it runs on a single dedicated worker
-thread. Each ``synthesize`` call is a job on that thread; audio buffers flow from the C
-callback to the caller's event loop as they are produced, so the first audio of a sentence
-does not wait for the rest of it. Per-call state lives in the job, never in the engine.
+An :class:`EspeakEngine` (one per provider factory, closed with it) runs every synthesis
+on one dedicated worker thread and keeps the sentence cache. Each ``synthesize`` call is a
+job on that thread; audio buffers flow from the C callback to the caller's event loop as
+they are produced, so the first audio of a sentence does not wait for the rest of it.
+Per-call state lives in the job, never in the engine.
 
-Sentences are cached (:class:`_SentenceCache`, per process, bounded in bytes): for a
-text and voice settings eSpeak always says the same thing (only the noise of fricatives
-is drawn anew), and an assistant says the same sentences over and over (its greeting on
+libespeak-ng itself keeps its state in process-global C variables and is not thread-safe:
+``LIBESPEAK`` (adapters/tts/libespeak.py) stands for that one library state.
+Every call into it holds its lock, and the engine whose job runs sets its own callback
+first, so engines of two factories in one process (tests) take turns rather than collide.
+
+Sentences are cached (:class:`_SentenceCache`, per engine, bounded in bytes): for a text
+and voice settings eSpeak always says the same thing (only the noise of fricatives is
+drawn anew), and an assistant says the same sentences over and over (its greeting on
 every call, its answers to the common questions). A cached sentence costs no synthesis
 and its audio is ready at once.
 """
@@ -26,8 +31,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import espeakng_loader
-
+from adapters.tts.libespeak import (
+    CHARS_UTF8,
+    EE_OK,
+    ENDPAUSE,
+    ESPEAK_SAMPLE_RATE_HZ,
+    LIBESPEAK,
+    PARAM_PITCH,
+    PARAM_RATE,
+    POS_CHARACTER,
+    SynthCallback,
+)
 from engine.runtime.ports.providers import (
     ProviderConfigError,
     ProviderError,
@@ -39,38 +53,22 @@ __all__ = [
     "DEFAULT_RATE_WPM",
     "DEFAULT_VOICE",
     "ESPEAK_SAMPLE_RATE_HZ",
+    "EspeakEngine",
     "EspeakSynthesizer",
 ]
 
-ESPEAK_SAMPLE_RATE_HZ = 22_050
 DEFAULT_VOICE = "en-us"
 DEFAULT_RATE_WPM = 175
 DEFAULT_PITCH = 50
 RATE_WPM_MIN, RATE_WPM_MAX = 80, 450  # espeakRATE_MINIMUM / espeakRATE_MAXIMUM
 PITCH_MIN, PITCH_MAX = 0, 100
 
-# speak_lib.h constants (API revision 12).
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INITIALIZE_DONT_EXIT = 0x8000  # report a missing data dir instead of exit()ing the process
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 0x1
-_ENDPAUSE = 0x1000  # keep the sentence-final pause so consecutive sentences do not run together
-_PARAM_RATE = 1
-_PARAM_PITCH = 3
-_EE_OK = 0
-_EE_NOT_FOUND = 2
-_CALLBACK_BUFFER_MS = 60  # size of the buffers handed to the callback = our chunk size
-
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+./-]{0,63}$")
 _OPTION_KEYS = frozenset({"voice", "rate_wpm", "pitch"})
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
 _T = TypeVar("_T")
 
-# ~3 minutes of speech per process (22,050 Hz PCM16 is 43 KiB a second); a sentence
+# ~3 minutes of speech per engine (22,050 Hz PCM16 is 43 KiB a second); a sentence
 # longer than ~24 s is not kept.
 _CACHE_BYTES = 8 * 1024 * 1024
 _CACHE_ENTRY_BYTES = 1024 * 1024
@@ -84,7 +82,7 @@ class _SentenceCache:
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
         self._bytes = 0
-        self._lock = threading.Lock()  # recognizers' event loops in tests share the process
+        self._lock = threading.Lock()  # synthesizers on several event loops may share it
         self.hits = 0
         self.misses = 0
 
@@ -110,9 +108,6 @@ class _SentenceCache:
             while self._bytes > self._max_bytes:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= sum(len(chunk) for chunk in dropped)
-
-
-_CACHE = _SentenceCache(_CACHE_BYTES, _CACHE_ENTRY_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +148,20 @@ class _Job:
             self._aborted.set()
 
 
-class _EspeakEngine:
-    """Process-wide owner of libespeak-ng: one library state, one worker thread."""
+class EspeakEngine:
+    """Synthesis for a provider factory: one worker thread, the known voices and the
+    sentence cache. ``close()`` stops the worker."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, cache_bytes: int = _CACHE_BYTES, cache_entry_bytes: int = _CACHE_ENTRY_BYTES
+    ) -> None:
+        self.cache = _SentenceCache(cache_bytes, cache_entry_bytes)
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._known_voices: set[str] = set()
-        # Everything below is touched only on the worker thread.
-        self._lib: ctypes.CDLL | None = None
-        self._voice: str | None = None
-        self._job: _Job | None = None
+        self._job: _Job | None = None  # touched only on the worker thread
         # ctypes does not keep the callback alive: the C side would call freed memory.
-        self._callback = _SynthCallback(self._on_audio)
+        self._callback = SynthCallback(self._on_audio)
 
     def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         """Queue ``fn(*args)`` on the worker thread (started on first use)."""
@@ -204,83 +200,49 @@ class _EspeakEngine:
         finally:
             job.deliver(_Finished(error))
 
+    def close(self) -> None:
+        """Stop the worker thread once its queued jobs are done."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
     # -- worker thread only -------------------------------------------------------------
 
-    def _run(self, job: _Job) -> None:
-        lib = self._library()
-        if not self._select_voice(job.voice):
-            raise ProviderError(f"espeak-ng: unknown voice {job.voice!r}")
-        for param, value in ((_PARAM_RATE, job.rate_wpm), (_PARAM_PITCH, job.pitch)):
-            status = lib.espeak_SetParameter(param, value, 0)
-            if status != _EE_OK:
-                raise ProviderError(f"espeak-ng: espeak_SetParameter({param}) returned {status}")
-        self._job = job
-        try:
-            status = lib.espeak_Synth(
-                job.text,
-                len(job.text) + 1,
-                0,
-                _POS_CHARACTER,
-                0,
-                _CHARS_UTF8 | _ENDPAUSE,
-                None,
-                None,
-            )
-        finally:
-            self._job = None
-        if status != _EE_OK:
-            raise ProviderError(f"espeak-ng: espeak_Synth returned {status}")
-
-    def _library(self) -> ctypes.CDLL:
-        if self._lib is not None:
-            return self._lib
-        try:
-            lib = ctypes.CDLL(espeakng_loader.get_library_path())
-            data_path = espeakng_loader.get_data_path()
-        except (OSError, RuntimeError) as exc:
-            raise ProviderError(f"espeak-ng: cannot load the library: {exc}") from exc
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        lib.espeak_Synth.restype = ctypes.c_int
-        rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS,
-            _CALLBACK_BUFFER_MS,
-            data_path.encode(),
-            _INITIALIZE_DONT_EXIT,
-        )
-        if rate != ESPEAK_SAMPLE_RATE_HZ:
-            # -1 is an init failure; any other rate would break what sample_rate_hz promised.
-            raise ProviderError(f"espeak-ng: espeak_Initialize returned {rate}")
-        lib.espeak_SetSynthCallback(self._callback)
-        self._lib = lib
-        return lib
-
     def _select_voice(self, voice: str) -> bool:
-        if voice == self._voice:
-            return True  # loading a voice reads files; skip it when nothing changes
-        status = self._library().espeak_SetVoiceByName(voice.encode())
-        if status == _EE_NOT_FOUND:
-            return False
-        if status != _EE_OK:
-            raise ProviderError(f"espeak-ng: espeak_SetVoiceByName returned {status}")
-        self._voice = voice
-        return True
+        with LIBESPEAK.lock:
+            return LIBESPEAK.select_voice(voice)
+
+    def _run(self, job: _Job) -> None:
+        with LIBESPEAK.lock:
+            lib = LIBESPEAK.library()
+            if LIBESPEAK.owner is not self:
+                lib.espeak_SetSynthCallback(self._callback)
+                LIBESPEAK.owner = self
+            if not LIBESPEAK.select_voice(job.voice):
+                raise ProviderError(f"espeak-ng: unknown voice {job.voice!r}")
+            for param, value in ((PARAM_RATE, job.rate_wpm), (PARAM_PITCH, job.pitch)):
+                status = lib.espeak_SetParameter(param, value, 0)
+                if status != EE_OK:
+                    raise ProviderError(
+                        f"espeak-ng: espeak_SetParameter({param}) returned {status}"
+                    )
+            self._job = job
+            try:
+                status = lib.espeak_Synth(
+                    job.text,
+                    len(job.text) + 1,
+                    0,
+                    POS_CHARACTER,
+                    0,
+                    CHARS_UTF8 | ENDPAUSE,
+                    None,
+                    None,
+                )
+            finally:
+                self._job = None
+        if status != EE_OK:
+            raise ProviderError(f"espeak-ng: espeak_Synth returned {status}")
 
     def _on_audio(self, wav: Any, n_samples: int, _events: Any) -> int:
         # Called by C on the worker thread; an exception here would be swallowed by ctypes,
@@ -294,9 +256,6 @@ class _EspeakEngine:
             return 1 if job.aborted else 0
         except Exception:
             return 1
-
-
-_ENGINE = _EspeakEngine()
 
 
 def _speakable(text: str) -> bytes | None:
@@ -317,14 +276,16 @@ def _int_option(name: str, value: object, low: int, high: int) -> int:
 class EspeakSynthesizer:
     """SpeechSynthesizer port on eSpeak NG: PCM16 mono at 22,050 Hz, in ~60 ms chunks.
 
-    Instances are cheap and hold only their options; all of them share the process-wide
-    eSpeak engine, whose single worker thread serializes synthesis. Cancelling or closing
-    the iterator returned by ``synthesize`` aborts the synthesis at the next audio buffer.
+    Instances are cheap and hold only their options and ``engine`` (the provider
+    factory's; without one, an engine of its own), whose single worker thread serializes
+    synthesis. Cancelling or closing the iterator returned by ``synthesize`` aborts the
+    synthesis at the next audio buffer.
     """
 
     def __init__(
         self,
         *,
+        engine: EspeakEngine | None = None,
         voice: str = DEFAULT_VOICE,
         rate_wpm: int = DEFAULT_RATE_WPM,
         pitch: int = DEFAULT_PITCH,
@@ -335,8 +296,9 @@ class EspeakSynthesizer:
             )
         self._rate_wpm = _int_option("rate_wpm", rate_wpm, RATE_WPM_MIN, RATE_WPM_MAX)
         self._pitch = _int_option("pitch", pitch, PITCH_MIN, PITCH_MAX)
+        self._engine = engine or EspeakEngine()
         try:
-            known = _ENGINE.check_voice(voice)
+            known = self._engine.check_voice(voice)
         except ProviderError as exc:
             raise ProviderConfigError(f"tts.voice: cannot check {voice!r}: {exc}") from exc
         if not known:
@@ -344,10 +306,13 @@ class EspeakSynthesizer:
         self._voice = voice
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> EspeakSynthesizer:
+    def from_options(
+        cls, options: Mapping[str, Any], *, engine: EspeakEngine | None = None
+    ) -> EspeakSynthesizer:
         """Build from an assistant's ``tts:`` options; raise ProviderConfigError if invalid."""
         reject_unknown_options("tts", "espeak", options, _OPTION_KEYS)
         return cls(
+            engine=engine,
             voice=options.get("voice", DEFAULT_VOICE),
             rate_wpm=options.get("rate_wpm", DEFAULT_RATE_WPM),
             pitch=options.get("pitch", DEFAULT_PITCH),
@@ -379,13 +344,14 @@ class EspeakSynthesizer:
         if payload is None:
             return
         key = (payload, self._voice, self._rate_wpm, self._pitch)
-        cached = _CACHE.get(key)
+        cache = self._engine.cache
+        cached = cache.get(key)
         if cached is not None:
             for chunk in cached:
                 yield chunk
             return
         job = _Job(payload, self._voice, self._rate_wpm, self._pitch, asyncio.get_running_loop())
-        future = _ENGINE.submit(_ENGINE.synthesize, job)
+        future = self._engine.submit(self._engine.synthesize, job)
         finished = False
         produced: list[bytes] = []
         try:
@@ -395,7 +361,7 @@ class EspeakSynthesizer:
                     finished = True
                     if item.error is not None:
                         raise item.error
-                    _CACHE.put(key, tuple(produced))  # whole sentences only
+                    cache.put(key, tuple(produced))  # whole sentences only
                     return
                 produced.append(item)
                 yield item

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 from adapters.tts import espeak
-from adapters.tts.espeak import EspeakSynthesizer
+from adapters.tts.espeak import EspeakEngine, EspeakSynthesizer
 from engine.runtime.ports.providers import ProviderConfigError, ProviderError, SpeechSynthesizer
 
 RATE = 22_050
@@ -36,24 +37,26 @@ def same_speech(a: bytes, b: bytes) -> bool:
     return abs(len(a) - len(b)) <= 0.01 * len(b)
 
 
-async def engine_idle() -> bool:
-    """Wait (bounded) for the shared worker to finish any job; True when it did."""
+async def engine_idle(engine: EspeakEngine) -> bool:
+    """Wait (bounded) for the engine's worker to finish any job; True when it did."""
     for _ in range(200):  # ~0.2 s; a full LONG * 200 takes over a second of CPU
-        if espeak._ENGINE.idle:
+        if engine.idle:
             return True
         await asyncio.sleep(0.001)
     return False
 
 
-@pytest.fixture(autouse=True)
-def no_sentence_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests are about synthesis itself: every sentence goes to the engine."""
-    monkeypatch.setattr(espeak, "_CACHE", espeak._SentenceCache(0, 0))
+@pytest.fixture
+def engine() -> Iterator[EspeakEngine]:
+    """These tests are about synthesis itself: no sentence cache, every one synthesized."""
+    engine = EspeakEngine(cache_bytes=0, cache_entry_bytes=0)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture
-def synth() -> EspeakSynthesizer:
-    return EspeakSynthesizer()
+def synth(engine: EspeakEngine) -> EspeakSynthesizer:
+    return EspeakSynthesizer(engine=engine)
 
 
 def test_implements_the_synthesizer_port(synth: EspeakSynthesizer) -> None:
@@ -78,9 +81,9 @@ async def test_long_sentence_streams_in_many_chunks(synth: EspeakSynthesizer) ->
     assert max(seconds(chunk) for chunk in chunks) <= 0.1
 
 
-async def test_faster_rate_gives_shorter_audio() -> None:
-    slow = b"".join(await collect(EspeakSynthesizer(rate_wpm=120), LONG))
-    fast = b"".join(await collect(EspeakSynthesizer(rate_wpm=350), LONG))
+async def test_faster_rate_gives_shorter_audio(engine: EspeakEngine) -> None:
+    slow = b"".join(await collect(EspeakSynthesizer(engine=engine, rate_wpm=120), LONG))
+    fast = b"".join(await collect(EspeakSynthesizer(engine=engine, rate_wpm=350), LONG))
     assert seconds(fast) < 0.6 * seconds(slow)
 
 
@@ -92,18 +95,20 @@ async def test_text_without_speakable_content_yields_nothing(
 
 
 async def test_closing_the_iterator_aborts_and_the_next_synthesis_works(
-    synth: EspeakSynthesizer,
+    engine: EspeakEngine, synth: EspeakSynthesizer
 ) -> None:
     reference = b"".join(await collect(synth, SHORT))
     stream = synth.synthesize(LONG * 20)  # a minute or more of speech
     first = await anext(stream)
     assert first
     await stream.aclose()
-    assert espeak._ENGINE.idle  # aclose returns only once the worker has stopped
+    assert engine.idle  # aclose returns only once the worker has stopped
     assert same_speech(b"".join(await collect(synth, SHORT)), reference)
 
 
-async def test_cancelling_the_consumer_task_aborts_synthesis(synth: EspeakSynthesizer) -> None:
+async def test_cancelling_the_consumer_task_aborts_synthesis(
+    engine: EspeakEngine, synth: EspeakSynthesizer
+) -> None:
     reference = b"".join(await collect(synth, SHORT))
     first_chunk = asyncio.Event()
     received: list[bytes] = []
@@ -122,11 +127,13 @@ async def test_cancelling_the_consumer_task_aborts_synthesis(synth: EspeakSynthe
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(received) == 1
-    assert espeak._ENGINE.idle
+    assert engine.idle
     assert same_speech(b"".join(await collect(synth, SHORT)), reference)
 
 
-async def test_an_abandoned_stream_is_aborted_when_collected(synth: EspeakSynthesizer) -> None:
+async def test_an_abandoned_stream_is_aborted_when_collected(
+    engine: EspeakEngine, synth: EspeakSynthesizer
+) -> None:
     async def take_one() -> bytes:
         async for chunk in synth.synthesize(LONG * 200):  # minutes of speech, never closed
             return chunk
@@ -134,11 +141,13 @@ async def test_an_abandoned_stream_is_aborted_when_collected(synth: EspeakSynthe
 
     assert await take_one()
     # The loop's async-generator finalizer closes the stream on the next iterations.
-    assert await engine_idle()
+    assert await engine_idle(engine)
 
 
-async def test_concurrent_calls_both_get_their_own_audio(synth: EspeakSynthesizer) -> None:
-    other = EspeakSynthesizer(rate_wpm=300, pitch=80)
+async def test_concurrent_calls_both_get_their_own_audio(
+    engine: EspeakEngine, synth: EspeakSynthesizer
+) -> None:
+    other = EspeakSynthesizer(engine=engine, rate_wpm=300, pitch=80)
     alone_a = b"".join(await collect(synth, LONG))
     alone_b = b"".join(await collect(other, SHORT))
     together_a, together_b = await asyncio.gather(collect(synth, LONG), collect(other, SHORT))
@@ -147,11 +156,13 @@ async def test_concurrent_calls_both_get_their_own_audio(synth: EspeakSynthesize
     assert abs(seconds(alone_a) - seconds(alone_b)) > 2  # the two are told apart
 
 
-async def test_library_failure_surfaces_as_provider_error(synth: EspeakSynthesizer) -> None:
+async def test_library_failure_surfaces_as_provider_error(
+    engine: EspeakEngine, synth: EspeakSynthesizer
+) -> None:
     synth._voice = "xx-nonexistent"  # validation bypassed: the library itself refuses it
     with pytest.raises(ProviderError, match="espeak-ng: unknown voice"):
         await collect(synth, SHORT)
-    assert await collect(EspeakSynthesizer(), SHORT)  # the shared engine still works
+    assert await collect(EspeakSynthesizer(engine=engine), SHORT)  # the engine still works
 
 
 def test_from_options_defaults() -> None:
@@ -185,18 +196,17 @@ def test_bad_options_name_the_field(options: dict[str, Any], message: str) -> No
         EspeakSynthesizer.from_options(options)
 
 
-async def test_a_sentence_said_again_comes_from_the_cache(
-    monkeypatch: pytest.MonkeyPatch, synth: EspeakSynthesizer
-) -> None:
-    cache = espeak._SentenceCache(max_bytes=10_000_000, max_entry_bytes=1_000_000)
-    monkeypatch.setattr(espeak, "_CACHE", cache)
+async def test_a_sentence_said_again_comes_from_the_cache() -> None:
+    engine = EspeakEngine(cache_bytes=10_000_000, cache_entry_bytes=1_000_000)
+    synth, cache = EspeakSynthesizer(engine=engine), engine.cache
     first = await collect(synth, SHORT)
     again = await collect(synth, SHORT)
     assert again == first  # the very same audio, not a new rendering
     assert (cache.hits, cache.misses) == (1, 1)
     # Other voice settings are other audio; a cut-short sentence is not kept.
     assert not same_speech(
-        b"".join(await collect(EspeakSynthesizer(rate_wpm=300), SHORT)), b"".join(first)
+        b"".join(await collect(EspeakSynthesizer(engine=engine, rate_wpm=300), SHORT)),
+        b"".join(first),
     )
     stream = synth.synthesize(LONG)
     assert await anext(stream)
@@ -204,6 +214,21 @@ async def test_a_sentence_said_again_comes_from_the_cache(
     assert same_speech(b"".join(await collect(synth, LONG)), b"".join(await collect(synth, LONG)))
     # Missed: SHORT, SHORT at 300 wpm, the cut LONG, the first whole LONG; the second hit.
     assert (cache.hits, cache.misses) == (2, 4)
+    engine.close()
+
+
+async def test_two_engines_in_one_process_take_turns_with_the_library() -> None:
+    """libespeak-ng is one per process: two factories' engines must not steal its callback."""
+    first, second = EspeakEngine(cache_bytes=0), EspeakEngine(cache_bytes=0)
+    try:
+        a, b = EspeakSynthesizer(engine=first), EspeakSynthesizer(engine=second)
+        alone = b"".join(await collect(a, LONG))
+        together = await asyncio.gather(collect(a, LONG), collect(b, LONG), collect(a, SHORT))
+        assert all(same_speech(b"".join(audio), alone) for audio in together[:2])
+        assert together[2]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_the_sentence_cache_keeps_the_most_recent_within_its_bytes() -> None:
