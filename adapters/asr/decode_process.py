@@ -5,7 +5,7 @@
 loop that is a GIL convoy: the loop waits for the switch interval and the C call on each
 wake-up and reads its calls' input slower than real time while the core is half idle. In
 a process of its own a decoding job holds no lock the loop needs, and the kernel, not the
-GIL, shares the core (measurements: docs/BENCHMARKS.md).
+GIL, shares the core (measurements: docs/benchmarks/recognition.md).
 
 The protocol is two pipes and no thread of ours on the way in. A job (a function, its
 arguments: the audio of one utterance, ~60 KB) is written to the job pipe by whoever

@@ -64,9 +64,8 @@ _QUESTION_WORDS = frozenset(
 def phrase_prompt(phrases: tuple[str, ...] | list[str]) -> str:
     """Whisper's context text from the assistant's phrases: the sentences it may expect.
 
-    Written as a transcript would be (capitalized, questions with "?"): on our
-    synthesized out-of-phrase questions that gave 10.7% WER against 13.4% with plain
-    full stops, 11.6% comma-joined and 16.1% without a prompt (docs/BENCHMARKS.md).
+    Written as a transcript would be (capitalized, questions with "?"): the form that
+    gave the fewest errors on out-of-phrase questions (docs/benchmarks/recognition.md).
     """
     sentences = []
     for phrase in phrases:

@@ -24,7 +24,7 @@ Where it runs. ``Decoder.process_raw`` holds the GIL for the whole call, so ever
 decoding job runs in the engine process's decoder process (adapters/asr/decode_process.py,
 jobs in decoder_jobs.py); the stream (pocketsphinx_stream.py) only sends audio and reads
 answers. The runtime (runtime.py) owns the decoder process. docs/ARCHITECTURE.md has the
-picture; docs/BENCHMARKS.md the measurements behind these choices.
+picture; docs/benchmarks/recognition.md the measurements behind these choices.
 """
 
 from __future__ import annotations

