@@ -1,13 +1,13 @@
-"""The domain model of an assistant's expected phrases, for PocketSphinx.
+"""The domain model of an assistant's expected phrases, for PocketSphinx (pure functions:
+built in the engine process at start-up and again in the decoder process).
 
 From the phrases: a small dictionary (their words' cmudict entries), a JSGF grammar that
-accepts exactly one phrase, and a backoff trigram (ARPA) over them. Built once per
-phrase set and shared: the texts are immutable.
+accepts exactly one phrase, and a backoff trigram (ARPA) over them. Each side's decoder
+pools build it once per phrase set; the texts are immutable.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -90,9 +90,8 @@ def _arpa(sentences: Sequence[Sequence[str]]) -> str:
     return "\n".join([*lines, "", "\\end\\", ""])
 
 
-@functools.lru_cache(maxsize=16)
 def domain_model(phrases: tuple[str, ...]) -> DomainModel | None:
-    """Build (once per phrase set; immutable, so safe to share) the domain model texts."""
+    """Build the domain model texts (immutable; the decoder pools keep one per phrase set)."""
     sentences = [words(phrase) for phrase in phrases]
     prons = _pronunciations({w for sentence in sentences for w in sentence})
     unknown = sorted({w for sentence in sentences for w in sentence if w not in prons})

@@ -95,8 +95,10 @@ class PocketsphinxStream:
         self._audio = bytearray()  # the utterance so far, up to MAX_KEPT_BYTES
         self._partial = ""
         self.phase = Phase.SPEAKING
+        """Where the utterance is (read-only outside the stream)."""
         self._early: asyncio.Future[Outcome] | None = None  # set while SILENT
         self.live = Live.OFF
+        """Where its live pass is (read-only outside the stream)."""
         self._sid = 0  # the live pass's name in the decoder process (new for each)
         self._pending = bytearray()  # audio fed, not yet handed to a live job
         self._feed: asyncio.Future[str] | None = None  # while FEEDING or STOPPING
