@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -73,6 +74,7 @@ class EmbeddedProviderFactory:
         self._recognizers: dict[str, SpeechRecognizer] = {}
         self._synthesizers: dict[str, SpeechSynthesizer] = {}
         self._turn_detector: TurnDetector | None = None  # one model session per process
+        self._close_turn_detector: Callable[[], None] | None = None
 
     def language_model(self, spec: ProviderSpec) -> LanguageModel:
         if spec.provider == "testkit":
@@ -120,7 +122,8 @@ class EmbeddedProviderFactory:
         return self._asr.stats()
 
     async def close(self) -> None:
-        """Release the HTTP client; stop the decoder process, the Whisper and eSpeak workers."""
+        """Release the HTTP client; stop the decoder process and the Whisper, eSpeak and turn
+        detector workers."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -128,6 +131,9 @@ class EmbeddedProviderFactory:
         if self._espeak is not None:
             await asyncio.to_thread(self._espeak.close)
             self._espeak = None
+        if self._close_turn_detector is not None:
+            self._close_turn_detector()
+            self._turn_detector = self._close_turn_detector = None
 
     def synthesizer(self, spec: ProviderSpec) -> SpeechSynthesizer:
         key = _key(spec)
@@ -199,7 +205,8 @@ class EmbeddedProviderFactory:
             from adapters.turn.smart_turn import SmartTurnDetector, default_workers
 
             workers = default_workers(self._engine_processes)
-            self._turn_detector = SmartTurnDetector(workers=workers, max_waiting=2 * workers)
+            detector = SmartTurnDetector(workers=workers, max_waiting=2 * workers)
+            self._turn_detector, self._close_turn_detector = detector, detector.close
         return self._turn_detector
 
     def validate(self, llm: ProviderSpec, tts: ProviderSpec) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,8 @@ from adapters.asr.runtime import RecognizerRuntime
 from adapters.providers import EmbeddedProviderFactory
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.runtime.ports.provider_stats import RecognizerStats
+from engine.runtime.ports.providers import ProviderSpec
+from engine.runtime.ports.turn import TurnDetectorError
 from engine.server import EngineServer, bootstrap
 from engine.settings import Settings
 from tests.helpers.fakes import FakeProviders
@@ -92,3 +95,16 @@ async def test_metrics_read_the_figures_of_the_factory_bootstrap_was_given() -> 
         assert ("voiceengine_whisper_pool_workers", None) not in scraped  # no pool: not shown
     finally:
         await engine.close()
+
+
+async def test_closing_the_provider_factory_stops_its_turn_detector() -> None:
+    factory = EmbeddedProviderFactory(recognizer_runtime=RecognizerRuntime())
+    detector = factory.turn_detector(ProviderSpec("smart_turn", {}))
+    await detector.predict(b"\x00\x00" * 16_000)  # its worker thread is up
+    await factory.close()
+    with pytest.raises(TurnDetectorError):  # a closed detector takes no more checks
+        await detector.predict(b"\x00\x00" * 16_000)
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("smart-turn") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the detector's worker threads did not stop"
+        await asyncio.sleep(0.01)
