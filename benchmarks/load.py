@@ -327,18 +327,21 @@ class EngineGroup:
 
 
 def _agents_dir(args: argparse.Namespace, workdir: Path) -> Path:
-    """The bundled assistants, with ``asr.final`` set on ``default`` when asked."""
+    """The bundled assistants, with ``asr.final`` and ``turn.detector`` set on ``default``
+    when asked."""
     import yaml
 
     source = args.agents_dir or REPO_ROOT / "engine" / "config" / "agents"
-    if not args.asr_final:
+    if not args.asr_final and not args.turn_detector:
         return source
     target = workdir / "agents"
     target.mkdir()
     for path in source.glob("*.yaml"):
         doc = yaml.safe_load(path.read_text())
-        if doc.get("id") == "default":
+        if doc.get("id") == "default" and args.asr_final:
             doc.setdefault("asr", {})["final"] = args.asr_final
+        if doc.get("id") == "default" and args.turn_detector:
+            doc.setdefault("turn", {})["detector"] = args.turn_detector
         (target / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
     return target
 
@@ -534,6 +537,11 @@ def main() -> int:
     parser.add_argument("--providers", choices=["testkit", "embedded"], default="testkit")
     parser.add_argument("--assistant", help="default: testkit or default (by --providers)")
     parser.add_argument("--asr-final", help="set asr.final on the default assistant")
+    parser.add_argument(
+        "--turn-detector",
+        choices=("smart_turn", "none"),
+        help="set turn.detector on the default assistant (none: the fixed end silence)",
+    )
     parser.add_argument("--agents-dir", type=Path, help="assistant YAML files (default: bundled)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--engine-cpus", default="0", help="taskset list for the engine")
