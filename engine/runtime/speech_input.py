@@ -117,6 +117,10 @@ class SpeechInput:
         """Milliseconds of the current utterance so far (0 when not speaking)."""
         return self._speech_ms if self._stream is not None else 0
 
+    def hypothesis(self) -> str:
+        """The recognizer's streaming hypothesis of the open utterance ("" if none)."""
+        return self._stream.partial() if self._stream is not None else ""
+
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any."""
         self._pending += pcm16k
