@@ -144,6 +144,7 @@ class BargeIn(Generic[Turn]):
         self._resume = resume
         self._held: HeldReply[Turn] | None = None
         self._let_play = False  # the open utterance was judged no interruption
+        self._wordless = False  # ... because it gave no words in time: it is no turn either
 
     @property
     def engaged(self) -> bool:
@@ -162,21 +163,24 @@ class BargeIn(Generic[Turn]):
             if action is Action.CUT:
                 self._held = await self._cut()
             elif action is Action.PAUSE and self._due(reply.paused_at):
-                self._let_play = True  # paused long enough without words: play on
+                self._let_play = self._wordless = True  # paused long enough without words
                 reply.unpause()
             elif action is Action.PAUSE:
                 reply.pause()
         held = self._held
         if held is not None and self._due(held.cut_at) and self.judge.sound(heard) != Sound.WORDS:
-            self._let_play = True
+            self._let_play = self._wordless = True
             await self._resume_held()
 
     async def on_speech_end(self, final: str | None) -> bool:
         """The utterance ended (``final`` None: no words at all); True if it is a turn."""
+        wordless, self._wordless = self._wordless, False
         self._let_play = False
         if not self.settings.enabled or not self.engaged:
             return final is not None
-        if final is not None and self.judge.sound(final) is Sound.WORDS:
+        # A sound that gave no words in its first ``resume_after_ms`` was judged noise and
+        # the reply resumed: what the recognizer makes of its end does not undo that.
+        if final is not None and not wordless and self.judge.sound(final) is Sound.WORDS:
             return True
         # A noise or an acknowledgement while the assistant talks: not a turn.
         await self._resume_held()

@@ -345,10 +345,12 @@ class DuplexPipeline:
 
     async def _resume(self, held: HeldReply[_TurnTiming]) -> None:
         """A false interruption: say the rest of the reply the caller did not hear."""
-        response_id = self._start_response(
-            fixed_text(held.remainder), held.turn, heard_before=held.heard
+        state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
+        # Announced first: the client hears of the resume before any of its text or audio.
+        await self._emit(
+            ResponseResumed(state.response_id, held.response_id, held.remainder, held.heard)
         )
-        await self._emit(ResponseResumed(response_id, held.response_id, held.remainder, held.heard))
+        self._start_response(fixed_text(held.remainder), held.turn, state, heard_before=held.heard)
 
     async def _utterance_done(self, finished: FinishedUtterance) -> None:
         timing = _TurnTiming(
@@ -399,7 +401,7 @@ class DuplexPipeline:
         state: ResponseState | None = None,
         *,
         heard_before: str = "",
-    ) -> str:
+    ) -> None:
         state = state or ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         runner = ResponseRunner(
             state,
@@ -414,7 +416,6 @@ class DuplexPipeline:
         )
         self._active = _ActiveResponse(runner, task, timing, heard_before)
         self._last_task = task
-        return state.response_id
 
     async def _run(self, runner: ResponseRunner, timing: _TurnTiming, heard_before: str) -> None:
         await runner.run()

@@ -329,3 +329,12 @@ async def test_an_explicit_interrupt_settles_a_held_reply_as_interrupted() -> No
 
 def join(before: str, after: str) -> str:
     return f"{before} {after}".strip()
+
+
+async def test_a_sound_resumed_for_lack_of_words_is_no_turn_whatever_its_final() -> None:
+    call = Call(("", "what are"), resume_after_ms=0)  # the recognizer's guess at a noise
+    await call.reply_playing()
+    await call.sound(frames=15)
+    await call.wait_for(ev.ResponseResumed)
+    await call.pipeline.finish_input()
+    assert [e["role"] for e in call.recorder.entries] == ["user", "assistant"]
