@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import tempfile
@@ -243,6 +244,9 @@ def report(outcomes: list[Outcome]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.explain:  # each barge-in's hypotheses and decisions, on stderr
+        logging.basicConfig(format="%(relativeCreated)d %(message)s")
+        logging.getLogger("engine.runtime.barge_in").setLevel(logging.DEBUG)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.max_sec
     formats = args.formats.split(",")
@@ -269,6 +273,8 @@ async def main(args: argparse.Namespace) -> None:
                 for sound in plan:
                     if loop.time() > deadline:
                         break
+                    if args.explain:
+                        print(f"-- {sound.name} {sound.fmt}", file=sys.stderr, flush=True)
                     outcomes.append(await Trial(channel, sound).run())
         finally:
             await server.shutdown()
@@ -286,4 +292,5 @@ if __name__ == "__main__":
     parser.add_argument("--classes", default="noise,backchannel,real")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--max-sec", type=float, default=900.0)
+    parser.add_argument("--explain", action="store_true", help="log barge-in decisions")
     asyncio.run(main(parser.parse_args()))

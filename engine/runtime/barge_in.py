@@ -9,6 +9,7 @@ cut by a barge-in that may still turn out false: what was heard, and what is lef
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from engine.runtime.assistant import InterruptionSettings
 # What recognizers make of breath, coughs and clicks: not words.
 FILLERS = frozenset({"a", "ah", "eh", "er", "uh", "um", "oh", "hm", "mm", "the", "huh"})
 _WORD = re.compile(r"[a-z0-9']+")
+log = logging.getLogger(__name__)
 Turn = TypeVar("Turn")
 
 
@@ -145,6 +147,7 @@ class BargeIn(Generic[Turn]):
         self._held: HeldReply[Turn] | None = None
         self._let_play = False  # the open utterance was judged no interruption
         self._wordless = False  # ... because it gave no words in time: it is no turn either
+        self._open = False  # an utterance is open (on_speech came since the last end)
 
     @property
     def engaged(self) -> bool:
@@ -153,6 +156,7 @@ class BargeIn(Generic[Turn]):
 
     async def on_speech(self, hypothesis: Callable[[], str], speech_ms: int) -> None:
         """The caller's utterance is open, ``speech_ms`` long so far."""
+        self._open = True
         if not self.settings.enabled or not self.engaged:
             return
         heard = hypothesis()
@@ -161,6 +165,7 @@ class BargeIn(Generic[Turn]):
             paused = reply.paused_at is not None
             action = self.judge.during_reply(heard, speech_ms, paused=paused)
             if action is Action.CUT:
+                log.debug("barge-in: cut at %d ms of speech (hypothesis %r)", speech_ms, heard)
                 self._held = await self._cut()
             elif action is Action.PAUSE and self._due(reply.paused_at):
                 self._let_play = self._wordless = True  # paused long enough without words
@@ -170,14 +175,19 @@ class BargeIn(Generic[Turn]):
         held = self._held
         if held is not None and self._due(held.cut_at) and self.judge.sound(heard) != Sound.WORDS:
             self._let_play = self._wordless = True
+            log.debug("barge-in: no words in time (hypothesis %r): resumed", heard)
             await self._resume_held()
 
     async def on_speech_end(self, final: str | None) -> bool:
         """The utterance ended (``final`` None: no words at all); True if it is a turn."""
+        if not self._open and final is None:
+            return False  # no utterance was open: nothing ended
+        self._open = False
         wordless, self._wordless = self._wordless, False
         self._let_play = False
         if not self.settings.enabled or not self.engaged:
             return final is not None
+        log.debug("barge-in: the utterance ended as %r (wordless: %s)", final, wordless)
         # A sound that gave no words in its first ``resume_after_ms`` was judged noise and
         # the reply resumed: what the recognizer makes of its end does not undo that.
         if final is not None and not wordless and self.judge.sound(final) is Sound.WORDS:
