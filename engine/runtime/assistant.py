@@ -55,7 +55,19 @@ class VadSettings:
 
 
 # Short acknowledgements a caller makes while listening: not barge-ins, not turns.
-DEFAULT_BACKCHANNELS = ("mm hmm", "mhm", "hmm", "uh huh", "okay", "ok", "right", "yeah", "yep")
+DEFAULT_BACKCHANNELS: tuple[str, ...] = (
+    "mm hmm",
+    "mhm",
+    "hmm",
+    "uh huh",
+    "okay",
+    "ok",
+    "right",
+    "yeah",
+    "yep",
+    "yes",
+    "i see",
+)
 INTERRUPTION_MODES = ("cut", "pause")
 
 

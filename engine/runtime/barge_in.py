@@ -61,13 +61,16 @@ class BargeInJudge:
             return Sound.NOISE
         return Sound.BACKCHANNEL if self._only_backchannels(heard) else Sound.WORDS
 
-    def during_reply(self, hypothesis: str, speech_ms: int, *, paused: bool) -> Action:
-        """The action for speech of ``speech_ms`` so far while a reply plays."""
+    def during_reply(
+        self, hypothesis: str, speech_ms: int, *, voiced_ms: int, paused: bool
+    ) -> Action:
+        """The action for an utterance ``speech_ms`` long so far (``voiced_ms`` of it
+        speech frames) while a reply plays."""
         if speech_ms < self.settings.min_speech_ms:
             return Action.PAUSE if paused else Action.NONE
         sound = self.sound(hypothesis)
-        if sound is Sound.WORDS or speech_ms >= self.settings.backchannel_max_ms:
-            return Action.CUT  # too long for an acknowledgement, or words
+        if sound is Sound.WORDS or voiced_ms >= self.settings.backchannel_max_ms:
+            return Action.CUT  # words, or a sound too long for an acknowledgement
         if sound is Sound.BACKCHANNEL:
             return Action.PAUSE if paused else Action.NONE
         return Action.PAUSE if self.settings.mode == "pause" else Action.CUT
@@ -154,8 +157,10 @@ class BargeIn(Generic[Turn]):
         """True while a reply plays or is held: caller speech is judged."""
         return self._reply() is not None or self._held is not None
 
-    async def on_speech(self, hypothesis: Callable[[], str], speech_ms: int) -> None:
-        """The caller's utterance is open, ``speech_ms`` long so far."""
+    async def on_speech(
+        self, hypothesis: Callable[[], str], speech_ms: int, voiced_ms: int
+    ) -> None:
+        """The caller's utterance is open, ``speech_ms`` long so far, ``voiced_ms`` voiced."""
         self._open = True
         if not self.settings.enabled or not self.engaged:
             return
@@ -163,7 +168,7 @@ class BargeIn(Generic[Turn]):
         reply = self._reply()
         if reply is not None and not self._let_play:
             paused = reply.paused_at is not None
-            action = self.judge.during_reply(heard, speech_ms, paused=paused)
+            action = self.judge.during_reply(heard, speech_ms, voiced_ms=voiced_ms, paused=paused)
             if action is Action.CUT:
                 log.debug("barge-in: cut at %d ms of speech (hypothesis %r)", speech_ms, heard)
                 self._held = await self._cut()

@@ -334,7 +334,7 @@ class DuplexPipeline:
     async def _after_input(self, speech: SpeechInput, finished: FinishedUtterance | None) -> None:
         """Barge-in judges what the caller says over a reply; a finished turn is answered."""
         if speech.speaking:
-            await self._barge_in.on_speech(speech.hypothesis, speech.speech_ms)
+            await self._barge_in.on_speech(speech.hypothesis, speech.speech_ms, speech.voiced_ms)
         elif finished is None:
             await self._barge_in.on_speech_end(None)
         elif await self._barge_in.on_speech_end(finished.recognition.text):

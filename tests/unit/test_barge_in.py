@@ -45,22 +45,26 @@ def test_anything_else_is_words(text: str) -> None:
 
 
 def test_speech_shorter_than_min_speech_leaves_the_reply_alone() -> None:
-    assert JUDGE.during_reply("wait", 200, paused=False) is Action.NONE
+    assert JUDGE.during_reply("wait", 200, voiced_ms=200, paused=False) is Action.NONE
 
 
 def test_words_cut_the_reply() -> None:
-    assert JUDGE.during_reply("wait", 300, paused=False) is Action.CUT
+    assert JUDGE.during_reply("wait", 300, voiced_ms=300, paused=False) is Action.CUT
 
 
 def test_a_backchannel_leaves_the_reply_alone_until_it_is_too_long_for_one() -> None:
-    assert JUDGE.during_reply("okay", 600, paused=False) is Action.NONE
-    assert JUDGE.during_reply("okay", 900, paused=False) is Action.CUT
+    assert JUDGE.during_reply("okay", 600, voiced_ms=600, paused=False) is Action.NONE
+    assert JUDGE.during_reply("okay", 900, voiced_ms=900, paused=False) is Action.CUT
+
+
+def test_the_silence_after_a_sound_does_not_make_it_long() -> None:
+    assert JUDGE.during_reply("okay", 1200, voiced_ms=400, paused=False) is Action.NONE
 
 
 def test_noise_cuts_in_cut_mode_and_pauses_in_pause_mode() -> None:
-    assert JUDGE.during_reply("", 300, paused=False) is Action.CUT
+    assert JUDGE.during_reply("", 300, voiced_ms=300, paused=False) is Action.CUT
     pausing = BargeInJudge(InterruptionSettings(mode="pause"))
-    assert pausing.during_reply("uh", 300, paused=False) is Action.PAUSE
+    assert pausing.during_reply("uh", 300, voiced_ms=300, paused=False) is Action.PAUSE
 
 
 def test_the_remainder_is_what_follows_the_heard_words() -> None:
