@@ -20,7 +20,9 @@ from typing import Generic, Protocol, TypeVar
 from engine.runtime.assistant import InterruptionSettings
 
 # What recognizers make of breath, coughs and clicks: not words.
-FILLERS = frozenset({"a", "ah", "eh", "er", "uh", "um", "oh", "hm", "mm", "the", "huh"})
+FILLERS = frozenset(
+    {"a", "ah", "eh", "er", "uh", "um", "oh", "hm", "mm", "the", "huh", "sh", "shh"}
+)
 _WORD = re.compile(r"[a-z0-9']+")
 log = logging.getLogger(__name__)
 Turn = TypeVar("Turn")

@@ -34,7 +34,7 @@ def test_acknowledgements_are_backchannels(text: str) -> None:
     assert JUDGE.sound(text) is Sound.BACKCHANNEL
 
 
-@pytest.mark.parametrize("text", ["", "uh", "a", "  oh. "])
+@pytest.mark.parametrize("text", ["", "uh", "a", "  oh. ", "Shh."])
 def test_nothing_or_fillers_are_noise(text: str) -> None:
     assert JUDGE.sound(text) is Sound.NOISE
 
