@@ -108,6 +108,15 @@ def event_to_proto(event: ev.Event) -> pb.ConverseResponse:
             return pb.ConverseResponse(
                 interrupted=pb.Interrupted(response_id=event.response_id, heard_ms=event.heard_ms)
             )
+        case ev.ResponseResumed():
+            return pb.ConverseResponse(
+                response_resumed=pb.ResponseResumed(
+                    response_id=event.response_id,
+                    resumed_response_id=event.resumed_response_id,
+                    resumed_from_text=event.resumed_from_text,
+                    heard_text=event.heard_text,
+                )
+            )
         case ev.ResponseDone():
             return pb.ConverseResponse(
                 response_done=pb.ResponseDone(

@@ -54,6 +54,23 @@ class VadSettings:
         return ProviderSpec(self.provider, options)
 
 
+# Short acknowledgements a caller makes while listening: not barge-ins, not turns.
+DEFAULT_BACKCHANNELS: tuple[str, ...] = (
+    "mm hmm",
+    "mhm",
+    "hmm",
+    "uh huh",
+    "okay",
+    "ok",
+    "right",
+    "yeah",
+    "yep",
+    "yes",
+    "i see",
+)
+INTERRUPTION_MODES = ("cut", "pause")
+
+
 @dataclass(frozen=True, slots=True)
 class TurnSettings:
     """Semantic end of turn: a turn detector asked early in each pause."""
@@ -70,10 +87,21 @@ class TurnSettings:
 
 @dataclass(frozen=True, slots=True)
 class InterruptionSettings:
-    """Barge-in: may the caller cut the assistant off, and after how much speech."""
+    """Barge-in: may the caller cut the assistant off, after how much speech, and how.
+
+    ``mode``: ``cut`` stops the reply at ``min_speech_ms`` of speech; ``pause`` first only
+    holds back its audio and cuts once the speech turns out to be words. Either way a reply
+    whose interruption yields no words within ``resume_after_ms`` goes on from what the
+    caller has not heard, and ``backchannels`` (speech no longer than
+    ``backchannel_max_ms``) neither cut it nor become turns.
+    """
 
     enabled: bool = True
     min_speech_ms: int = 300
+    mode: str = "cut"
+    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
+    backchannel_max_ms: int = 900
+    resume_after_ms: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +196,14 @@ def parse_assistant(
         min_speech_ms=_int(
             intr_doc, "interruption.min_speech_ms", "min_speech_ms", 300, 0, 10000, err
         ),
+        mode=_interruption_mode(intr_doc, err),
+        backchannels=_backchannels(intr_doc, err),
+        backchannel_max_ms=_int(
+            intr_doc, "interruption.backchannel_max_ms", "backchannel_max_ms", 900, 0, 5000, err
+        ),
+        resume_after_ms=_int(
+            intr_doc, "interruption.resume_after_ms", "resume_after_ms", 600, 100, 10000, err
+        ),
     )
     _reject_unknown(intr_doc, "interruption", set(InterruptionSettings.__dataclass_fields__), err)
 
@@ -209,6 +245,20 @@ def _turn(doc: Mapping[str, Any], vad: VadSettings, err: Any) -> TurnSettings:
         complete_threshold=_fraction(doc, "turn.complete_threshold", 0.5, err),
         max_silence_ms=longest,
     )
+
+
+def _interruption_mode(doc: Mapping[str, Any], err: Any) -> str:
+    mode = doc.get("mode", "cut")
+    if mode not in INTERRUPTION_MODES:
+        raise err("interruption.mode", f"must be one of {', '.join(INTERRUPTION_MODES)}")
+    return str(mode)
+
+
+def _backchannels(doc: Mapping[str, Any], err: Any) -> tuple[str, ...]:
+    value = doc.get("backchannels", list(DEFAULT_BACKCHANNELS))
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise err("interruption.backchannels", "must be a list of non-empty strings")
+    return tuple(v.strip() for v in value)
 
 
 def _vad_provider(vad_doc: Mapping[str, Any], err: Any) -> str:

@@ -83,6 +83,16 @@ class Interrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseResumed:
+    """A reply cut by a false interruption goes on, as ``response_id``, from what was unheard."""
+
+    response_id: str
+    resumed_response_id: str  # the interrupted response it continues
+    resumed_from_text: str  # the text it says: the part of the reply not yet heard
+    heard_text: str  # what the caller had heard of the reply before
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseDone:
     response_id: str
     status: ResponseStatus
@@ -173,6 +183,7 @@ Event = (
     | AssistantText
     | AudioChunk
     | Interrupted
+    | ResponseResumed
     | ResponseDone
     | TurnMetrics
     | ErrorEvent

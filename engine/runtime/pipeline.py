@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from engine.runtime.assistant import AssistantConfig
+from engine.runtime.barge_in import BargeIn, HeldReply, PausableReply, join_text, unheard_remainder
 from engine.runtime.context_window import trim_context
 from engine.runtime.events import (
     AudioChunk,
@@ -23,6 +24,7 @@ from engine.runtime.events import (
     Event,
     Interrupted,
     ResponseDone,
+    ResponseResumed,
     ResponseStatus,
     Transcript,
     TurnMetrics,
@@ -60,10 +62,13 @@ def _ms(start: float | None, end: float | None) -> int | None:
 
 
 class _ActiveResponse:
-    def __init__(self, runner: ResponseRunner, task: asyncio.Task[None], turn: _TurnTiming) -> None:
+    def __init__(
+        self, runner: ResponseRunner, task: asyncio.Task[None], turn: _TurnTiming, heard_before: str
+    ) -> None:
         self.runner = runner
         self.task = task
         self.turn = turn
+        self.heard_before = heard_before  # of the reply this one resumes ("" if none)
 
 
 class _TurnTiming:
@@ -121,6 +126,9 @@ class DuplexPipeline:
             context=self._context,
         )
         self._active: _ActiveResponse | None = None
+        self._barge_in: BargeIn[_TurnTiming] = BargeIn(
+            config.interruption, reply=self._reply, cut=self._cut_held, resume=self._resume
+        )
         self._last_task: asyncio.Task[None] | None = None
         # Caller audio is processed by the reader and, when it stops arriving, by the
         # clock (endpointing): one at a time.
@@ -162,10 +170,8 @@ class DuplexPipeline:
                 # The clock counts from when input was last handled: a slow feed (the
                 # recognizer on a busy machine) is not a caller who stopped sending.
                 self._last_audio_at = time.monotonic()
-            await self._maybe_barge_in(speech)
-            if finished is not None:
-                await self._utterance_done(finished)
-            elif speech.speaking and (self._clock is None or self._clock.done()):
+            await self._after_input(speech, finished)
+            if finished is None and speech.speaking and (self._clock is None or self._clock.done()):
                 self._clock = asyncio.create_task(self._endpoint_by_clock(), name="endpointing")
 
     async def end_of_turn(self) -> None:
@@ -181,8 +187,7 @@ class DuplexPipeline:
         except ProviderError as exc:
             await self._emit(ErrorEvent("asr_failed", str(exc)))
             return
-        if finished is not None:
-            await self._utterance_done(finished)
+        await self._after_input(self._speech, finished)
 
     async def _endpoint_by_clock(self) -> None:
         # An utterance is open and audio stopped arriving (silence suppression, a file
@@ -221,10 +226,23 @@ class DuplexPipeline:
             state.played_ms = max(state.played_ms or 0, played_ms)
 
     async def interrupt(self) -> bool:
-        """Cut off the response in flight (barge-in); False when there is none."""
+        """Cut off the response in flight for good; False when there is none."""
+        self._barge_in.settle()
+        cutting = self._active is not None
+        await self._cut(hold=False)
+        return cutting
+
+    async def _cut_held(self) -> HeldReply[_TurnTiming] | None:
+        return await self._cut(hold=True)
+
+    async def _cut(self, *, hold: bool) -> HeldReply[_TurnTiming] | None:
+        """Cut off the response in flight; ``hold``: it may resume if no words follow.
+
+        Returns what is held for a resume (None: nothing to resume).
+        """
         active = self._active
         if active is None:
-            return False
+            return None
         self._active = None
         active.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -256,8 +274,17 @@ class DuplexPipeline:
             for event in cut([]):
                 await self._emit(event)
         metrics = self._metrics(state, active.turn)
-        self._remember_assistant(heard, metrics, active.turn, state, full_text=state.text)
-        return True
+        heard_all = join_text(active.heard_before, heard)
+        full_text = join_text(active.heard_before, state.text)
+
+        def confirm() -> None:
+            self._remember_assistant(heard_all, metrics, active.turn, state, full_text=full_text)
+
+        remainder = unheard_remainder(state.text, heard)
+        if hold and state.spoken and remainder:
+            return HeldReply(state.response_id, heard_all, remainder, active.turn, now, confirm)
+        confirm()
+        return None
 
     async def close(self) -> None:
         """Session end: stop everything; an unfinished reply is kept as interrupted."""
@@ -265,7 +292,7 @@ class DuplexPipeline:
             self._clock.cancel()
         if self._speech is not None:
             self._speech.cancel()
-        await self.interrupt()
+        await self.interrupt()  # a reply held by a barge-in is settled as interrupted
         # A response that finished generating may still be recording its history entry;
         # let it, so that nothing reaches the history after the call is finalized.
         if self._last_task is not None and not self._last_task.done():
@@ -304,11 +331,26 @@ class DuplexPipeline:
             )
         return self._speech
 
-    async def _maybe_barge_in(self, speech: SpeechInput) -> None:
-        if self._active is None or not self.config.interruption.enabled:
-            return
-        if speech.speaking and speech.speech_ms >= self.config.interruption.min_speech_ms:
-            await self.interrupt()
+    async def _after_input(self, speech: SpeechInput, finished: FinishedUtterance | None) -> None:
+        """Barge-in judges what the caller says over a reply; a finished turn is answered."""
+        if speech.speaking:
+            await self._barge_in.on_speech(speech.hypothesis, speech.speech_ms, speech.voiced_ms)
+        elif finished is None:
+            await self._barge_in.on_speech_end(None)
+        elif await self._barge_in.on_speech_end(finished.recognition.text):
+            await self._utterance_done(finished)
+
+    def _reply(self) -> PausableReply | None:
+        return self._active.runner if self._active is not None else None
+
+    async def _resume(self, held: HeldReply[_TurnTiming]) -> None:
+        """A false interruption: say the rest of the reply the caller did not hear."""
+        state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
+        # Announced first: the client hears of the resume before any of its text or audio.
+        await self._emit(
+            ResponseResumed(state.response_id, held.response_id, held.remainder, held.heard)
+        )
+        self._start_response(fixed_text(held.remainder), held.turn, state, heard_before=held.heard)
 
     async def _utterance_done(self, finished: FinishedUtterance) -> None:
         timing = _TurnTiming(
@@ -357,6 +399,8 @@ class DuplexPipeline:
         deltas: AsyncGenerator[ResponseItem, None],
         timing: _TurnTiming,
         state: ResponseState | None = None,
+        *,
+        heard_before: str = "",
     ) -> None:
         state = state or ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         runner = ResponseRunner(
@@ -367,11 +411,13 @@ class DuplexPipeline:
             audio_lead_ms=self._audio_lead_ms,
             encoder=self._encoder,
         )
-        task = asyncio.create_task(self._run(runner, timing), name=f"response {state.response_id}")
-        self._active = _ActiveResponse(runner, task, timing)
+        task = asyncio.create_task(
+            self._run(runner, timing, heard_before), name=f"response {state.response_id}"
+        )
+        self._active = _ActiveResponse(runner, task, timing, heard_before)
         self._last_task = task
 
-    async def _run(self, runner: ResponseRunner, timing: _TurnTiming) -> None:
+    async def _run(self, runner: ResponseRunner, timing: _TurnTiming, heard_before: str) -> None:
         await runner.run()
         state = runner.state
         # Completed (or failed): from here on, barge-in has nothing to cancel.
@@ -384,7 +430,8 @@ class DuplexPipeline:
         metrics = self._metrics(state, timing)
         await self._emit(metrics)
         if state.text:
-            self._remember_assistant(state.text, metrics, timing, state, failed=state.failed)
+            said = join_text(heard_before, state.text)
+            self._remember_assistant(said, metrics, timing, state, failed=state.failed)
         if state.end_call is not None and not state.failed and self._on_end_call is not None:
             # Spoken to the end: hang up once the client has played it out.
             self._on_end_call(state.end_call, state.playback_left_sec(time.monotonic()))

@@ -117,6 +117,32 @@ class ResponseRunner:
         state.spoken = synthesizer is not None
         self._emit = emit
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._flowing = asyncio.Event()  # cleared while a barge-in holds the audio back
+        self._flowing.set()
+        self._paused_at: float | None = None
+
+    @property
+    def paused_at(self) -> float | None:
+        """When the audio was paused (monotonic); None while it flows."""
+        return self._paused_at
+
+    def pause(self) -> None:
+        """Hold the audio back (the text goes on); the client plays out what it has."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+            self._flowing.clear()
+
+    def unpause(self) -> None:
+        """Send the audio again; the pacing restarts where the client's playback stands."""
+        if self._paused_at is None:
+            return
+        paused_sec = time.monotonic() - self._paused_at
+        if self.state.first_audio_at is not None:
+            # The client played its lead out during the pause, then heard silence: the
+            # schedule moves on by that silence, so the lead is refilled, not exceeded.
+            self.state.first_audio_at += max(0.0, paused_sec - self._lead_sec)
+        self._paused_at = None
+        self._flowing.set()
 
     async def run(self) -> None:
         """Produce the whole response; raises CancelledError when interrupted."""
@@ -193,6 +219,7 @@ class ResponseRunner:
                 await self._send_audio(chunk)
 
     async def _send_audio(self, chunk: OutputChunk) -> None:
+        await self._flowing.wait()
         if self.state.first_audio_at is None:
             self.state.first_audio_at = time.monotonic()
         else:

@@ -103,6 +103,7 @@ class SpeechInput:
         self._previous: RecognitionStream | None = None  # this caller's last utterance
         self._utterance_id = ""
         self._speech_ms = 0
+        self._voiced_ms = 0  # of the open utterance: its speech frames only
         self._last_interim = 0.0
         self._last_voiced_at = 0.0  # monotonic time the last speech frame arrived
         self._last_partial = ""
@@ -116,6 +117,15 @@ class SpeechInput:
     def speech_ms(self) -> int:
         """Milliseconds of the current utterance so far (0 when not speaking)."""
         return self._speech_ms if self._stream is not None else 0
+
+    @property
+    def voiced_ms(self) -> int:
+        """Milliseconds of speech frames in the current utterance (0 when not speaking)."""
+        return self._voiced_ms if self._stream is not None else 0
+
+    def hypothesis(self) -> str:
+        """The recognizer's streaming hypothesis of the open utterance ("" if none)."""
+        return self._stream.partial() if self._stream is not None else ""
 
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any."""
@@ -155,6 +165,7 @@ class SpeechInput:
         self._recent.append(frame)
         await self._stream.feed(frame)
         if voiced:
+            self._voiced_ms += self._frame_ms
             if self._silent_run >= self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=True)
             self._silent_run = 0
@@ -189,7 +200,7 @@ class SpeechInput:
             self._stream = self._asr.start_utterance_on(self._line)
         else:
             self._stream = self._asr.start_utterance()
-        self._speech_ms = self._voiced_run * self._frame_ms
+        self._speech_ms = self._voiced_ms = self._voiced_run * self._frame_ms
         self._silent_run = 0
         self._last_partial = ""
         self._last_interim = self._last_voiced_at = time.monotonic()

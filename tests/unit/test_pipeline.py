@@ -206,7 +206,9 @@ async def test_barge_in_cuts_the_reply_and_keeps_only_what_was_heard() -> None:
     assert not [
         e for e in after if isinstance(e, ev.AudioChunk) and e.response_id == done.response_id
     ]
-    assistant = [e for e in h.recorder.entries if e["role"] == "assistant"][-1]
+    # The cut reply is recorded once the interruption proves to be words (its final).
+    await h.wait_for(ev.Transcript)
+    assistant = next(e for e in h.recorder.entries if e["role"] == "assistant")
     assert assistant["interrupted"] is True
     assert assistant["text"] == done.heard_text and assistant["full_text"] == done.text
 

@@ -843,6 +843,44 @@ class Interrupted(_message.Message):
 Global___Interrupted: _TypeAlias = Interrupted  # noqa: Y015
 
 @_typing.final
+class ResponseResumed(_message.Message):
+    """ResponseResumed: a barge-in proved false (a noise, no words within the assistant's
+    `interruption.resume_after_ms`, or an acknowledgement such as "mm hmm"), so the reply
+    that `interrupted` cut goes on, as a new response, from the part the caller had not
+    heard. Its `audio`, `assistant_text` and `response_done` carry `response_id`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    RESUMED_RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    RESUMED_FROM_TEXT_FIELD_NUMBER: _builtins.int
+    HEARD_TEXT_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response that goes on speaking (new; offsets of its audio start at 0)."""
+    resumed_response_id: _builtins.str
+    """The interrupted response it continues."""
+    resumed_from_text: _builtins.str
+    """The text it says: what the caller had not yet heard of the interrupted reply."""
+    heard_text: _builtins.str
+    """What the caller had heard of the reply before it was interrupted."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        resumed_response_id: _builtins.str = ...,
+        resumed_from_text: _builtins.str = ...,
+        heard_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heard_text", b"heard_text", "response_id", b"response_id", "resumed_from_text", b"resumed_from_text", "resumed_response_id", b"resumed_response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseResumed: _TypeAlias = ResponseResumed  # noqa: Y015
+
+@_typing.final
 class ResponseDone(_message.Message):
     """ResponseDone closes a response."""
 
@@ -1252,6 +1290,7 @@ class ConverseResponse(_message.Message):
     TOOL_STARTED_FIELD_NUMBER: _builtins.int
     TOOL_FINISHED_FIELD_NUMBER: _builtins.int
     TRANSFER_FIELD_NUMBER: _builtins.int
+    RESPONSE_RESUMED_FIELD_NUMBER: _builtins.int
     SESSION_TIME_MS_FIELD_NUMBER: _builtins.int
     session_time_ms: _builtins.int
     """Milliseconds since the session started when the event was produced."""
@@ -1319,6 +1358,10 @@ class ConverseResponse(_message.Message):
     def transfer(self) -> Global___Transfer:
         """Transfer the caller to `target`."""
 
+    @_builtins.property
+    def response_resumed(self) -> Global___ResponseResumed:
+        """A reply cut by a false interruption goes on from what the caller had not heard."""
+
     def __init__(
         self,
         *,
@@ -1338,13 +1381,14 @@ class ConverseResponse(_message.Message):
         tool_started: Global___ToolStarted | None = ...,
         tool_finished: Global___ToolFinished | None = ...,
         transfer: Global___Transfer | None = ...,
+        response_resumed: Global___ResponseResumed | None = ...,
         session_time_ms: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "tool_call", b"tool_call", "tool_finished", b"tool_finished", "tool_started", b"tool_started", "transcript", b"transcript", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "response_resumed", b"response_resumed", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "tool_call", b"tool_call", "tool_finished", b"tool_finished", "tool_started", b"tool_started", "transcript", b"transcript", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "session_time_ms", b"session_time_ms", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "tool_call", b"tool_call", "tool_finished", b"tool_finished", "tool_started", b"tool_started", "transcript", b"transcript", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "draining", b"draining", "ended", b"ended", "error", b"error", "event", b"event", "interrupted", b"interrupted", "metrics", b"metrics", "response_done", b"response_done", "response_resumed", b"response_resumed", "session_time_ms", b"session_time_ms", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "started", b"started", "tool_call", b"tool_call", "tool_finished", b"tool_finished", "tool_started", b"tool_started", "transcript", b"transcript", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "speech_started", "speech_stopped", "transcript", "assistant_text", "audio", "interrupted", "response_done", "metrics", "error", "ended", "draining", "tool_call", "tool_started", "tool_finished", "transfer"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "speech_started", "speech_stopped", "transcript", "assistant_text", "audio", "interrupted", "response_done", "metrics", "error", "ended", "draining", "tool_call", "tool_started", "tool_finished", "transfer", "response_resumed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

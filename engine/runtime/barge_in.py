@@ -1,0 +1,226 @@
+"""Barge-in decisions of one session (runs in the engine process, on the event loop).
+
+Not every sound during a reply is an interruption. ``BargeInJudge`` tells, from the
+recognizer's streaming hypothesis and the length of the speech, whether the caller is
+saying words (cut the reply), acknowledging ("mm hmm": leave the reply alone) or making
+a noise (cut or pause it, and let it go on once no words come). ``HeldReply`` is a reply
+cut by a barge-in that may still turn out false: what was heard, and what is left to say.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from engine.runtime.assistant import InterruptionSettings
+
+# What recognizers make of breath, coughs and clicks: not words.
+FILLERS = frozenset(
+    {"a", "ah", "eh", "er", "uh", "um", "oh", "hm", "mm", "the", "huh", "sh", "shh"}
+)
+_WORD = re.compile(r"[a-z0-9']+")
+log = logging.getLogger(__name__)
+Turn = TypeVar("Turn")
+
+
+class Sound(StrEnum):
+    """What the caller's speech during a reply is, so far."""
+
+    NOISE = "noise"  # no words: nothing recognized, or only fillers
+    BACKCHANNEL = "backchannel"  # only listed acknowledgements
+    WORDS = "words"  # anything else: a real interruption or a turn
+
+
+class Action(StrEnum):
+    """What to do with the reply in flight."""
+
+    NONE = "none"  # let it play
+    PAUSE = "pause"  # hold its audio back until the speech is judged
+    CUT = "cut"  # interrupt it now
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words, hyphens as spaces ("Mm-hmm." -> ["mm", "hmm"])."""
+    return _WORD.findall(text.lower().replace("-", " "))
+
+
+class BargeInJudge:
+    """Classifies caller speech heard while the assistant talks."""
+
+    def __init__(self, settings: InterruptionSettings) -> None:
+        self.settings = settings
+        self._backchannels = [words_of(phrase) for phrase in settings.backchannels]
+
+    def sound(self, hypothesis: str) -> Sound:
+        """What a hypothesis (streaming or final) holds."""
+        heard = [w for w in words_of(hypothesis) if w not in FILLERS]
+        if not heard:
+            return Sound.NOISE
+        return Sound.BACKCHANNEL if self._only_backchannels(heard) else Sound.WORDS
+
+    def during_reply(
+        self, hypothesis: str, speech_ms: int, *, voiced_ms: int, paused: bool
+    ) -> Action:
+        """The action for an utterance ``speech_ms`` long so far (``voiced_ms`` of it
+        speech frames) while a reply plays."""
+        if speech_ms < self.settings.min_speech_ms:
+            return Action.PAUSE if paused else Action.NONE
+        sound = self.sound(hypothesis)
+        if sound is Sound.WORDS or voiced_ms >= self.settings.backchannel_max_ms:
+            return Action.CUT  # words, or a sound too long for an acknowledgement
+        if sound is Sound.BACKCHANNEL:
+            return Action.PAUSE if paused else Action.NONE
+        return Action.PAUSE if self.settings.mode == "pause" else Action.CUT
+
+    def _only_backchannels(self, heard: list[str]) -> bool:
+        # Repeated or joined acknowledgements ("yeah yeah", "okay mm hmm") count too.
+        reachable = {0}
+        for start in range(len(heard)):
+            if start not in reachable:
+                continue
+            for phrase in self._backchannels:
+                if phrase and heard[start : start + len(phrase)] == phrase:
+                    reachable.add(start + len(phrase))
+        return len(heard) in reachable
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReply(Generic[Turn]):
+    """A reply cut by a barge-in that may be false: resumed if no words come in time.
+
+    Its history entry waits too: ``confirm`` records it as interrupted (the barge-in was
+    real); a resumed reply records one entry, with everything heard, when it ends.
+    """
+
+    response_id: str
+    heard: str  # everything the caller heard of the reply, earlier parts included
+    remainder: str  # what the caller has not heard yet
+    turn: Turn  # the turn the reply answers
+    cut_at: float  # monotonic
+    confirm: Callable[[], None]
+
+
+def join_text(before: str, after: str) -> str:
+    """Two parts of a reply, one space between them (``after`` as is when alone)."""
+    if not before.strip():
+        return after
+    return " ".join(part for part in (before.strip(), after.strip()) if part)
+
+
+def unheard_remainder(text: str, heard: str) -> str:
+    """The words of ``text`` after the heard prefix (heard is a word prefix of text)."""
+    return " ".join(text.split()[len(heard.split()) :])
+
+
+class PausableReply(Protocol):
+    """The reply in flight, as barge-in sees it (a ResponseRunner)."""
+
+    @property
+    def paused_at(self) -> float | None: ...
+
+    def pause(self) -> None: ...
+
+    def unpause(self) -> None: ...
+
+
+class BargeIn(Generic[Turn]):
+    """The barge-in flow of one session: cut, pause, resume or let the reply play.
+
+    Driven by the pipeline after each piece of caller input; acts on the reply through
+    ``reply`` (the one in flight, if any), ``cut`` (cut it, held for a possible resume)
+    and ``resume`` (say a held reply's remainder).
+    """
+
+    def __init__(
+        self,
+        settings: InterruptionSettings,
+        *,
+        reply: Callable[[], PausableReply | None],
+        cut: Callable[[], Awaitable[HeldReply[Turn] | None]],
+        resume: Callable[[HeldReply[Turn]], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.judge = BargeInJudge(settings)
+        self._reply = reply
+        self._cut = cut
+        self._resume = resume
+        self._held: HeldReply[Turn] | None = None
+        self._let_play = False  # the open utterance was judged no interruption
+        self._wordless = False  # ... because it gave no words in time: it is no turn either
+        self._open = False  # an utterance is open (on_speech came since the last end)
+
+    @property
+    def engaged(self) -> bool:
+        """True while a reply plays or is held: caller speech is judged."""
+        return self._reply() is not None or self._held is not None
+
+    async def on_speech(
+        self, hypothesis: Callable[[], str], speech_ms: int, voiced_ms: int
+    ) -> None:
+        """The caller's utterance is open, ``speech_ms`` long so far, ``voiced_ms`` voiced."""
+        self._open = True
+        if not self.settings.enabled or not self.engaged:
+            return
+        heard = hypothesis()
+        reply = self._reply()
+        if reply is not None and not self._let_play:
+            paused = reply.paused_at is not None
+            action = self.judge.during_reply(heard, speech_ms, voiced_ms=voiced_ms, paused=paused)
+            if action is Action.CUT:
+                log.debug("barge-in: cut at %d ms of speech (hypothesis %r)", speech_ms, heard)
+                self._held = await self._cut()
+            elif action is Action.PAUSE and self._due(reply.paused_at):
+                self._let_play = self._wordless = True  # paused long enough without words
+                reply.unpause()
+            elif action is Action.PAUSE:
+                reply.pause()
+        held = self._held
+        if held is not None and self._due(held.cut_at) and self.judge.sound(heard) != Sound.WORDS:
+            self._let_play = self._wordless = True
+            log.debug("barge-in: no words in time (hypothesis %r): resumed", heard)
+            await self._resume_held()
+
+    async def on_speech_end(self, final: str | None) -> bool:
+        """The utterance ended (``final`` None: no words at all); True if it is a turn."""
+        if not self._open and final is None:
+            return False  # no utterance was open: nothing ended
+        self._open = False
+        wordless, self._wordless = self._wordless, False
+        self._let_play = False
+        if not self.settings.enabled or not self.engaged:
+            return final is not None
+        log.debug("barge-in: the utterance ended as %r (wordless: %s)", final, wordless)
+        # A sound that gave no words in its first ``resume_after_ms`` was judged noise and
+        # the reply resumed: what the recognizer makes of its end does not undo that.
+        if final is not None and not wordless and self.judge.sound(final) is Sound.WORDS:
+            return True
+        # A noise or an acknowledgement while the assistant talks: not a turn.
+        await self._resume_held()
+        reply = self._reply()
+        if reply is not None:
+            reply.unpause()
+        return False
+
+    def settle(self) -> None:
+        """The reply is cut for good (a new turn, an explicit interrupt, the end)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.confirm()
+
+    async def _resume_held(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self._reply() is not None:
+            held.confirm()  # another reply took its place
+            return
+        await self._resume(held)
+
+    def _due(self, since: float | None) -> bool:
+        resume_sec = self.settings.resume_after_ms / 1000
+        return since is not None and time.monotonic() - since >= resume_sec
