@@ -104,9 +104,9 @@ async def test_an_engine_that_starts_after_envoy_gets_calls_within_a_few_checks(
         async with grpc.aio.insecure_channel(envoy.target) as channel:
             # Power of two choices draws its two engines with replacement: with two engines
             # a call goes to the busier one with p = 1/4, so four calls all land on one
-            # engine about once in 64 runs. Calls are opened until the late engine takes one.
+            # engine about once in 64 runs. Calls are opened until both engines have one.
             calls = [await open_call(channel)]
-            while late.name not in share(calls) and len(calls) < 12:
+            while set(share(calls)) != {early.name, late.name} and len(calls) < 12:
                 calls.append(await open_call(channel))
             assert set(share(calls)) == {early.name, late.name}
             for call in calls:
