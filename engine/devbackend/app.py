@@ -28,6 +28,7 @@ from engine.devbackend.shared import (
     FaultState,
     error,
     json_object,
+    keyed_json,
     result_response,
 )
 from engine.devbackend.store import DevStore
@@ -305,12 +306,10 @@ async def _write_request(
     request: web.Request, required: Mapping[str, type]
 ) -> tuple[str, dict[str, Any]] | web.Response:
     """The idempotency key and the validated body of a write, or the 400 to answer."""
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key or len(key) > 255:
-        return error(400, "Idempotency-Key header is required (1-255 characters)")
-    body = await json_object(request)
-    if isinstance(body, web.Response):
-        return body
+    keyed = await keyed_json(request)
+    if isinstance(keyed, web.Response):
+        return keyed
+    key, body = keyed
     for name, kind in required.items():
         value = body.get(name)
         ok = (

@@ -109,6 +109,17 @@ def result_response(result: StoreResult) -> web.Response:
     return web.json_response(result.payload, status=result.status)
 
 
+async def keyed_json(request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
+    """A write's ``Idempotency-Key`` and its JSON object body, or the 400 to answer."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key or len(key) > 255:
+        return error(400, "Idempotency-Key header is required (1-255 characters)")
+    body = await json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    return key, body
+
+
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """``{"error": message}`` with ``status``."""
     return web.json_response({"error": message}, status=status, headers=headers)

@@ -19,7 +19,7 @@ from engine.devbackend.shared import (
     STORE_KEY,
     TODAY_KEY,
     error,
-    json_object,
+    keyed_json,
     result_response,
 )
 
@@ -55,12 +55,10 @@ async def _tool_request(
     request: web.Request, call_id: str
 ) -> tuple[str, dict[str, Any]] | web.Response:
     """The idempotency key and the checked body of a tool call, or the 400 to answer."""
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key or len(key) > 255:
-        return error(400, "Idempotency-Key header is required (1-255 characters)")
-    body = await json_object(request)
-    if isinstance(body, web.Response):
-        return body
+    keyed = await keyed_json(request)
+    if isinstance(keyed, web.Response):
+        return keyed
+    key, body = keyed
     for field in ("tool_call_id", "assistant_id"):
         if not isinstance(body.get(field), str) or not body[field]:
             return error(400, f"{field}: must be a non-empty string")
