@@ -1,11 +1,15 @@
 """When a pause ends the caller's turn: the silence so far, and a turn detector's verdict.
 
 Runs on the event loop, in the speech input, frame by frame of a pause. With a detector,
-early in the silence (``turn.check_after_ms``) it is asked once whether the turn sounds
-complete: "complete" ends the turn at once; "incomplete" keeps listening up to
+early in the silence (``turn.check_after_ms``) a check starts as a task, once a pause: the
+speech input keeps feeding frames while it runs. Its verdict is applied at the first frame
+after it arrives: "complete" ends the turn there; "incomplete" keeps listening up to
 ``turn.max_silence_ms``; a detector that is absent, busy, failing or too slow leaves the
-fixed ``vad.end_silence_ms``. Everything counts audio (frames), not wall time, so the
-decision is the same whatever the client's send rate.
+fixed ``vad.end_silence_ms``. The caller speaking again before the verdict arrives makes it
+moot (dropped). While a check runs the silence alone does not end the turn (the check is
+bounded), so a verdict is never overtaken by audio sent faster than real time.
+
+Everything counts audio (frames), not wall time.
 """
 
 from __future__ import annotations
@@ -43,42 +47,66 @@ class EndOfTurn:
         self._end_silence_ms = end_silence_ms
         self._detector = detector
         self._asked = False
+        self._check: asyncio.Task[float | None] | None = None
         self._limit_ms = end_silence_ms
         self._incomplete = False
         self.checks = 0  # verdicts asked for (for tests and benchmarks)
+        self.dropped = 0  # checks made moot by the caller speaking again
 
     @property
     def check_after_ms(self) -> int | None:
         """Silence after which the detector is asked (None without a detector)."""
         return self._settings.check_after_ms if self._detector is not None else None
 
+    @property
+    def deciding(self) -> bool:
+        """A check runs: the silence alone waits for its verdict."""
+        return self._check is not None and not self._check.done()
+
     def speech(self) -> None:
-        """The caller spoke: a later silence is a new pause."""
+        """The caller spoke: a later silence is a new pause; a check running is moot."""
+        if self._check is not None:
+            self.dropped += 1
+        self.close()
         self._asked = False
         self._incomplete = False
         self._limit_ms = self._end_silence_ms
 
-    async def silence(self, silent_ms: int, audio: Callable[[], bytes]) -> TurnEnd | None:
+    def close(self) -> None:
+        """Drop a check still running (the turn ended another way, or the session)."""
+        check, self._check = self._check, None
+        if check is not None and not check.done():
+            check.cancel()
+
+    def silence(self, silent_ms: int, audio: Callable[[], bytes]) -> TurnEnd | None:
         """``silent_ms`` of silence so far: why the turn ends now, or None to listen on.
 
-        ``audio`` gives the utterance so far, for the detector (called at most once a pause).
+        ``audio`` gives the utterance so far, for the detector (called at most once a
+        pause).
         """
         check_after = self.check_after_ms
         if check_after is not None and not self._asked and silent_ms >= check_after:
             self._asked = True
-            probability = await self._ask(audio())
+            self.checks += 1
+            self._check = asyncio.create_task(self._ask(audio()), name="turn-check")
+        if self._check is not None:
+            if not self._check.done():
+                return None  # the verdict decides; the check is bounded in time
+            probability, self._check = self._check.result(), None
             if probability is not None:
                 if probability >= self._settings.complete_threshold:
                     return TurnEnd.COMPLETE
-                self._incomplete = True
-                self._limit_ms = max(self._settings.max_silence_ms, silent_ms)
+                self._listen_on(silent_ms)
         if silent_ms >= self._limit_ms:
             return TurnEnd.MAX_SILENCE if self._incomplete else TurnEnd.SILENCE
         return None
 
+    def _listen_on(self, silent_ms: int) -> None:
+        self._incomplete = True
+        self._limit_ms = max(self._settings.max_silence_ms, silent_ms)
+
     async def _ask(self, pcm16k: bytes) -> float | None:
         assert self._detector is not None
-        self.checks += 1
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SEC):
                 verdict = await self._detector.predict(pcm16k)
@@ -88,3 +116,9 @@ class EndOfTurn:
             log.warning("turn detector failed (%s); the fixed end silence decides", exc)
             return None
         return verdict.complete_probability
+
+    async def verdict(self) -> None:
+        """Wait until no check is running (bounded by the check's own timeout)."""
+        check = self._check
+        if check is not None:
+            await asyncio.wait({check})

@@ -128,29 +128,53 @@ class SpeechInput:
         return self._stream.partial() if self._stream is not None else ""
 
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
-        """Process audio; return the utterance it finished, if any."""
+        """Process audio; return the utterance it finished, if any.
+
+        Never waits for the turn detector: while a check runs, frames the caller has
+        reached go through as usual. Frames sent ahead of the caller (faster than real
+        time) wait in the buffer until the verdict is in, so that it lands at the same
+        point of the audio as it would in real time; a later feed (``b""`` will do) or
+        ``end_turn`` takes them.
+        """
         self._pending += pcm16k
         self._received_bytes += len(pcm16k)
         self._clock.received(self._received_bytes // _BYTES_PER_MS)
+        return await self._drain(hold_ahead=True)
+
+    async def end_turn(self) -> FinishedUtterance | None:
+        """The client says the caller finished (client-side VAD): finalize now."""
+        finished = await self._drain(hold_ahead=False)
+        if self._stream is None:
+            return finished
+        return finished or await self._finish("client")
+
+    def cancel(self) -> None:
+        """Drop the utterance in progress (session end)."""
+        self._turn.close()
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+
+    @property
+    def end_of_turn(self) -> EndOfTurn:
+        """The pause logic of this caller (its check, for tests and benchmarks)."""
+        return self._turn
+
+    async def _drain(self, *, hold_ahead: bool) -> FinishedUtterance | None:
         finished: FinishedUtterance | None = None
         while len(self._pending) >= self._frame_bytes:
+            if hold_ahead and self._turn.deciding and self._ahead_of_caller():
+                break
             frame = self._pending[: self._frame_bytes]
             self._pending = self._pending[self._frame_bytes :]
             done = await self._frame(frame)
             finished = finished or done
         return finished
 
-    async def end_turn(self) -> FinishedUtterance | None:
-        """The client says the caller finished (client-side VAD): finalize now."""
-        if self._stream is None:
-            return None
-        return await self._finish("client")
-
-    def cancel(self) -> None:
-        """Drop the utterance in progress (session end)."""
-        if self._stream is not None:
-            self._stream.cancel()
-            self._stream = None
+    def _ahead_of_caller(self) -> bool:
+        """The next frame arrived before the caller got to it (by more than a frame)."""
+        ahead_ms = self._clock.ahead_sec(self._offset_ms + self._frame_ms) * 1000
+        return ahead_ms > self._frame_ms
 
     async def _frame(self, frame: bytes) -> FinishedUtterance | None:
         voiced = self._vad.is_speech(frame)
@@ -176,7 +200,7 @@ class SpeechInput:
             if self._silent_run == self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=False)
             silent_ms = self._silent_run * self._frame_ms
-            ended = await self._turn.silence(silent_ms, lambda: b"".join(self._recent))
+            ended = self._turn.silence(silent_ms, lambda: b"".join(self._recent))
             if ended is not None:
                 return await self._finish(ended)
         await self._maybe_interim()
@@ -228,6 +252,7 @@ class SpeechInput:
     async def _finish(self, ended_by: str) -> FinishedUtterance | None:
         stream, self._stream = self._stream, None
         assert stream is not None
+        self._turn.close()
         self._previous = stream
         stop_ms = self._offset_ms - self._silent_run * self._frame_ms
         await self._emit(SpeechStopped(self._utterance_id, max(0, stop_ms)))
