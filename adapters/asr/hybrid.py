@@ -161,6 +161,15 @@ class _HybridStream:
             self._counters.add("restarted")
         self._refused = False
 
+    def early_text(self) -> str | None:
+        """ReadsEarlyFinal: the early Whisper pass's words; None while it runs, "" if none."""
+        early = self._pass
+        if early is not None and not early.done():
+            return None
+        if early is None or early.cancelled() or early.exception() is not None:
+            return ""
+        return " ".join(words(early.result().text))
+
     async def finish(self) -> Recognition:
         return await self.finish_at(time.monotonic())
 

@@ -71,6 +71,18 @@ DEFAULT_BACKCHANNELS: tuple[str, ...] = (
 INTERRUPTION_MODES = ("cut", "pause")
 
 
+# Words no English sentence ends with: articles, possessives, prepositions, conjunctions,
+# auxiliaries and subject pronouns ("a table for", "do you have any", "could i"). Kept
+# short: a word some sentences do end with ("have", "do", "that") would hold those turns
+# to turn.max_silence_ms.
+UNFINISHED_WORDS = (
+    *("a", "an", "the", "my", "your", "our", "their", "its", "any"),
+    *("for", "to", "of", "on", "at", "in", "with", "from", "about", "into"),
+    *("and", "or", "but", "because", "if", "than"),
+    *("is", "are", "was", "can", "could", "would", "i", "we"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TurnSettings:
     """Semantic end of turn: a turn detector asked early in each pause."""
@@ -79,6 +91,8 @@ class TurnSettings:
     check_after_ms: int = 200  # silence after which the detector is asked, once a pause
     complete_threshold: float = 0.5  # a probability at least this ends the turn at once
     max_silence_ms: int = 1500  # a turn judged incomplete ends after this much silence
+    # A "complete" verdict on words ending in one of these is overruled (incomplete).
+    unfinished_words: tuple[str, ...] = UNFINISHED_WORDS
 
     def provider_spec(self) -> ProviderSpec:
         """The detector, as the provider factory takes it."""
@@ -244,6 +258,7 @@ def _turn(doc: Mapping[str, Any], vad: VadSettings, err: Any) -> TurnSettings:
         check_after_ms=check_after,
         complete_threshold=_fraction(doc, "turn.complete_threshold", 0.5, err),
         max_silence_ms=longest,
+        unfinished_words=_unfinished_words(doc, err),
     )
 
 
@@ -259,6 +274,15 @@ def _backchannels(doc: Mapping[str, Any], err: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise err("interruption.backchannels", "must be a list of non-empty strings")
     return tuple(v.strip() for v in value)
+
+
+def _unfinished_words(doc: Mapping[str, Any], err: Any) -> tuple[str, ...]:
+    value = doc.get("unfinished_words", UNFINISHED_WORDS)
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(w, str) and w.strip() for w in value
+    ):
+        raise err("turn.unfinished_words", "must be a list of words ([] turns the rule off)")
+    return tuple(w.strip().lower() for w in value)
 
 
 def _vad_provider(vad_doc: Mapping[str, Any], err: Any) -> str:

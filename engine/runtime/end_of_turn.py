@@ -1,4 +1,4 @@
-"""When a pause ends the caller's turn: the silence so far, and a turn detector's verdict.
+"""When a pause ends the caller's turn: the silence so far, a turn detector's verdict, the words.
 
 Runs on the event loop, in the speech input, frame by frame of a pause. With a detector,
 early in the silence (``turn.check_after_ms``) a check starts as a task, once a pause: the
@@ -9,6 +9,9 @@ fixed ``vad.end_silence_ms``. The caller speaking again before the verdict arriv
 moot (dropped). While a check runs the silence alone does not end the turn (the check is
 bounded), so a verdict is never overtaken by audio sent faster than real time.
 
+A "complete" verdict is overruled when the words heard so far end in a word that cannot end
+an English sentence (``turn.unfinished_words``: "for", "the", "and", ...): the acoustic
+model hears a falling pitch, the words say the sentence goes on.
 Everything counts audio (frames), not wall time.
 """
 
@@ -37,6 +40,12 @@ class TurnEnd(StrEnum):
     MAX_SILENCE = "max_silence"  # judged incomplete, but the caller stayed silent
 
 
+def ends_unfinished(text: str, unfinished: frozenset[str]) -> bool:
+    """True when ``text``'s last word is one no English sentence ends with."""
+    said = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
+    return bool(said) and said[-1] in unfinished
+
+
 class EndOfTurn:
     """One caller's pauses: decides after each silent frame whether the turn is over."""
 
@@ -46,12 +55,15 @@ class EndOfTurn:
         self._settings = settings
         self._end_silence_ms = end_silence_ms
         self._detector = detector
+        self._unfinished = frozenset(settings.unfinished_words)
         self._asked = False
         self._check: asyncio.Task[float | None] | None = None
+        self._complete = False  # judged complete; the words are still to be read
         self._limit_ms = end_silence_ms
         self._incomplete = False
         self.checks = 0  # verdicts asked for (for tests and benchmarks)
         self.dropped = 0  # checks made moot by the caller speaking again
+        self.overruled = 0  # "complete" verdicts overruled by an unfinished last word
 
     @property
     def check_after_ms(self) -> int | None:
@@ -60,12 +72,13 @@ class EndOfTurn:
 
     @property
     def deciding(self) -> bool:
-        """A check runs: the silence alone waits for its verdict."""
-        return self._check is not None and not self._check.done()
+        """A check runs, or a "complete" waits for the words: the silence alone waits."""
+        running = self._check is not None and not self._check.done()
+        return running or self._complete
 
     def speech(self) -> None:
         """The caller spoke: a later silence is a new pause; a check running is moot."""
-        if self._check is not None:
+        if self._check is not None or self._complete:
             self.dropped += 1
         self.close()
         self._asked = False
@@ -75,14 +88,18 @@ class EndOfTurn:
     def close(self) -> None:
         """Drop a check still running (the turn ended another way, or the session)."""
         check, self._check = self._check, None
+        self._complete = False
         if check is not None and not check.done():
             check.cancel()
 
-    def silence(self, silent_ms: int, audio: Callable[[], bytes]) -> TurnEnd | None:
+    def silence(
+        self, silent_ms: int, audio: Callable[[], bytes], words: Callable[[], str | None]
+    ) -> TurnEnd | None:
         """``silent_ms`` of silence so far: why the turn ends now, or None to listen on.
 
         ``audio`` gives the utterance so far, for the detector (called at most once a
-        pause).
+        pause); ``words`` what the recognizer has heard so far, None while its early
+        final is still coming (asked after a "complete").
         """
         check_after = self.check_after_ms
         if check_after is not None and not self._asked and silent_ms >= check_after:
@@ -93,10 +110,19 @@ class EndOfTurn:
             if not self._check.done():
                 return None  # the verdict decides; the check is bounded in time
             probability, self._check = self._check.result(), None
-            if probability is not None:
-                if probability >= self._settings.complete_threshold:
-                    return TurnEnd.COMPLETE
+            if probability is not None and probability >= self._settings.complete_threshold:
+                self._complete = True
+            elif probability is not None:
                 self._listen_on(silent_ms)
+        if self._complete:
+            heard = words()
+            if heard is None and silent_ms < self._end_silence_ms:
+                return None  # the words are on their way: the final waits for them anyway
+            self._complete = False
+            if heard is None or not ends_unfinished(heard, self._unfinished):
+                return TurnEnd.COMPLETE
+            self.overruled += 1
+            self._listen_on(silent_ms)
         if silent_ms >= self._limit_ms:
             return TurnEnd.MAX_SILENCE if self._incomplete else TurnEnd.SILENCE
         return None

@@ -26,6 +26,7 @@ from engine.runtime.ports.providers import (
     LearnsLines,
     PreparesFinal,
     ProviderError,
+    ReadsEarlyFinal,
     Recognition,
     RecognitionStream,
     SpeechRecognizer,
@@ -176,6 +177,14 @@ class SpeechInput:
         ahead_ms = self._clock.ahead_sec(self._offset_ms + self._frame_ms) * 1000
         return ahead_ms > self._frame_ms
 
+    def _words(self) -> str | None:
+        """What the caller said so far: the early final (None while it runs), else the
+        latest interim (calling ``partial()`` would start a live pass just for this)."""
+        stream = self._stream
+        if isinstance(stream, ReadsEarlyFinal) and (early := stream.early_text()) != "":
+            return early
+        return self._last_partial
+
     async def _frame(self, frame: bytes) -> FinishedUtterance | None:
         voiced = self._vad.is_speech(frame)
         self._offset_ms += self._frame_ms
@@ -200,7 +209,7 @@ class SpeechInput:
             if self._silent_run == self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=False)
             silent_ms = self._silent_run * self._frame_ms
-            ended = self._turn.silence(silent_ms, lambda: b"".join(self._recent))
+            ended = self._turn.silence(silent_ms, lambda: b"".join(self._recent), self._words)
             if ended is not None:
                 return await self._finish(ended)
         await self._maybe_interim()

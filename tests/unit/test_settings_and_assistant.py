@@ -82,6 +82,7 @@ def test_the_demo_assistant_ends_turns_with_the_turn_detector() -> None:
         ({"id": "a", "turn": {"detector": ""}}, "turn.detector"),
         ({"id": "a", "turn": {"complete_threshold": 2}}, "turn.complete_threshold"),
         ({"id": "a", "turn": {"wait": 1}}, "turn.wait"),
+        ({"id": "a", "turn": {"unfinished_words": [""]}}, "turn.unfinished_words"),
         ({"id": "a", "turn": {"detector": "smart_turn", "max_silence_ms": 300}}, "turn"),
         ({"id": "a", "unsure_confidence": "low"}, "unsure_confidence"),
     ],

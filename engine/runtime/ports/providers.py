@@ -192,6 +192,22 @@ class PreparesFinal(Protocol):
 
 
 @runtime_checkable
+class ReadsEarlyFinal(Protocol):
+    """A RecognitionStream whose early final pass (``PreparesFinal``) can be read once done.
+
+    Optional. The end of turn reads the words heard so far when a turn detector says
+    "complete"; the early final, when ready, says them better than the streaming partial.
+    """
+
+    def early_text(self) -> str | None:
+        """The early final pass's text; None while it runs; "" when there is none.
+
+        Never waits.
+        """
+        ...
+
+
+@runtime_checkable
 class FinishesInCallerTime(Protocol):
     """A RecognitionStream whose final may wait while its caller is not waiting yet.
 
