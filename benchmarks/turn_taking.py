@@ -9,8 +9,10 @@ questions (listed phrases and other wordings, short and long) and questions with
 mid-sentence (0.5-1.2 s), on 16 kHz LINEAR16 and 8 kHz mu-law lines (alternating), sent in
 real time (40 ms chunks, then an open line of light noise) or as fast as the stream takes
 them. Modes, alternated call by call: ``semantic`` (the demo assistant: Smart Turn asked
-after 200 ms of silence, up to 1.5 s when incomplete) and ``fixed`` (the same assistant with
-``turn.detector: none``: 600 ms of silence); ``semantic90`` (a complete verdict needs 0.9).
+after 200 ms of silence, up to 1.5 s when incomplete, a "complete" on words ending in
+``turn.unfinished_words`` overruled) and ``fixed`` (the same assistant with
+``turn.detector: none``: 600 ms of silence); ``semantic90`` (a complete verdict needs 0.9);
+``acoustic`` (Smart Turn's verdict alone, ``turn.unfinished_words: []``).
 
 Per mode and pacing: voice to voice at the client (the chunk holding the last speech sample
 sent -> the answer's first audio chunk received; real time only), p50/p95; heard right (the
@@ -290,6 +292,7 @@ def report(outcomes: list[Outcome], unsure_reply: str) -> None:
 MODES: dict[str, dict[str, object]] = {
     "semantic": {"detector": "smart_turn"},  # as shipped
     "semantic90": {"detector": "smart_turn", "complete_threshold": 0.9},
+    "acoustic": {"detector": "smart_turn", "unfinished_words": []},
     "fixed": {"detector": "none"},
 }
 
