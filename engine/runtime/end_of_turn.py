@@ -127,6 +127,24 @@ class EndOfTurn:
             return TurnEnd.MAX_SILENCE if self._incomplete else TurnEnd.SILENCE
         return None
 
+    def silence_needed_ms(self, words: Callable[[], str | None]) -> int:
+        """The silence that ends the turn as things stand, a verdict not yet applied (no
+        frame came since it arrived) included: what the clock waits for without audio."""
+        check = self._check
+        if check is not None and check.done():
+            probability = check.result()
+            if probability is None:
+                return self._limit_ms
+            complete = probability >= self._settings.complete_threshold
+        elif self._complete:
+            complete = True
+        else:
+            return self._limit_ms
+        heard = words() if complete else None
+        if complete and (heard is None or not ends_unfinished(heard, self._unfinished)):
+            return self._limit_ms
+        return max(self._settings.max_silence_ms, self._limit_ms)
+
     def _listen_on(self, silent_ms: int) -> None:
         self._incomplete = True
         self._limit_ms = max(self._settings.max_silence_ms, silent_ms)

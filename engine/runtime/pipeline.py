@@ -179,11 +179,11 @@ class DuplexPipeline:
         async with self._input:
             await self._end_turn()
 
-    async def _end_turn(self) -> None:
+    async def _end_turn(self, ended_by: str = "client") -> None:
         if self._speech is None:
             return
         try:
-            finished = await self._speech.end_turn()
+            finished = await self._speech.end_turn(ended_by)
         except ProviderError as exc:
             await self._emit(ErrorEvent("asr_failed", str(exc)))
             return
@@ -191,11 +191,11 @@ class DuplexPipeline:
 
     async def _endpoint_by_clock(self) -> None:
         # An utterance is open and audio stopped arriving (silence suppression, a file
-        # that ended): after the end-silence time with no audio, end the turn as if
-        # that silence had been received.
-        silence_sec = self.config.vad.end_silence_ms / 1000
+        # that ended): after the silence the turn needs with no audio (the end silence,
+        # or the longest one once the turn detector judged it incomplete), end the turn
+        # as if that silence had been received.
         while self._speech is not None and self._speech.speaking:
-            due = self._last_audio_at + silence_sec
+            due = self._last_audio_at + self._speech.silence_needed_ms() / 1000
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -205,9 +205,12 @@ class DuplexPipeline:
                     await asyncio.sleep(CLOCK_LAG_TOLERANCE_SEC)
                 continue
             async with self._input:
-                if time.monotonic() - self._last_audio_at >= silence_sec:
-                    await self._end_turn()
-            return
+                speech = self._speech
+                silent_sec = time.monotonic() - self._last_audio_at
+                if speech.speaking and silent_sec >= speech.silence_needed_ms() / 1000:
+                    await self._end_turn(speech.clock_end())
+                    return
+            # Audio came meanwhile, or a verdict asked for a longer silence: look again.
 
     async def finish_input(self) -> None:
         """No more input will come (half-close): end the open utterance, await the reply.

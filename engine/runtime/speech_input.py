@@ -86,6 +86,7 @@ class SpeechInput:
         frame_ms = self._frame_bytes // _BYTES_PER_MS
         self._frame_ms = frame_ms
         self._start_frames = max(1, settings.min_speech_ms // frame_ms)
+        self._end_silence_ms = settings.end_silence_ms
         self._turn = EndOfTurn(turn or TurnSettings(), settings.end_silence_ms, detector)
         check_after = self._turn.check_after_ms
         prepare_ms = (
@@ -142,12 +143,23 @@ class SpeechInput:
         self._clock.received(self._received_bytes // _BYTES_PER_MS)
         return await self._drain(hold_ahead=True)
 
-    async def end_turn(self) -> FinishedUtterance | None:
-        """The client says the caller finished (client-side VAD): finalize now."""
+    async def end_turn(self, ended_by: str = "client") -> FinishedUtterance | None:
+        """Finalize now: the client says the caller finished (client-side VAD), or the
+        clock does (no audio for ``silence_needed_ms``: ``ended_by`` a TurnEnd)."""
         finished = await self._drain(hold_ahead=False)
         if self._stream is None:
             return finished
-        return finished or await self._finish("client")
+        return finished or await self._finish(ended_by)
+
+    def silence_needed_ms(self) -> int:
+        """How long without audio ends the turn: ``vad.end_silence_ms``, or
+        ``turn.max_silence_ms`` once the detector (or the words) judged it incomplete."""
+        return self._turn.silence_needed_ms(self._words)
+
+    def clock_end(self) -> TurnEnd:
+        """Why a turn the clock ends (no audio for ``silence_needed_ms``) ended."""
+        needed = self.silence_needed_ms()
+        return TurnEnd.MAX_SILENCE if needed > self._end_silence_ms else TurnEnd.SILENCE
 
     def cancel(self) -> None:
         """Drop the utterance in progress (session end)."""
