@@ -11,7 +11,9 @@ bounded), so a verdict is never overtaken by audio sent faster than real time.
 
 A "complete" verdict is overruled when the words heard so far end in a word that cannot end
 an English sentence (``turn.unfinished_words``: "for", "the", "and", ...): the acoustic
-model hears a falling pitch, the words say the sentence goes on.
+model hears a falling pitch, the words say the sentence goes on. The words are the early
+final's, waited for up to ``turn.max_silence_ms`` of silence (the final transcript waits
+for that same pass anyway), else the latest interim.
 Everything counts audio (frames), not wall time.
 """
 
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 # A verdict later than this is no use to a caller waiting in the silence: the fixed
 # end silence decides instead.
 CHECK_TIMEOUT_SEC = 0.5
+# Audio sent ahead of the caller waits this long at most for the early final's words
+# (one Whisper pass of a long question on a loaded host), polled this often.
+WORDS_WAIT_SEC = 1.5
+WORDS_POLL_SEC = 0.02
 
 
 class TurnEnd(StrEnum):
@@ -116,7 +122,7 @@ class EndOfTurn:
                 self._listen_on(silent_ms)
         if self._complete:
             heard = words()
-            if heard is None and silent_ms < self._end_silence_ms:
+            if heard is None and silent_ms < self._settings.max_silence_ms:
                 return None  # the words are on their way: the final waits for them anyway
             self._complete = False
             if heard is None or not ends_unfinished(heard, self._unfinished):
@@ -166,3 +172,13 @@ class EndOfTurn:
         check = self._check
         if check is not None:
             await asyncio.wait({check})
+
+    async def settle(self, words: Callable[[], str | None]) -> None:
+        """Wait for what the decision waits for: the verdict, then the words a "complete"
+        needs (polled: bounded by ``WORDS_WAIT_SEC``). For audio sent ahead of the caller."""
+        await self.verdict()
+        # The recognizer's early final has no event to await: a bounded poll.
+        for _ in range(round(WORDS_WAIT_SEC / WORDS_POLL_SEC)):
+            if not self._complete or words() is not None:
+                return
+            await asyncio.sleep(WORDS_POLL_SEC)

@@ -174,10 +174,14 @@ class SpeechInput:
         return self._turn
 
     async def _drain(self, *, hold_ahead: bool) -> FinishedUtterance | None:
+        """Process the buffered frames. While a decision is pending, frames ahead of the
+        caller stay buffered (``hold_ahead``) or, at the end of input, wait for it."""
         finished: FinishedUtterance | None = None
         while len(self._pending) >= self._frame_bytes:
-            if hold_ahead and self._turn.deciding and self._ahead_of_caller():
-                break
+            if self._turn.deciding and self._ahead_of_caller():
+                if hold_ahead:
+                    break
+                await self._turn.settle(self._words)
             frame = self._pending[: self._frame_bytes]
             self._pending = self._pending[self._frame_bytes :]
             done = await self._frame(frame)

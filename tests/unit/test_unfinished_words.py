@@ -12,6 +12,7 @@ from engine.runtime.end_of_turn import ends_unfinished
 from tests.helpers.fakes import ScriptedTurnDetector
 from tests.helpers.turns import (
     SILENCE,
+    SPEECH,
     TURN,
     RealTime,
     WordsRecognizer,
@@ -73,14 +74,14 @@ async def test_a_complete_verdict_waits_for_the_early_final_it_reads() -> None:
     assert done is not None and done.ended_by == "complete"
 
 
-async def test_an_early_final_later_than_the_end_silence_is_not_waited_for() -> None:
+async def test_an_early_final_later_than_the_longest_silence_is_not_waited_for() -> None:
     time = RealTime()
     speech = speech_input(
         ScriptedTurnDetector(0.97), WordsRecognizer(None), clock=AudioClock(now=time)
     )
     await say(speech, 800, time)
     silent_ms, done = await silence_until_done(speech, time=time)
-    assert silent_ms == 600 and done.ended_by == "complete"
+    assert silent_ms == 1500 and done.ended_by == "complete"
 
 
 async def test_an_assistant_without_unfinished_words_trusts_the_detector() -> None:
@@ -98,3 +99,17 @@ def test_an_assistant_names_its_own_unfinished_words() -> None:
     assert "for" in parse_assistant({"id": "a"}).turn.unfinished_words  # the default list
     with pytest.raises(AssistantConfigError, match=r"turn\.unfinished_words"):
         parse_assistant({"id": "a", "turn": {"unfinished_words": "for"}})
+
+
+async def test_audio_sent_ahead_ending_in_a_dangling_word_is_judged_as_in_real_time() -> None:
+    """Sent fast then half-closed: the end of input waits for the verdict and the words."""
+    recognizer = WordsRecognizer(None)
+    speech = speech_input(ScriptedTurnDetector(0.97, 0.97), recognizer)
+    await say(speech, 800)
+    for _ in range(1000 // 20):  # no real-time clock: held while the decision is pending
+        assert await feed(speech, SILENCE) is None
+    for _ in range(600 // 20):
+        assert await feed(speech, SPEECH) is None
+    recognizer.streams[0].early = "i would like to book a table for"
+    assert await speech.end_turn() is not None  # one turn: the pause did not end it
+    assert speech.end_of_turn.overruled == 1
