@@ -114,7 +114,11 @@ class EndOfTurn:
             self._check = asyncio.create_task(self._ask(audio()), name="turn-check")
         if self._check is not None:
             if not self._check.done():
-                return None  # the verdict decides; the check is bounded in time
+                if silent_ms < self._end_silence_ms:
+                    return None  # the verdict decides; the check is bounded in time
+                # A detector slower than the fixed silence is saturated: it decides nothing.
+                self.close()
+                return TurnEnd.SILENCE
             probability, self._check = self._check.result(), None
             if probability is not None and probability >= self._settings.complete_threshold:
                 self._complete = True
@@ -122,8 +126,8 @@ class EndOfTurn:
                 self._listen_on(silent_ms)
         if self._complete:
             heard = words()
-            if heard is None and silent_ms < self._settings.max_silence_ms:
-                return None  # the words are on their way: the final waits for them anyway
+            if heard is None and silent_ms < self._end_silence_ms:
+                return None  # the words are on their way; past the fixed silence, trust the verdict
             self._complete = False
             if heard is None or not ends_unfinished(heard, self._unfinished):
                 return TurnEnd.COMPLETE

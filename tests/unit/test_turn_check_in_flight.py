@@ -49,10 +49,26 @@ async def test_audio_keeps_flowing_while_a_check_is_held() -> None:
     await _until_asked(detector)
     assert speech.end_of_turn.deciding
     fed = recognizer.streams[0].fed
-    await _frames(speech, time, SILENCE, 1000)  # past vad.end_silence_ms: it waits
+    await _frames(speech, time, SILENCE, 300)  # the verdict still decides
     await _frames(speech, time, SPEECH, 200)  # the caller goes on
-    assert recognizer.streams[0].fed == fed + 1200 * 32  # every frame reached the recognizer
-    assert speech.speaking and speech.speech_ms == 2200
+    assert recognizer.streams[0].fed == fed + 500 * 32  # every frame reached the recognizer
+    assert speech.speaking and speech.speech_ms == 1500
+
+
+async def test_a_check_slower_than_the_fixed_silence_decides_nothing() -> None:
+    detector = ScriptedTurnDetector(0.95, gate=asyncio.Event())  # saturated: never answers
+    speech, time = _in_real_time(detector, WordsRecognizer())
+    await _frames(speech, time, SPEECH, 800)
+    await _frames(speech, time, SILENCE, 200)
+    await _until_asked(detector)
+    finished, silent_ms = None, 200
+    while finished is None and silent_ms < 1500:
+        time.tick()
+        finished = await speech.feed(SILENCE)
+        silent_ms += 20
+    assert finished is not None and finished.ended_by == "silence"
+    assert silent_ms == 600  # vad.end_silence_ms, as with no detector
+    assert not speech.end_of_turn.deciding
 
 
 async def test_a_verdict_arriving_after_the_caller_resumed_is_dropped() -> None:
