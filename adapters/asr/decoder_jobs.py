@@ -32,6 +32,7 @@ from adapters.asr.decoders import (
     Stopped,
     choice_pass,
     final_pass,
+    grammar_text,
     hypothesis,
 )
 from engine.runtime.ports.providers import ProviderError, Recognition
@@ -222,6 +223,7 @@ class DecoderJobs:
         text, learnt = _close_live(live)
         if not usable:
             return None
+        text = grammar_text(live.pool.model, text)
         confidence = CONFIDENCE_GRAMMAR if text else 0.0
         return Outcome(Recognition(text, confidence, SOURCE), learnt if text else "", True)
 

@@ -177,6 +177,11 @@ def hypothesis(decoder: Any) -> str:
     return str(found.hypstr).strip() if found is not None else ""
 
 
+def grammar_text(model: DomainModel | None, text: str) -> str:
+    """A grammar pass's hypothesis, "" when it is no whole phrase (the search found no path)."""
+    return text if model is None or not text or model.grammar_accepts(text) else ""
+
+
 def _decode(decoder: Any, search: str, audio: bytes, stopped: Callable[[], bool]) -> str:
     """One utterance of ``audio`` on ``search`` in 100 ms slices; its hypothesis."""
     decoder.activate_search(search)
@@ -234,13 +239,13 @@ def final_pass(
         if refine:
             mean = cmn if cmn else estimate(decoder)
         decoder.set_cmn(mean)
-        text = _decode(decoder, GRAMMAR_SEARCH, audio, stopped)
+        text = grammar_text(pool.model, _decode(decoder, GRAMMAR_SEARCH, audio, stopped))
         confidence = CONFIDENCE_GRAMMAR
         learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine and cmn:
             mean = estimate(decoder)  # the carried mean did not fit (another line?)
             decoder.set_cmn(mean)
-            text = _decode(decoder, GRAMMAR_SEARCH, audio, stopped)
+            text = grammar_text(pool.model, _decode(decoder, GRAMMAR_SEARCH, audio, stopped))
             learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine:
             # The grammar found no path: the phrase trigram still gives near-misses,

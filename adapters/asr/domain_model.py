@@ -30,6 +30,15 @@ class DomainModel:
     dictionary: str
     trigram_arpa: str
     grammar_jsgf: str
+    sentences: frozenset[str] = frozenset()  # what the grammar accepts, word for word
+
+    def grammar_accepts(self, text: str) -> bool:
+        """True when ``text`` is a whole sentence of the grammar.
+
+        pocketsphinx's grammar search returns its best partial path when it ends off the
+        grammar's final state (a mean that does not fit the audio): not a phrase heard.
+        """
+        return text in self.sentences
 
 
 def words(text: str) -> list[str]:
@@ -105,4 +114,5 @@ def domain_model(phrases: tuple[str, ...]) -> DomainModel | None:
     grammar = "#JSGF V1.0;\ngrammar domain;\npublic <utterance> = <phrase>;\n"
     grammar += f"<phrase> = {alternatives};\n"
     dictionary = "".join(f"{line}\n" for lines in prons.values() for line in lines)
-    return DomainModel(dictionary, _arpa(sentences), grammar)
+    accepted = frozenset(" ".join(sentence) for sentence in sentences)
+    return DomainModel(dictionary, _arpa(sentences), grammar, accepted)
