@@ -44,11 +44,16 @@ class Scenario:
 
 def chunk(content: str | None = None, *, role: str | None = None, finish: str | None = None) -> str:
     """One ``data:`` event of a streamed chat completion."""
-    delta: dict[str, str] = {}
+    delta: dict[str, Any] = {}
     if role is not None:
         delta["role"] = role
     if content is not None:
         delta["content"] = content
+    return _event(delta, finish)
+
+
+def _event(delta: dict[str, Any], finish: str | None) -> str:
+    """A streamed chat-completion chunk holding ``delta``, as one ``data:`` event."""
     body = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -85,13 +90,7 @@ def tool_chunk(
     delta: dict[str, Any] = {"tool_calls": [fragment]}
     if content is not None:
         delta["content"] = content
-    body = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "model": "fake-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
-    }
-    return f"data: {json.dumps(body)}\n\n"
+    return _event(delta, None)
 
 
 class FakeOpenAI:
