@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -12,15 +12,9 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
-from tests.helpers.fake_openai import FakeOpenAI, running_fake_openai
+from tests.helpers.fake_openai import FakeOpenAI
 
 ChannelTo = Callable[[str], grpc.aio.Channel]
-
-
-@pytest.fixture
-async def llm_server() -> AsyncIterator[FakeOpenAI]:
-    async with running_fake_openai() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ and its result sent back to the model in the wire format before it answers."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -14,15 +14,9 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
-from tests.helpers.fake_openai import FakeOpenAI, running_fake_openai, tool_chunk
+from tests.helpers.fake_openai import FakeOpenAI, tool_chunk
 
 ChannelTo = Callable[[str], grpc.aio.Channel]
-
-
-@pytest.fixture
-async def llm_server() -> AsyncIterator[FakeOpenAI]:
-    async with running_fake_openai() as fake:
-        yield fake
 
 
 @pytest.fixture
