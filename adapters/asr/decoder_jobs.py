@@ -23,7 +23,6 @@ from typing import Any
 from adapters.asr.decode_process import JobControl
 from adapters.asr.decoders import (
     CONFIDENCE_GRAMMAR,
-    SLICE_BYTES,
     SOURCE,
     DecoderPool,
     DecoderPools,
@@ -31,9 +30,11 @@ from adapters.asr.decoders import (
     Outcome,
     Stopped,
     choice_pass,
+    decode_slices,
     final_pass,
     grammar_text,
     hypothesis,
+    start_utterance,
 )
 from engine.runtime.ports.providers import ProviderError, Recognition
 
@@ -165,12 +166,7 @@ class DecoderJobs:
             live.decoder = _start_live_decoder(live.pool, known or live.pool.cmn_init)
             pcm, live.held = bytes(live.held), bytearray()
         try:
-            for start in range(0, len(pcm), SLICE_BYTES):
-                if self._stopped():
-                    break
-                piece = pcm[start : start + SLICE_BYTES]
-                live.decoder.process_raw(piece, False, False)
-                live.fed += len(piece)
+            live.fed += decode_slices(live.pool, live.decoder, pcm, live.fed, self._stopped)
         except RuntimeError as exc:
             del self._live[feed.sid]
             live.pool.release(live.decoder, reusable=False)
@@ -209,10 +205,9 @@ class DecoderJobs:
         usable = live.pool.model is not None and refine and live.known_mean
         usable = usable and live.fed <= len(audio)
         try:
-            for start in range(live.fed, len(audio) if usable else 0, SLICE_BYTES):
-                if self._stopped():
-                    raise Stopped
-                live.decoder.process_raw(audio[start : start + SLICE_BYTES], False, False)
+            rest = audio[live.fed :] if usable else b""
+            if decode_slices(live.pool, live.decoder, rest, live.fed, self._stopped) < len(rest):
+                raise Stopped
         except Stopped:
             with contextlib.suppress(ProviderError):
                 _close_live(live)
@@ -233,7 +228,7 @@ def _start_live_decoder(pool: DecoderPool, mean: str) -> Any:
     try:
         if pool.model is not None and mean:
             decoder.set_cmn(mean)
-        decoder.start_utt()
+        start_utterance(decoder)
     except RuntimeError as exc:
         pool.release(decoder, reusable=False)
         raise ProviderError(f"pocketsphinx: start_utt failed: {exc}") from exc

@@ -5,8 +5,11 @@ Domain model (see adapters/asr/domain_model.py): a JSGF grammar accepting exactl
 the assistant's phrases is the primary search, the phrase trigram the last resort when the
 grammar finds no path (near-misses, prefixes, several phrases in one breath), and a
 one-word grammar a cheap pass that only runs the front end to estimate the utterance's
-cepstral mean (CMN). Domain decoders dither their input: upsampled 8 kHz telephone audio
-has empty bands above 4 kHz whose log energies otherwise swamp the features.
+cepstral mean (CMN). Domain decoders get dithered input: upsampled 8 kHz telephone audio
+has empty bands above 4 kHz whose log energies otherwise swamp the features. The dither
+is ours, a fixed pattern by sample position in the utterance, not pocketsphinx's: its
+generator is global to the process and seeded from the clock, so the same audio from the
+same mean would decode differently with the load and with what was decoded before.
 
 A job decodes in 100 ms slices and gives up between two when it is withdrawn
 (``stopped``). Decoders are costly to build (~20 ms of CPU, ~8 MiB), so they are lent out
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from adapters.asr.domain_model import DomainModel, domain_model
 from engine.runtime.ports.providers import ProviderError, Recognition
@@ -37,11 +43,17 @@ __all__ = [
     "Outcome",
     "Stopped",
     "choice_pass",
+    "decode_slices",
     "final_pass",
     "hypothesis",
+    "start_utterance",
 ]
 
 _T = TypeVar("_T")
+
+# The binding deems resetting the noise statistics unnecessary, as for a decoder that only
+# ever hears one stream; a pooled decoder hears a new caller every time (start_utterance).
+warnings.filterwarnings("ignore", r"start_stream\(\) is deprecated", DeprecationWarning)
 
 SLICE_BYTES = 3_200  # 100 ms of 16 kHz PCM16: the most audio one process_raw call gets
 GRAMMAR_SEARCH = "phrases"
@@ -52,6 +64,13 @@ _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constru
 # confidence is a prior per way the text was found.
 CONFIDENCE_GRAMMAR, CONFIDENCE_TRIGRAM, CONFIDENCE_GENERIC = 0.9, 0.6, 0.5
 SOURCE = "grammar"  # Recognition.source of every pocketsphinx final
+
+# Half-bit dither, as pocketsphinx's own (+1 on about one sample in four), from a fixed
+# pattern indexed by the sample's position in the utterance.
+_DITHER = (np.random.default_rng(1).integers(0, 4, 48_000) == 0).astype(np.int32)
+# pocketsphinx's live CMN: a mean that is set counts as _CMN_WIN frames of history, and
+# past _CMN_WIN_HWM frames the history is scaled back to _CMN_WIN (cmn_live.c).
+_CMN_WIN, _CMN_WIN_HWM, _FRAME_BYTES = 500, 800, 320
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +114,6 @@ def _create_decoder(model: DomainModel | None) -> Any:
             dict=str(Path(tmp) / "domain.dict"),
             loglevel="ERROR",
             bestpath=False,
-            dither=True,
         )
     decoder.add_jsgf_string(GRAMMAR_SEARCH, model.grammar_jsgf)
     # Any one word of the dictionary will do: this search only runs the front end and
@@ -182,18 +200,81 @@ def grammar_text(model: DomainModel | None, text: str) -> str:
     return text if model is None or not text or model.grammar_accepts(text) else ""
 
 
-def _decode(decoder: Any, search: str, audio: bytes, stopped: Callable[[], bool]) -> str:
+def dithered(pcm: bytes, offset: int) -> bytes:
+    """``pcm`` (PCM16) with the dither due at byte ``offset`` of its utterance."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.int32)
+    positions = np.arange(offset // 2, offset // 2 + len(samples)) % len(_DITHER)
+    out: bytes = np.minimum(samples + _DITHER[positions], 32767).astype(np.int16).tobytes()
+    return out
+
+
+def start_utterance(decoder: Any) -> None:
+    """Start an utterance that owes nothing to the decoder's earlier ones but its mean.
+
+    The front end's noise estimate would otherwise carry over from whatever utterance,
+    of whichever caller, the pooled decoder decoded last.
+    """
+    decoder.start_stream()
+    decoder.start_utt()
+
+
+def decode_slices(
+    pool: DecoderPool,
+    decoder: Any,
+    audio: bytes,
+    offset: int,
+    stopped: Callable[[], bool] = lambda: False,
+) -> int:
+    """Feed ``audio`` (from byte ``offset`` of the utterance) in 100 ms slices; the bytes
+    fed, fewer than ``audio`` when the job was withdrawn between two slices."""
+    fed = 0
+    for start in range(0, len(audio), SLICE_BYTES):
+        if stopped():
+            break
+        piece = audio[start : start + SLICE_BYTES]
+        if pool.model is not None:
+            piece = dithered(piece, offset + start)
+        decoder.process_raw(piece, False, False)
+        fed += len(piece)
+    return fed
+
+
+def _decode(
+    pool: DecoderPool, decoder: Any, search: str, audio: bytes, stopped: Callable[[], bool]
+) -> str:
     """One utterance of ``audio`` on ``search`` in 100 ms slices; its hypothesis."""
     decoder.activate_search(search)
-    decoder.start_utt()
+    start_utterance(decoder)
     try:
-        for start in range(0, len(audio), SLICE_BYTES):
-            if stopped():
-                raise Stopped
-            decoder.process_raw(audio[start : start + SLICE_BYTES], False, False)
+        if decode_slices(pool, decoder, audio, 0, stopped) < len(audio):
+            raise Stopped
     finally:
         decoder.end_utt()
     return hypothesis(decoder)
+
+
+def _utterance_mean(
+    pool: DecoderPool, decoder: Any, audio: bytes, stopped: Callable[[], bool]
+) -> str:
+    """The cepstral mean of ``audio`` itself, from one pass of the front end.
+
+    The live mean after a pass still weighs the mean it started from as _CMN_WIN frames,
+    more than a short utterance has (a 3 s question ends a third of the way to its own
+    mean). What the utterance contributed is solved for, following pocketsphinx's window.
+    """
+    decoder.set_cmn(pool.cmn_init)
+    _decode(pool, decoder, _CMN_SEARCH, audio, stopped)
+    start = [float(v) for v in pool.cmn_init.split(",")]
+    ended = [float(v) for v in str(decoder.get_cmn(False)).split(",")]
+    prior, frames = float(_CMN_WIN), float(_CMN_WIN)
+    for begin in range(0, len(audio), SLICE_BYTES):
+        frames += min(SLICE_BYTES, len(audio) - begin) / _FRAME_BYTES
+        if frames > _CMN_WIN_HWM:
+            prior, frames = prior * _CMN_WIN / frames, float(_CMN_WIN)
+    if frames <= prior:
+        return str(decoder.get_cmn(False))
+    own = ((frames * e - prior * s) / (frames - prior) for s, e in zip(start, ended, strict=True))
+    return ",".join(f"{v:.4f}" for v in own)
 
 
 def _borrowed(pool: DecoderPool, job: Callable[[Any], _T]) -> _T:
@@ -230,28 +311,26 @@ def final_pass(
     """
 
     def estimate(decoder: Any) -> str:
-        decoder.set_cmn(pool.cmn_init)
-        _decode(decoder, _CMN_SEARCH, audio, stopped)
-        return str(decoder.get_cmn(False))
+        return _utterance_mean(pool, decoder, audio, stopped)
 
     def run(decoder: Any) -> Outcome:
         mean = pool.cmn_init
         if refine:
             mean = cmn if cmn else estimate(decoder)
         decoder.set_cmn(mean)
-        text = grammar_text(pool.model, _decode(decoder, GRAMMAR_SEARCH, audio, stopped))
+        text = grammar_text(pool.model, _decode(pool, decoder, GRAMMAR_SEARCH, audio, stopped))
         confidence = CONFIDENCE_GRAMMAR
         learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine and cmn:
             mean = estimate(decoder)  # the carried mean did not fit (another line?)
             decoder.set_cmn(mean)
-            text = grammar_text(pool.model, _decode(decoder, GRAMMAR_SEARCH, audio, stopped))
+            text = grammar_text(pool.model, _decode(pool, decoder, GRAMMAR_SEARCH, audio, stopped))
             learnt = str(decoder.get_cmn(False)) if text else ""
         if not text and refine:
             # The grammar found no path: the phrase trigram still gives near-misses,
             # prefixes and several phrases in one breath a transcript.
             decoder.set_cmn(mean)
-            text = _decode(decoder, _TRIGRAM_SEARCH, audio, stopped)
+            text = _decode(pool, decoder, _TRIGRAM_SEARCH, audio, stopped)
             confidence = CONFIDENCE_TRIGRAM
         return Outcome(Recognition(text, confidence if text else 0.0, SOURCE), learnt or mean)
 
@@ -264,13 +343,9 @@ def choice_pass(
     """Which of a few sentences (``grammar``) the audio fits, "" if none."""
 
     def run(decoder: Any) -> str:
-        mean = cmn
-        if mean is None:
-            decoder.set_cmn(pool.cmn_init)
-            _decode(decoder, _CMN_SEARCH, audio, stopped)
-            mean = decoder.get_cmn(False)
+        mean = cmn if cmn is not None else _utterance_mean(pool, decoder, audio, stopped)
         decoder.add_jsgf_string(_CHOICE_SEARCH, grammar)
         decoder.set_cmn(mean)
-        return _decode(decoder, _CHOICE_SEARCH, audio, stopped)
+        return _decode(pool, decoder, _CHOICE_SEARCH, audio, stopped)
 
     return _borrowed(pool, run)
