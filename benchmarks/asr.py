@@ -58,6 +58,7 @@ import numpy as np
 import yaml
 
 from adapters.asr.domain_model import words
+from adapters.asr.factory import recognizer_from_options
 from adapters.asr.hybrid import word_edits
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer
 from adapters.asr.runtime import RecognizerRuntime
@@ -256,7 +257,7 @@ def build(
 ) -> SpeechRecognizer:
     if mode == "grammar":
         return PocketsphinxRecognizer(phrases, runtime=runtime)
-    from adapters.asr.hybrid import HybridRecognizer, phrase_prompt
+    from adapters.asr.hybrid import phrase_prompt
 
     pool = runtime.whisper_pool()
     pool.wait_loaded(120)
@@ -274,10 +275,9 @@ def build(
             return np.clip(x, -32768, 32767).astype("<i2").tobytes()
 
         return WhisperOnly(lambda pcm: pool.submit(dithered(pcm), prompt))  # type: ignore[arg-type,return-value]
-    live = PocketsphinxRecognizer(phrases, runtime=runtime)
-    return HybridRecognizer(
-        live, lambda: pool, prompt=prompt, final_wait_ms=wait_ms, counters=runtime.counters
-    )
+    # The product's hybrid, as an assistant with ``asr.final: whisper`` gets it.
+    options = {"phrases": phrases, "final": "whisper", "final_wait_ms": wait_ms}
+    return recognizer_from_options(options, runtime=runtime)
 
 
 async def run_clip(

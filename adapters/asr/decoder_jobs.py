@@ -30,6 +30,7 @@ from adapters.asr.decoders import (
     Outcome,
     Stopped,
     choice_pass,
+    confirm_pass,
     decode_slices,
     final_pass,
     grammar_text,
@@ -68,6 +69,7 @@ class FinalRequest:
     cmn: str | None
     line: str
     sid: int
+    confirm: bool = False  # confirm a grammar phrase with the phrase trigram (confirm_pass)
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class _LivePass:
     pool: DecoderPool
     decoder: Any  # in an utterance; None while its audio is held back
     known_mean: bool  # began from the caller's or the line's mean (not a fresh decoder's)
+    mean: str = ""  # the mean it began from
     fed: int = 0  # bytes of the utterance decoded so far
     held: bytearray = field(default_factory=bytearray)  # audio waiting for a known mean
 
@@ -129,11 +132,13 @@ class DecoderJobs:
             if outcome is not None and not outcome.recognition.text:
                 cmn = None  # the carried mean found no path: estimate one
                 outcome = None
+        pool = self._pools.pool_for(key)
         if outcome is None:
-            pool = self._pools.pool_for(key)
             outcome = final_pass(pool, request.audio, request.refine, cmn, self._stopped)
         if request.line and request.refine and outcome.recognition.text:
             self._line_means[key, request.line] = outcome.cmn
+        if request.confirm:
+            outcome = confirm_pass(pool, outcome, request.audio, self._stopped)
         return outcome
 
     def choice(
@@ -163,7 +168,8 @@ class DecoderJobs:
             if feed.final_only and known is None:
                 return ""
             live.known_mean = known is not None
-            live.decoder = _start_live_decoder(live.pool, known or live.pool.cmn_init)
+            live.mean = known or live.pool.cmn_init
+            live.decoder = _start_live_decoder(live.pool, live.mean)
             pcm, live.held = bytes(live.held), bytearray()
         try:
             live.fed += decode_slices(live.pool, live.decoder, pcm, live.fed, self._stopped)
@@ -219,8 +225,9 @@ class DecoderJobs:
         if not usable:
             return None
         text = grammar_text(live.pool.model, text)
-        confidence = CONFIDENCE_GRAMMAR if text else 0.0
-        return Outcome(Recognition(text, confidence, SOURCE), learnt if text else "", True)
+        recognition = Recognition(text, CONFIDENCE_GRAMMAR if text else 0.0, SOURCE)
+        mean = live.mean if text else ""
+        return Outcome(recognition, learnt if text else "", True, grammar_mean=mean)
 
 
 def _start_live_decoder(pool: DecoderPool, mean: str) -> Any:

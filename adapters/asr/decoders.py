@@ -18,6 +18,7 @@ one utterance at a time from a pool per phrase set and kept for the next one.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 import warnings
@@ -32,6 +33,7 @@ from adapters.asr.domain_model import DomainModel, domain_model
 from engine.runtime.ports.providers import ProviderError, Recognition
 
 __all__ = [
+    "CONFIDENCE_CONFIRMED",
     "CONFIDENCE_GENERIC",
     "CONFIDENCE_GRAMMAR",
     "CONFIDENCE_TRIGRAM",
@@ -43,6 +45,7 @@ __all__ = [
     "Outcome",
     "Stopped",
     "choice_pass",
+    "confirm_pass",
     "decode_slices",
     "final_pass",
     "hypothesis",
@@ -63,6 +66,7 @@ _TRIGRAM_SEARCH = "_default"  # the name pocketsphinx gives the LM it is constru
 # No posterior is available (it needs bestpath, which cost the grammar accuracy), so the
 # confidence is a prior per way the text was found.
 CONFIDENCE_GRAMMAR, CONFIDENCE_TRIGRAM, CONFIDENCE_GENERIC = 0.9, 0.6, 0.5
+CONFIDENCE_CONFIRMED = 0.95  # a grammar phrase the trigram heard word for word too
 SOURCE = "grammar"  # Recognition.source of every pocketsphinx final
 
 # Half-bit dither, as pocketsphinx's own (+1 on about one sample in four), from a fixed
@@ -90,6 +94,10 @@ class Outcome:
     recognition: Recognition
     cmn: str
     ended_live: bool = False  # it ended the stream's live pass (decoded only the tail)
+    # The mean the grammar pass that found the phrase began from ("": not the grammar's).
+    grammar_mean: str = ""
+    # The phrase trigram, free to put the phrases' words in any order, heard the same.
+    confirmed: bool = False
 
 
 class Stopped(Exception):
@@ -326,13 +334,39 @@ def final_pass(
             decoder.set_cmn(mean)
             text = grammar_text(pool.model, _decode(pool, decoder, GRAMMAR_SEARCH, audio, stopped))
             learnt = str(decoder.get_cmn(False)) if text else ""
+        grammar_mean = mean if text else ""
         if not text and refine:
             # The grammar found no path: the phrase trigram still gives near-misses,
             # prefixes and several phrases in one breath a transcript.
             decoder.set_cmn(mean)
             text = _decode(pool, decoder, _TRIGRAM_SEARCH, audio, stopped)
             confidence = CONFIDENCE_TRIGRAM
-        return Outcome(Recognition(text, confidence if text else 0.0, SOURCE), learnt or mean)
+        recognition = Recognition(text, confidence if text else 0.0, SOURCE)
+        return Outcome(recognition, learnt or mean, grammar_mean=grammar_mean)
+
+    return _borrowed(pool, run)
+
+
+def confirm_pass(
+    pool: DecoderPool, outcome: Outcome, audio: bytes, stopped: Callable[[], bool]
+) -> Outcome:
+    """``outcome`` confirmed when the phrase trigram hears its grammar phrase word for word.
+
+    The grammar can only answer with a listed phrase, the nearest one to whatever was
+    said; the trigram may put the phrases' words in any order. When both, from the same
+    mean, hear the same phrase, the caller said it (on the accuracy clips: 31 of 40 listed
+    phrases agreed, all right; none of 64 other questions did).
+    """
+    if not outcome.grammar_mean:
+        return outcome
+
+    def run(decoder: Any) -> Outcome:
+        decoder.set_cmn(outcome.grammar_mean)
+        heard = _decode(pool, decoder, _TRIGRAM_SEARCH, audio, stopped)
+        if heard != outcome.recognition.text:
+            return outcome
+        sure = Recognition(heard, CONFIDENCE_CONFIRMED, SOURCE)
+        return dataclasses.replace(outcome, recognition=sure, confirmed=True)
 
     return _borrowed(pool, run)
 

@@ -53,7 +53,9 @@ def recognizer_from_options(
     phrases = options.get("phrases", [])
     if not isinstance(phrases, list | tuple) or not all(isinstance(p, str) for p in phrases):
         raise ProviderConfigError("asr.phrases: must be a list of strings")
-    live = PocketsphinxRecognizer(phrases, runtime=runtime, refine=final != "none")
+    live = PocketsphinxRecognizer(
+        phrases, runtime=runtime, refine=final != "none", confirm=final == "whisper"
+    )
     if final != "whisper":
         return live
     from adapters.asr.hybrid import HybridRecognizer, phrase_prompt

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from adapters.asr.decoders import CONFIDENCE_CONFIRMED, Outcome
 from adapters.asr.domain_model import words
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
 from adapters.asr.runtime import Counters
@@ -113,6 +114,20 @@ def _confidence(heard: WhisperResult) -> float:
     return round(min(1.0, math.exp(heard.avg_logprob)), 3)
 
 
+def _is_confirmed(early: asyncio.Future[Outcome]) -> bool:
+    """The grammar pass is done and the phrase trigram heard its phrase too."""
+    if not early.done() or early.cancelled() or early.exception() is not None:
+        return False
+    return early.result().confirmed
+
+
+def _withdraw_if_confirmed(early: asyncio.Future[Outcome], whisper: Future[WhisperResult]) -> None:
+    """A confirmed phrase needs no Whisper pass: withdraw it while it waits for a worker
+    (a pass already running finishes unused)."""
+    if _is_confirmed(early) and not whisper.running():
+        whisper.cancel()
+
+
 class _HybridStream:
     """One utterance: pocketsphinx live, plus an early Whisper pass over the kept audio."""
 
@@ -149,9 +164,12 @@ class _HybridStream:
         return self._live.partial()
 
     def silence_began(self) -> None:
-        self._live.silence_began()  # the fallback's grammar pass, begun early too
+        self._live.silence_began()  # the grammar pass, begun early too
         if self._pass is None and not self._done:
             self._start_pass()
+        early, whisper = self._live.early_final(), self._pass
+        if early is not None and whisper is not None:
+            early.add_done_callback(lambda done: _withdraw_if_confirmed(done, whisper))
 
     def speech_resumed(self) -> None:
         self._live.speech_resumed()
@@ -162,7 +180,11 @@ class _HybridStream:
         self._refused = False
 
     def early_text(self) -> str | None:
-        """ReadsEarlyFinal: the early Whisper pass's words; None while it runs, "" if none."""
+        """ReadsEarlyFinal: the early Whisper pass's words (a confirmed grammar phrase's,
+        if that came first); None while it runs, "" if none."""
+        grammar = self._live.early_final()
+        if grammar is not None and _is_confirmed(grammar):
+            return grammar.result().recognition.text
         early = self._pass
         if early is not None and not early.done():
             return None
@@ -184,12 +206,24 @@ class _HybridStream:
         )
         if self._pass is None and not self._refused:
             self._start_pass()
-        heard = await self._whisper_result(started_early, lead)
-        self._audio = bytearray()
+        whisper = asyncio.wrap_future(self._pass) if self._pass is not None else None
+        try:
+            waited = time.monotonic()
+            if await self._confirmed_first(self._final_wait_s + lead):
+                self._counters.add("grammar_confirmed")
+                return await self._live.finish()  # the confirmed phrase (its pass is done)
+            lead -= time.monotonic() - waited  # the wait for Whisper's result began then
+            heard = await self._whisper_result(whisper, started_early, lead)
+        finally:
+            if whisper is not None and not whisper.done():
+                whisper.cancel()  # withdraws a request still queued
+            self._audio = bytearray()
         if heard is None:
             # Short of CPU, or Whisper failed: pocketsphinx's grammar pass, begun in the
             # end silence like Whisper's and far cheaper, is usually done by now.
             guess = await self._live.finish()
+            if guess.confidence >= CONFIDENCE_CONFIRMED:
+                return guess  # confirmed after Whisper gave up: not a guess
             confidence = round(guess.confidence * _FALLBACK_DISCOUNT, 3)
             return Recognition(guess.text, confidence, "grammar_fallback")
         self._counters.add("whisper")
@@ -255,9 +289,21 @@ class _HybridStream:
         self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
-    async def _whisper_result(self, started_early: bool, lead: float) -> WhisperResult | None:
+    async def _confirmed_first(self, within_s: float) -> bool:
+        """True when the grammar pass begun in the silence confirms its phrase: the caller
+        said a listed phrase and Whisper's result is not needed, whichever came first (so
+        what is heard does not depend on which pass was quicker)."""
+        early = self._live.early_final()
+        if early is None:
+            return False
+        await asyncio.wait({early}, timeout=max(0.0, within_s))
+        return _is_confirmed(early)
+
+    async def _whisper_result(
+        self, whisper: asyncio.Future[WhisperResult] | None, started_early: bool, lead: float
+    ) -> WhisperResult | None:
         """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
-        if self._pass is None:
+        if self._pass is None or whisper is None:
             self._counters.add("fallback_saturated")
             return None
         queued = not self._pass.running() and not self._pass.done()
@@ -276,19 +322,17 @@ class _HybridStream:
             # that much to the turn (and to everyone's behind it).
             wait = min(wait, _BUSY_FINAL_WAIT_S)
         wait += lead  # the caller is not waiting yet
-        pending = asyncio.wrap_future(self._pass)
         try:
-            done, _ = await asyncio.wait({pending}, timeout=wait)
+            done, _ = await asyncio.wait({whisper}, timeout=max(0.0, wait))
             if not done:
                 self._counters.add("fallback_late")
                 return None
-            return pending.result()
+            if whisper.cancelled():
+                return None  # withdrawn: the grammar confirmed its phrase after all
+            return whisper.result()
         except Exception as exc:
             _log.warning("whisper: final pass failed (%s); using pocketsphinx's", exc)
             self._counters.add("fallback_failed")
-        finally:
-            if not pending.done():
-                pending.cancel()  # withdraws a request still queued
         return None
 
 

@@ -73,6 +73,9 @@ class PocketsphinxRecognizer:
         # False: the final pass starts from a fresh decoder's cepstral mean and has no
         # trigram fallback (``asr.final: none``): cheaper, worse on telephone audio.
         refine: bool = True,
+        # True: a grammar phrase is confirmed with the phrase trigram (the hybrid skips
+        # Whisper for a confirmed one).
+        confirm: bool = False,
     ) -> None:
         key = tuple(" ".join(words(phrase)) for phrase in phrases)
         key = tuple(phrase for phrase in dict.fromkeys(key) if phrase)  # order kept, deduped
@@ -90,6 +93,7 @@ class PocketsphinxRecognizer:
             decoder=runtime.decoder,
             count=runtime.counters.add,
             live_ids=runtime.next_live_id,
+            confirm=confirm and refine,
         )
         if self._pool.model is not None:
             # The decoder process builds its own copy of the model: now, not at the first turn.

@@ -82,6 +82,7 @@ class StreamSetup:
     decoder: DecoderClient
     count: Callable[[str], None]  # the runtime's counters (grammar_passes, ...)
     live_ids: Callable[[], int]  # names for live passes, unique in the engine process
+    confirm: bool = False  # final passes confirm a grammar phrase with the phrase trigram
 
 
 class PocketsphinxStream:
@@ -139,6 +140,13 @@ class PocketsphinxStream:
         if self.phase is Phase.SPEAKING and self._uses_final_pass():
             self._early = self._submit_final_pass()
             self.phase = Phase.SILENT
+
+    def early_final(self) -> asyncio.Future[Outcome] | None:
+        """The final pass begun in the silence, while it covers the utterance (else None).
+
+        ``finish`` takes its result; a reader only looks (and never cancels it).
+        """
+        return self._early
 
     def speech_resumed(self) -> None:
         """PreparesFinal: the pass begun in the silence no longer covers the utterance."""
@@ -217,7 +225,7 @@ class PocketsphinxStream:
         setup = self._setup
         sid = self._hand_over_live()
         request = FinalRequest(
-            setup.key, bytes(self._audio), setup.refine, self._cmn, self._line, sid
+            setup.key, bytes(self._audio), setup.refine, self._cmn, self._line, sid, setup.confirm
         )
         setup.count("grammar_passes")
         try:

@@ -36,6 +36,7 @@ _log = logging.getLogger(__name__)
 COUNTED = (
     "whisper",
     "phrase_chosen",
+    "grammar_confirmed",
     "fallback_saturated",
     "fallback_failed",
     "fallback_late",

@@ -151,6 +151,41 @@ async def test_a_saturated_pool_falls_back_to_the_grammar_and_is_counted(
     assert saturated_pool.stats().refused >= 1
 
 
+@pytest.fixture(scope="module")
+def confirming(runtime: RecognizerRuntime) -> PocketsphinxRecognizer:
+    """pocketsphinx as the hybrid builds it: a grammar phrase is checked with the trigram."""
+    return PocketsphinxRecognizer(PHRASES, runtime=runtime, confirm=True)
+
+
+async def test_a_listed_phrase_the_trigram_confirms_needs_no_whisper(
+    runtime: RecognizerRuntime, confirming: PocketsphinxRecognizer, saturated_pool: WhisperPool
+) -> None:
+    # Whisper is short of CPU (its pool refuses), yet the phrase is no guess.
+    before = runtime.stats()
+    for text, voice in (("what are your opening hours", "en-us+f3"), (PHRASES[2], "en-us+m3")):
+        stream = hybrid(runtime, confirming, saturated_pool).start_utterance()
+        await feed(stream, await say(text, voice))
+        stream.silence_began()  # type: ignore[attr-defined]
+        result = await stream.finish()
+        assert (result.text, result.source) == (text, "grammar")
+        assert result.confidence >= 0.95
+    after = runtime.stats()
+    assert after.grammar_confirmed == before.grammar_confirmed + 2
+    assert after.fallback_saturated == before.fallback_saturated
+
+
+async def test_a_question_no_phrase_has_still_goes_to_whisper(
+    runtime: RecognizerRuntime, model: WhisperModel, confirming: PocketsphinxRecognizer
+) -> None:
+    before = runtime.stats()
+    stream = hybrid(runtime, confirming).start_utterance()
+    await feed(stream, await say("are you open on sunday"))
+    stream.silence_began()  # type: ignore[attr-defined]
+    result = await stream.finish()
+    assert result.source == "whisper" and result.text.split()[-1] == "sunday"
+    assert runtime.stats().grammar_confirmed == before.grammar_confirmed
+
+
 async def test_a_failing_model_falls_back_to_the_grammar_and_is_counted(
     runtime: RecognizerRuntime,
     live: PocketsphinxRecognizer,

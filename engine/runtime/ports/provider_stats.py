@@ -34,6 +34,7 @@ class RecognizerStats:
 
     whisper: int = 0  # finals from Whisper (text or "no speech")
     phrase_chosen: int = 0  # of those, replaced by a listed phrase the audio fitted better
+    grammar_confirmed: int = 0  # listed phrases the grammar and trigram agreed on: no Whisper
     fallback_saturated: int = 0  # the Whisper pool refused the request: the grammar's final
     fallback_failed: int = 0  # Whisper raised
     fallback_late: int = 0  # not ready within final_wait_ms of the end of the turn
