@@ -735,9 +735,10 @@ class Transcript(_message.Message):
     """
     source: _builtins.str
     """Where a final came from: "whisper" (the full recognizer), "grammar" (the phrase
-    grammar, when the assistant uses only that), "grammar_fallback" (the phrase grammar
-    because the full recognizer was short of CPU, failed or was late: a guess unless it
-    is a confident listed phrase), "text" (a typed turn). Empty on interims.
+    grammar, when the assistant uses only that, or a listed phrase that the grammar and
+    the phrase trigram both heard: the full recognizer is skipped), "grammar_fallback"
+    (the phrase grammar because the full recognizer was short of CPU, failed or was
+    late: a guess), "text" (a typed turn). Empty on interims.
     """
     def __init__(
         self,
