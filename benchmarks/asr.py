@@ -276,7 +276,7 @@ def build(
 
         return WhisperOnly(lambda pcm: pool.submit(dithered(pcm), prompt))  # type: ignore[arg-type,return-value]
     # The product's hybrid, as an assistant with ``asr.final: whisper`` gets it.
-    options = {"phrases": phrases, "final": "whisper", "final_wait_ms": wait_ms}
+    options = {"phrases": phrases, "final": "whisper", "final_wait_ms": min(wait_ms, 10_000)}
     return recognizer_from_options(options, runtime=runtime)
 
 
