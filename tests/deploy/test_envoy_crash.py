@@ -15,8 +15,9 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from tests.deploy.envoy_process import running_envoy
 from tests.deploy.fleet import DESK, Call, Fleet, desk_assistant, open_call
+from tests.helpers.engine_process import http_backend_env
 from tests.helpers.refbackend import running_refbackend
-from tests.integration.test_history_e2e import ALWAYS, FAST_HISTORY, BackendDb, Entry
+from tests.integration.test_history_e2e import ALWAYS, BackendDb, Entry
 
 HEALTH_INTERVAL = 0.5
 HC_DEADLINE = 20 * HEALTH_INTERVAL
@@ -41,7 +42,7 @@ async def test_kill_9_breaks_only_that_engines_calls_and_their_history_arrives_o
         db = BackendDb(tmp_path / "backend.sqlite3")
         fleet = Fleet(tmp_path / "engines")
         try:
-            env = {"BACKEND_MODE": "http", "BACKEND_URL": backend.url, **FAST_HISTORY}
+            env = http_backend_env(backend.url)
             engines = await fleet.start(2, **env)
             async with (
                 running_envoy(

@@ -14,6 +14,23 @@ from pathlib import Path
 
 _LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 
+# History retried quickly, so tests with a failing backend stay short.
+FAST_HISTORY = {
+    "HISTORY_RETRY_BACKOFF_SEC": "0.05",
+    "HISTORY_RETRY_MAX_ATTEMPTS": "3",
+    "HISTORY_FINALIZE_DRAIN_TIMEOUT_SEC": "0.5",
+}
+
+
+def http_backend_env(url: str, spool: Path | None = None, **extra: str) -> dict[str, str]:
+    """Engine settings for a backend over HTTP at ``url``, history retried fast.
+
+    ``spool``: the history spool's file, for an engine whose successor (after a kill or a
+    shutdown) must find what it left.
+    """
+    spooled = {"HISTORY_SPOOL_PATH": str(spool)} if spool is not None else {}
+    return {"BACKEND_MODE": "http", "BACKEND_URL": url, **spooled, **FAST_HISTORY, **extra}
+
 
 class EngineProcess:
     """A running engine subprocess on a free loopback port; its stderr is kept in ``log``."""

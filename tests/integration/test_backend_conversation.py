@@ -21,6 +21,7 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient, expect_rpc_error
+from tests.helpers.engine_process import http_backend_env
 from tests.helpers.refbackend import RefBackend, running_refbackend
 
 ASSISTANT_ID = "remote-desk"
@@ -43,12 +44,6 @@ REMOTE_DESK: dict[str, Any] = {
 }
 TURNS = (("where is my parcel", PARCEL_REPLY), ("did you send my refund", REFUND_REPLY))
 
-# Fast history retries, so failing-backend tests stay short.
-FAST_HISTORY = {
-    "HISTORY_RETRY_BACKOFF_SEC": "0.05",
-    "HISTORY_RETRY_MAX_ATTEMPTS": "3",
-    "HISTORY_FINALIZE_DRAIN_TIMEOUT_SEC": "0.5",
-}
 ChannelTo = Callable[[str], grpc.aio.Channel]
 
 
@@ -185,7 +180,7 @@ async def test_disabled_mode_serves_the_local_file_and_never_calls_the_backend(
 async def test_a_backend_refusing_writes_does_not_stop_the_conversation(
     backend: RefBackend, start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
-    target = await backend_engine(start_engine, backend, **FAST_HISTORY)
+    target = await start_engine(**http_backend_env(backend.url))
     client = ConverseClient(channel_to(target))
     client.start(ASSISTANT_ID, options=pb.SessionOptions(text_only=True))
     started = (await client.until("started")).started
@@ -270,7 +265,7 @@ async def test_a_backend_outage_after_a_good_session_serves_the_cached_copy(
             running_refbackend(tmp_path / f"{outage}.sqlite3")
         )
         await backend.put_assistant(REMOTE_DESK)
-        target = await backend_engine(start_engine, backend, **FAST_HISTORY)
+        target = await start_engine(**http_backend_env(backend.url))
 
         first = ConverseClient(channel_to(target))
         first.start(ASSISTANT_ID, options=pb.SessionOptions(text_only=True))

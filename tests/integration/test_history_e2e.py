@@ -26,7 +26,7 @@ from engine.runtime.history import HistoryBridge
 from engine.runtime.ports.control_plane import CallRecord, CallSummary
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
-from tests.helpers.engine_process import engine_processes, spawn_engine
+from tests.helpers.engine_process import engine_processes, http_backend_env, spawn_engine
 from tests.helpers.refbackend import RefBackend, running_refbackend
 
 ASSISTANT_ID = "history-desk"
@@ -48,11 +48,6 @@ ASSISTANT: dict[str, Any] = {
     },
 }
 QUESTIONS = ("where is my order", "did you send the invoice")
-FAST_HISTORY = {
-    "HISTORY_RETRY_BACKOFF_SEC": "0.05",
-    "HISTORY_RETRY_MAX_ATTEMPTS": "3",
-    "HISTORY_FINALIZE_DRAIN_TIMEOUT_SEC": "0.5",
-}
 ALWAYS = 1_000_000  # fail_next for "every request from now on"
 ChannelTo = Callable[[str], grpc.aio.Channel]
 Entry = tuple[int, str, str]  # (sequence, role, text)
@@ -164,7 +159,7 @@ async def poll(condition: Callable[[], Any], what: str, timeout: float = 10.0) -
 async def test_a_backend_down_for_the_whole_call_gets_everything_once_it_is_back(
     backend: RefBackend, db: BackendDb, start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
-    target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
+    target = await start_engine(**http_backend_env(backend.url))
     client = ConverseClient(channel_to(target))
     started = await open_session(client)
     await backend.faults(fail_next=ALWAYS, status=503)  # down once the config is in
@@ -193,7 +188,7 @@ async def test_writes_answered_500_are_all_delivered_in_the_end(
 ) -> None:
     # 2: absorbed by the live retries (3 attempts); 7: more than a retry budget, so the
     # spool and its replayer take over.
-    target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
+    target = await start_engine(**http_backend_env(backend.url))
     client = ConverseClient(channel_to(target))
     started = await open_session(client)
     await backend.faults(fail_next=failures, status=500)
@@ -213,7 +208,7 @@ async def test_writes_answered_500_are_all_delivered_in_the_end(
 async def test_replies_do_not_wait_for_a_slow_backend(
     backend: RefBackend, db: BackendDb, start_engine: StartEngine, channel_to: ChannelTo
 ) -> None:
-    target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
+    target = await start_engine(**http_backend_env(backend.url))
     client = ConverseClient(channel_to(target))
     started = await open_session(client)
     await backend.faults(delay_sec=3.0)  # every request now takes 3 s to be answered
@@ -247,12 +242,7 @@ async def test_a_burst_through_a_tiny_queue_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="engine.runtime.history")
-    target = await start_engine(
-        BACKEND_MODE="http",
-        BACKEND_URL=backend.url,
-        HISTORY_QUEUE_MAX_SIZE="2",
-        **FAST_HISTORY,
-    )
+    target = await start_engine(**http_backend_env(backend.url, HISTORY_QUEUE_MAX_SIZE="2"))
     client = ConverseClient(channel_to(target))
     started = await open_session(client)
     # Each write now takes 0.3 s while a turn takes milliseconds: the queue overflows.
@@ -274,12 +264,7 @@ async def test_a_burst_through_a_tiny_queue_loses_nothing(
 async def test_a_call_cut_by_sigkill_is_completed_and_finalized_after_a_restart(
     backend: RefBackend, db: BackendDb, tmp_path: Path
 ) -> None:
-    env = {
-        "BACKEND_MODE": "http",
-        "BACKEND_URL": backend.url,
-        "HISTORY_SPOOL_PATH": str(tmp_path / "engine-spool.sqlite3"),
-        **FAST_HISTORY,
-    }
+    env = http_backend_env(backend.url, tmp_path / "engine-spool.sqlite3")
     async with engine_processes(tmp_path) as spawned:
         first = await spawn_engine(tmp_path, **env)
         spawned.append(first)
@@ -305,13 +290,9 @@ async def test_a_call_cut_by_sigkill_is_completed_and_finalized_after_a_restart(
 async def test_a_graceful_shutdown_with_the_backend_down_leaves_the_call_to_the_next_process(
     backend: RefBackend, db: BackendDb, tmp_path: Path
 ) -> None:
-    env = {
-        "BACKEND_MODE": "http",
-        "BACKEND_URL": backend.url,
-        "HISTORY_SPOOL_PATH": str(tmp_path / "engine-spool.sqlite3"),
-        "ENGINE_SHUTDOWN_GRACE_SEC": "0.5",
-        **FAST_HISTORY,
-    }
+    env = http_backend_env(
+        backend.url, tmp_path / "engine-spool.sqlite3", ENGINE_SHUTDOWN_GRACE_SEC="0.5"
+    )
     async with engine_processes(tmp_path) as spawned:
         first = await spawn_engine(tmp_path, **env)
         spawned.append(first)
@@ -339,7 +320,7 @@ async def vanish_mid_call(
     how: str, backend: RefBackend, db: BackendDb, start_engine: StartEngine
 ) -> dict[str, Any]:
     """A call whose caller disappears without `end`; returns its finalize once stored."""
-    target = await start_engine(BACKEND_MODE="http", BACKEND_URL=backend.url, **FAST_HISTORY)
+    target = await start_engine(**http_backend_env(backend.url))
     channel = grpc.aio.insecure_channel(target)
     try:
         client = ConverseClient(channel)

@@ -26,17 +26,12 @@ from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.settings import DEFAULT_AGENTS_DIR
 from tests.conftest import StartServer, target_of
 from tests.helpers.converse import ConverseClient
-from tests.helpers.engine_process import engine_processes, spawn_engine
+from tests.helpers.engine_process import engine_processes, http_backend_env, spawn_engine
 from tests.helpers.refbackend import RefBackend, running_refbackend
 from tests.helpers.speech import chunks, spoken
 
 ASSISTANT_ID = "bella"
 MULAW_8K = AudioFormat(AudioEncoding.MULAW, 8000)
-FAST_HISTORY = {
-    "HISTORY_RETRY_BACKOFF_SEC": "0.05",
-    "HISTORY_RETRY_MAX_ATTEMPTS": "3",
-    "HISTORY_FINALIZE_DRAIN_TIMEOUT_SEC": "0.5",
-}
 BOOKING = "a table for four tomorrow at seven"
 ChannelTo = Callable[[str], grpc.aio.Channel]
 
@@ -148,7 +143,7 @@ async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
     start_server: StartServer,
     channel_to: ChannelTo,
 ) -> None:
-    env = {"BACKEND_MODE": "http", "BACKEND_URL": backend.url, **FAST_HISTORY}
+    env = http_backend_env(backend.url)
     if faults != "none":
         # The first attempt gets a 503, the second no answer within its 1 s (the booking is
         # made, its answer held back), the third the stored result of the same key.
@@ -178,7 +173,7 @@ async def test_a_spoken_booking_makes_exactly_one_booking_and_the_reply_says_so(
 async def test_barge_in_during_a_two_second_tool_keeps_its_booking_and_result(
     backend: RefBackend, db: BackendDb, start_server: StartServer, channel_to: ChannelTo
 ) -> None:
-    env = {"BACKEND_MODE": "http", "BACKEND_URL": backend.url, **FAST_HISTORY}
+    env = http_backend_env(backend.url)
     target = await warm_engine(start_server, **env)
     client = ConverseClient(channel_to(target))
     started = await open_call(client)
@@ -204,12 +199,7 @@ async def test_barge_in_during_a_two_second_tool_keeps_its_booking_and_result(
 async def test_an_engine_killed_during_a_tool_call_books_at_most_once(
     backend: RefBackend, db: BackendDb, tmp_path: Path
 ) -> None:
-    env = {
-        "BACKEND_MODE": "http",
-        "BACKEND_URL": backend.url,
-        "HISTORY_SPOOL_PATH": str(tmp_path / "engine-spool.sqlite3"),
-        **FAST_HISTORY,
-    }
+    env = http_backend_env(backend.url, tmp_path / "engine-spool.sqlite3")
     async with engine_processes(tmp_path) as spawned:
         first = await spawn_engine(tmp_path, **env)
         spawned.append(first)

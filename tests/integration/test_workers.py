@@ -17,9 +17,14 @@ from adapters.history.spool import HistorySpool
 from engine.cpus import usable_cpus
 from engine.workers import orphan_spools, worker_spool_path
 from tests.helpers.converse import ConverseClient
-from tests.helpers.engine_process import EngineProcess, engine_processes, spawn_engine
+from tests.helpers.engine_process import (
+    EngineProcess,
+    engine_processes,
+    http_backend_env,
+    spawn_engine,
+)
 from tests.helpers.refbackend import RefBackend, running_refbackend
-from tests.integration.test_history_e2e import ALWAYS, ASSISTANT, FAST_HISTORY, BackendDb
+from tests.integration.test_history_e2e import ALWAYS, ASSISTANT, BackendDb
 
 CALLS = 16  # connections the kernel spreads over 2 workers: all on one has p = 2**-15
 _DRAINING = re.compile(r"worker-(\d+) engine\.server: shutting down: draining (\d+) live")
@@ -155,13 +160,7 @@ async def test_each_worker_spools_its_own_calls_and_a_smaller_group_replays_them
     tmp_path: Path, spawned: list[EngineProcess], backend: RefBackend
 ) -> None:
     spool = tmp_path / "spool.sqlite3"
-    env = {
-        "BACKEND_MODE": "http",
-        "BACKEND_URL": backend.url,
-        "HISTORY_SPOOL_PATH": str(spool),
-        "ENGINE_SHUTDOWN_GRACE_SEC": "0.5",
-        **FAST_HISTORY,
-    }
+    env = http_backend_env(backend.url, spool, ENGINE_SHUTDOWN_GRACE_SEC="0.5")
     group = await _group(tmp_path, **env)
     spawned.append(group)
     calls = await _open_calls(group.target, ASSISTANT["id"], CALLS)
