@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from adapters.tts.espeak import EspeakSynthesizer
 from engine.audio.codec import StreamResampler, mulaw_encode
 from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ
+
+# Like the pipeline's pre-roll before the VAD fires; without a lead-in the trigram models
+# (generic and the domain second pass) tend to lose the first word.
+LEAD_IN = bytes(INPUT_SAMPLE_RATE_HZ * 2 * 300 // 1000)
 
 
 async def spoken(
@@ -44,3 +51,24 @@ def chunks(data: bytes, fmt: AudioFormat, ms: int = 20) -> list[bytes]:
     """``data`` cut into ``ms`` chunks."""
     size = fmt.bytes_for_ms(ms)
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def synthesize_16k(text: str) -> bytes:
+    """``text`` spoken by eSpeak NG's default voice, as 16 kHz PCM16 between two 300 ms
+    silences (the recognizer's input; call it outside an event loop)."""
+
+    async def run() -> bytes:
+        synthesizer = EspeakSynthesizer()
+        resampler = StreamResampler(synthesizer.sample_rate_hz, INPUT_SAMPLE_RATE_HZ)
+        pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text)]
+        return b"".join([*pieces, resampler.flush()])
+
+    return LEAD_IN + asyncio.run(run()) + LEAD_IN
+
+
+def telephone_line(pcm16k: bytes, gain: float) -> bytes:
+    """``pcm16k`` through an 8 kHz line at another level: another channel's mean."""
+    down, up = StreamResampler(INPUT_SAMPLE_RATE_HZ, 8000), StreamResampler(8000, 16000)
+    narrow = down.process(pcm16k) + down.flush()
+    wide = np.frombuffer(up.process(narrow) + up.flush(), dtype=np.int16) * gain
+    return np.clip(wide, -32768, 32767).astype(np.int16).tobytes()

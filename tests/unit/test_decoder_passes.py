@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.asr.decoders import DecoderPool, DecoderPools, dithered, final_pass
-from tests.unit.test_vad_asr import PHRASES, synthesize_16k, telephone_line
+from tests.helpers.speech import synthesize_16k, telephone_line
+from tests.integration.test_vad_asr import PHRASES
 
 
 def never() -> bool:

@@ -14,14 +14,13 @@ import pytest
 
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
 from adapters.asr.runtime import RecognizerRuntime
-from adapters.tts.espeak import EspeakSynthesizer
 from adapters.vad.webrtc import WebRtcVad
-from engine.audio.codec import StreamResampler
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ProviderConfigError,
     RecognitionStream,
 )
+from tests.helpers.speech import LEAD_IN, synthesize_16k, telephone_line
 
 PHRASES = [
     "I would like to book a table for two",
@@ -33,22 +32,7 @@ PHRASES = [
     "yes please",
     "no thanks",
 ]
-# Like the pipeline's pre-roll before the VAD fires; without a lead-in the trigram models
-# (generic and the domain second pass) tend to lose the first word.
-LEAD_IN = bytes(INPUT_SAMPLE_RATE_HZ * 2 * 300 // 1000)
 CHUNK_100_MS = INPUT_SAMPLE_RATE_HZ * 2 // 10
-
-
-def synthesize_16k(text: str) -> bytes:
-    """``text`` spoken by eSpeak NG, as 16 kHz PCM16 with a 300 ms lead-in."""
-
-    async def run() -> bytes:
-        synthesizer = EspeakSynthesizer()
-        resampler = StreamResampler(synthesizer.sample_rate_hz, INPUT_SAMPLE_RATE_HZ)
-        pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text)]
-        return b"".join([*pieces, resampler.flush()])
-
-    return LEAD_IN + asyncio.run(run()) + LEAD_IN
 
 
 @pytest.fixture(scope="module")
@@ -399,14 +383,6 @@ async def test_a_turn_survives_the_decoder_process_being_killed(
         assert (await stream.finish()).text == PHRASES[4].lower()
     assert process.restarts >= before + 2
     assert await recognize(domain_recognizer, speech[PHRASES[5]]) == PHRASES[5].lower()
-
-
-def telephone_line(pcm16k: bytes, gain: float) -> bytes:
-    """``pcm16k`` through an 8 kHz line at another level: another channel's mean."""
-    down, up = StreamResampler(INPUT_SAMPLE_RATE_HZ, 8000), StreamResampler(8000, 16000)
-    narrow = down.process(pcm16k) + down.flush()
-    wide = np.frombuffer(up.process(narrow) + up.flush(), dtype=np.int16) * gain
-    return np.clip(wide, -32768, 32767).astype(np.int16).tobytes()
 
 
 async def test_a_callers_next_utterance_starts_from_what_the_last_one_learnt(
