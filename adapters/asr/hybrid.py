@@ -230,7 +230,7 @@ class _HybridStream:
         sure = _confidence(heard)
         text = " ".join(words(heard.text))
         rivals = self._rival_phrases(text)
-        variant = _inflection_of(text, rivals)
+        variant = _inflection_of(text, rivals) or self._grammar_swap(text, rivals)
         if not rivals or variant is not None:
             self._live.cancel()  # its grammar pass is not needed: dropped, decoder returned
             if variant is not None:
@@ -245,6 +245,22 @@ class _HybridStream:
         if chosen != text:
             self._counters.add("phrase_chosen")
         return Recognition(chosen or text, sure, "whisper")
+
+    def _grammar_swap(self, text: str, rivals: list[str]) -> str | None:
+        """The grammar's phrase when Whisper heard it but for one word in its place.
+
+        The grammar pass weighed every listed phrase against this audio; a sentence of
+        phrase words that only swaps one of its words ("when are you located" for "where
+        are you located") is a mishearing of it. A sentence that adds or drops a word is
+        left to the audio to choose (it may say more than the phrase).
+        """
+        early = self._live.early_final()
+        if early is None or not early.done() or early.cancelled() or early.exception():
+            return None
+        heard = early.result().recognition.text
+        if heard not in rivals or len(heard.split()) != len(text.split()):
+            return None
+        return heard
 
     def _rival_phrases(self, text: str) -> list[str]:
         """Listed phrases that Whisper's text may be a mishearing of, to let the audio choose.
