@@ -143,8 +143,15 @@ class SpeechInput:
         return self._pitched_ms if self._stream is not None else None
 
     def hypothesis(self) -> str:
-        """The recognizer's streaming hypothesis of the open utterance ("" if none)."""
-        return self._stream.partial() if self._stream is not None else ""
+        """The recognizer's best hypothesis of the open utterance so far ("" if none): its
+        early final once that is done (ReadsEarlyFinal: the caller paused), else the
+        streaming one."""
+        stream = self._stream
+        if stream is None:
+            return ""
+        if isinstance(stream, ReadsEarlyFinal) and (early := stream.early_text()):
+            return early
+        return stream.partial()
 
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any.

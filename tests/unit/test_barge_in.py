@@ -147,12 +147,30 @@ class ScriptedStream:
         return None
 
 
+class EarlyFinalStream(ScriptedStream):
+    """Also has an early final (PreparesFinal, ReadsEarlyFinal), done once silence began."""
+
+    def __init__(self, partial: str, final: str, early: str) -> None:
+        super().__init__(partial, final)
+        self._early = early
+        self._silent = False
+
+    def silence_began(self) -> None:
+        self._silent = True
+
+    def speech_resumed(self) -> None:
+        self._silent = False
+
+    def early_text(self) -> str | None:
+        return self._early if self._silent else None
+
+
 class ScriptedSpeech:
-    """Each utterance is heard as the next (streaming hypothesis, final) pair."""
+    """Each utterance is heard as the next (streaming hypothesis, final[, early final])."""
 
     line = "LINEAR16/16000"
 
-    def __init__(self, *heard: tuple[str, str]) -> None:
+    def __init__(self, *heard: tuple[str, ...]) -> None:
         self._heard = list(heard)
 
     def vad(self) -> ScriptedSpeech:
@@ -173,7 +191,8 @@ class ScriptedSpeech:
         return None
 
     def start_utterance(self) -> ScriptedStream:
-        return ScriptedStream(*self._heard.pop(0))
+        heard = self._heard.pop(0)
+        return EarlyFinalStream(*heard) if len(heard) == 3 else ScriptedStream(*heard)
 
 
 class ReplyLlm:
@@ -203,12 +222,14 @@ class Recorder:
 
 
 class Call:
-    def __init__(self, *heard: tuple[str, str], **interruption: Any) -> None:
+    def __init__(
+        self, *heard: tuple[str, ...], end_silence_ms: int = 200, **interruption: Any
+    ) -> None:
         settings = InterruptionSettings(min_speech_ms=100, **interruption)
         config = AssistantConfig(
             id="t",
             name="t",
-            vad=VadSettings(min_speech_ms=60, end_silence_ms=200),
+            vad=VadSettings(min_speech_ms=60, end_silence_ms=end_silence_ms),
             interruption=settings,
         )
         self.events: list[ev.Event] = []
@@ -384,3 +405,16 @@ async def test_without_a_reply_a_sound_without_a_voice_is_a_turn_as_before() -> 
     await call.sound(frames=15, frame=NOISE)
     await call.pipeline.finish_input()
     assert [e["text"] for e in call.recorder.entries if e["role"] == "user"] == ["thank you"]
+
+
+async def test_an_acknowledgement_in_the_early_final_resumes_the_reply_before_the_turn_ends() -> (
+    None
+):
+    # The grammar's streaming hypothesis is phrase words; the early final, "okay".
+    call = Call(("what are", "okay", "okay"), resume_after_ms=0, end_silence_ms=1000)
+    await call.reply_playing()
+    await call.sound(frames=15, then_silence=9)  # paused long enough for the early final
+    await call.wait_for(ev.Interrupted)
+    resumed = await call.wait_for(ev.ResponseResumed)
+    assert not call.of(ev.SpeechStopped)  # resumed while the utterance was still open
+    assert resumed.resumed_from_text
