@@ -44,7 +44,7 @@ from adapters.asr.runtime import Counters
 from adapters.asr.whisper import WhisperPool, WhisperResult
 from engine.runtime.ports.providers import Recognition, RecognitionStream
 
-__all__ = ["HybridRecognizer", "phrase_prompt"]
+__all__ = ["INTERRUPTIONS", "HybridRecognizer", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
@@ -60,10 +60,15 @@ _BUSY_FINAL_WAIT_S = 0.05
 _QUESTION_WORDS = frozenset(
     {"what", "when", "where", "which", "who", "how", "do", "does", "can", "could", "are", "is"}
 )
+# What any caller may say to stop the assistant, put before the phrases in every prompt:
+# short words Whisper tiny otherwise mishears on telephone audio (8 kHz "stop" as "oh",
+# which barge-in takes for a noise: docs/benchmarks/interruptions.md). The phrases stay
+# last, nearest the transcript, where the prompt weighs most.
+INTERRUPTIONS = "Stop. Wait. No, no. Hold on."
 
 
 def phrase_prompt(phrases: tuple[str, ...] | list[str]) -> str:
-    """Whisper's context text from the assistant's phrases: the sentences it may expect.
+    """Whisper's context text: the interruptions, then the assistant's phrases ("" if none).
 
     Written as a transcript would be (capitalized, questions with "?"): the form that
     gave the fewest errors on out-of-phrase questions (docs/benchmarks/recognition.md).
@@ -75,7 +80,8 @@ def phrase_prompt(phrases: tuple[str, ...] | list[str]) -> str:
             end = "?" if said[0] in _QUESTION_WORDS else "."
             text = " ".join(said)
             sentences.append(f"{text[0].upper()}{text[1:]}{end}")
-    return " ".join(sentences)
+    # Without phrases, no prompt: the interruptions alone made Whisper hear a cough as "Stop."
+    return " ".join([INTERRUPTIONS, *sentences]) if sentences else ""
 
 
 def word_edits(ref: list[str], hyp: list[str]) -> int:

@@ -1,7 +1,8 @@
 """A VAD that reads speech from the signal itself: a frame is speech when any sample is non-zero.
 
 A load client sends digital silence (all-zero samples) for pauses and any non-zero
-samples for speech, so endpointing is exact and costs one scan of the frame.
+samples for speech, so endpointing is exact and costs one scan of the frame. Speech of
+positive samples has a pitch (a voice); of negative samples, none (a cough, a knock).
 """
 
 from __future__ import annotations
@@ -44,3 +45,7 @@ class SignalVad:
         """True when ``frame`` holds any non-zero sample."""
         check_frame(frame, self._frame_ms)
         return frame != self._zeros
+
+    def has_pitch(self, window: bytes) -> bool:
+        """HearsPitch: True unless the window's last sample is negative (a noise)."""
+        return len(window) < 2 or int.from_bytes(window[-2:], "little", signed=True) >= 0

@@ -8,6 +8,7 @@ from typing import Any
 import webrtcvad
 
 from adapters.vad.frames import FRAME_MS_CHOICES, check_frame, frame_bytes, int_option
+from adapters.vad.pitch import has_pitch
 from engine.runtime.ports.providers import INPUT_SAMPLE_RATE_HZ, reject_unknown_options
 
 __all__ = ["WebRtcVad"]
@@ -16,7 +17,7 @@ _OPTION_KEYS = frozenset({"aggressiveness", "frame_ms"})
 
 
 class WebRtcVad:
-    """VoiceActivityDetector port on the WebRTC VAD, for 16 kHz PCM16 frames.
+    """VoiceActivityDetector port on the WebRTC VAD, for 16 kHz PCM16 frames (and HearsPitch).
 
     ``aggressiveness`` 0 (lenient) .. 3 (strict about calling noise speech). The detector
     keeps a little state between frames, so each session should own its own instance.
@@ -56,3 +57,7 @@ class WebRtcVad:
             frame, self._frame_ms
         )  # the C code would say only "Error while processing frame"
         return bool(self._vad.is_speech(frame, INPUT_SAMPLE_RATE_HZ))
+
+    def has_pitch(self, window: bytes) -> bool:
+        """HearsPitch: True when ``window`` is periodic as a voice is (adapters/vad/pitch.py)."""
+        return has_pitch(window)

@@ -1,10 +1,11 @@
 """Barge-in decisions of one session (runs in the engine process, on the event loop).
 
 Not every sound during a reply is an interruption. ``BargeInJudge`` tells, from the
-recognizer's streaming hypothesis and the length of the speech, whether the caller is
-saying words (cut the reply), acknowledging ("mm hmm": leave the reply alone) or making
-a noise (cut or pause it, and let it go on once no words come). ``HeldReply`` is a reply
-cut by a barge-in that may still turn out false: what was heard, and what is left to say.
+recognizer's streaming hypothesis, the length of the speech and whether it has a pitch,
+whether the caller is saying words (cut the reply), acknowledging ("mm hmm": leave the
+reply alone) or making a noise (no pitch: leave the reply alone; no words yet: cut or
+pause it, and let it go on once no words come). ``HeldReply`` is a reply cut by a
+barge-in that may still turn out false: what was heard, and what is left to say.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ FILLERS = frozenset(
     {"a", "ah", "eh", "er", "uh", "um", "oh", "hm", "mm", "the", "huh", "sh", "shh"}
 )
 _WORD = re.compile(r"[a-z0-9']+")
+# Less of the speech than this with a pitch, and it is no voice: a cough, a knock, hiss.
+# Whatever the recognizer makes of it (a grammar forces phrase words on any sound, and
+# Whisper hallucinates "thank you" on noise), it neither cuts the reply nor is a turn.
+VOICE_MIN_MS = 40
 log = logging.getLogger(__name__)
 Turn = TypeVar("Turn")
 
@@ -42,6 +47,12 @@ class Action(StrEnum):
     NONE = "none"  # let it play
     PAUSE = "pause"  # hold its audio back until the speech is judged
     CUT = "cut"  # interrupt it now
+
+
+def voice(pitched_ms: int | None) -> bool:
+    """Whether a sound with ``pitched_ms`` of pitched speech is a voice (None: unknown,
+    taken as a voice, so that only the words decide)."""
+    return pitched_ms is None or pitched_ms >= VOICE_MIN_MS
 
 
 def words_of(text: str) -> list[str]:
@@ -64,12 +75,21 @@ class BargeInJudge:
         return Sound.BACKCHANNEL if self._only_backchannels(heard) else Sound.WORDS
 
     def during_reply(
-        self, hypothesis: str, speech_ms: int, *, voiced_ms: int, paused: bool
+        self,
+        hypothesis: str,
+        speech_ms: int,
+        *,
+        voiced_ms: int,
+        paused: bool,
+        pitched_ms: int | None = None,
     ) -> Action:
         """The action for an utterance ``speech_ms`` long so far (``voiced_ms`` of it
-        speech frames) while a reply plays."""
+        speech frames, ``pitched_ms`` of those with a pitch, None if not measured) while a
+        reply plays."""
         if speech_ms < self.settings.min_speech_ms:
             return Action.PAUSE if paused else Action.NONE
+        if not voice(pitched_ms):
+            return Action.NONE  # a noise: the reply plays on, however long it lasts
         sound = self.sound(hypothesis)
         if sound is Sound.WORDS or voiced_ms >= self.settings.backchannel_max_ms:
             return Action.CUT  # words, or a sound too long for an acknowledgement
@@ -160,9 +180,14 @@ class BargeIn(Generic[Turn]):
         return self._reply() is not None or self._held is not None
 
     async def on_speech(
-        self, hypothesis: Callable[[], str], speech_ms: int, voiced_ms: int
+        self,
+        hypothesis: Callable[[], str],
+        speech_ms: int,
+        voiced_ms: int,
+        pitched_ms: int | None = None,
     ) -> None:
-        """The caller's utterance is open, ``speech_ms`` long so far, ``voiced_ms`` voiced."""
+        """The caller's utterance is open, ``speech_ms`` long so far, ``voiced_ms`` voiced
+        (``pitched_ms`` of it with a pitch; None: not measured)."""
         self._open = True
         if not self.settings.enabled or not self.engaged:
             return
@@ -170,7 +195,9 @@ class BargeIn(Generic[Turn]):
         reply = self._reply()
         if reply is not None and not self._let_play:
             paused = reply.paused_at is not None
-            action = self.judge.during_reply(heard, speech_ms, voiced_ms=voiced_ms, paused=paused)
+            action = self.judge.during_reply(
+                heard, speech_ms, voiced_ms=voiced_ms, paused=paused, pitched_ms=pitched_ms
+            )
             if action is Action.CUT:
                 log.debug("barge-in: cut at %d ms of speech (hypothesis %r)", speech_ms, heard)
                 self._held = await self._cut()
@@ -185,8 +212,9 @@ class BargeIn(Generic[Turn]):
             log.debug("barge-in: no words in time (hypothesis %r): resumed", heard)
             await self._resume_held()
 
-    async def on_speech_end(self, final: str | None) -> bool:
-        """The utterance ended (``final`` None: no words at all); True if it is a turn."""
+    async def on_speech_end(self, final: str | None, pitched_ms: int | None = None) -> bool:
+        """The utterance ended (``final`` None: no words at all; ``pitched_ms`` of its
+        speech with a pitch, None if not measured); True if it is a turn."""
         if not self._open and final is None:
             return False  # no utterance was open: nothing ended
         self._open = False
@@ -194,10 +222,17 @@ class BargeIn(Generic[Turn]):
         self._let_play = False
         if not self.settings.enabled or not self.engaged:
             return final is not None
-        log.debug("barge-in: the utterance ended as %r (wordless: %s)", final, wordless)
+        log.debug(
+            "barge-in: the utterance ended as %r (wordless: %s, pitch: %s ms)",
+            final,
+            wordless,
+            pitched_ms,
+        )
         # A sound that gave no words in its first ``resume_after_ms`` was judged noise and
         # the reply resumed: what the recognizer makes of its end does not undo that.
-        if final is not None and not wordless and self.judge.sound(final) is Sound.WORDS:
+        # Nor does it make words of a sound without a voice.
+        spoken = final is not None and not wordless and voice(pitched_ms)
+        if spoken and self.judge.sound(final or "") is Sound.WORDS:
             return True
         # A noise or an acknowledgement while the assistant talks: not a turn.
         await self._resume_held()

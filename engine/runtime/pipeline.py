@@ -331,16 +331,19 @@ class DuplexPipeline:
                 interim_transcripts=lambda: self.interim_transcripts,
                 detector=self._speech_providers.turn_detector(),
                 turn=self.config.turn,
+                hear_pitch=lambda: self._barge_in.engaged,
             )
         return self._speech
 
     async def _after_input(self, speech: SpeechInput, finished: FinishedUtterance | None) -> None:
         """Barge-in judges what the caller says over a reply; a finished turn is answered."""
         if speech.speaking:
-            await self._barge_in.on_speech(speech.hypothesis, speech.speech_ms, speech.voiced_ms)
+            await self._barge_in.on_speech(
+                speech.hypothesis, speech.speech_ms, speech.voiced_ms, speech.pitched_ms
+            )
         elif finished is None:
             await self._barge_in.on_speech_end(None)
-        elif await self._barge_in.on_speech_end(finished.recognition.text):
+        elif await self._barge_in.on_speech_end(finished.recognition.text, finished.pitched_ms):
             await self._utterance_done(finished)
 
     def _reply(self) -> PausableReply | None:

@@ -23,6 +23,7 @@ from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
     ContinuesCaller,
     FinishesInCallerTime,
+    HearsPitch,
     LearnsLines,
     PreparesFinal,
     ProviderError,
@@ -46,6 +47,7 @@ PREPARE_FINAL_AFTER_MS = 160
 PREPARE_FINAL_WITH_DETECTOR_MS = 60
 # The most recent audio of an utterance kept for the turn detector (Smart Turn reads 8 s).
 TURN_AUDIO_MS = 8000
+PITCH_WINDOW_MS = 40  # a frame and the ones before it, for HearsPitch: two 80 Hz periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class FinishedUtterance:
     speech_ended_at: float  # monotonic
     transcribed_at: float  # monotonic
     ended_by: str = TurnEnd.SILENCE  # a TurnEnd, or "client" (END_OF_TURN, half-close)
+    pitched_ms: int | None = None  # its speech frames with a pitch (None: not measured)
 
 
 class SpeechInput:
@@ -74,7 +77,10 @@ class SpeechInput:
         clock: AudioClock | None = None,
         detector: TurnDetector | None = None,
         turn: TurnSettings | None = None,
+        hear_pitch: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``hear_pitch``: whether to measure the pitch of speech frames now (barge-in
+        asks while a reply plays; the VAD must be HearsPitch)."""
         self._line = line
         self._clock = clock or AudioClock()
         self._received_bytes = 0
@@ -109,6 +115,11 @@ class SpeechInput:
         self._last_interim = 0.0
         self._last_voiced_at = 0.0  # monotonic time the last speech frame arrived
         self._last_partial = ""
+        self._pitch = vad if isinstance(vad, HearsPitch) else None
+        self._hear_pitch = hear_pitch
+        self._window: deque[bytes] = deque(maxlen=max(1, PITCH_WINDOW_MS // frame_ms))
+        self._pitched_run = 0  # pitched frames of the voiced run that may start speech
+        self._pitched_ms: int | None = None  # of the open utterance (None: not measured)
 
     @property
     def speaking(self) -> bool:
@@ -125,9 +136,22 @@ class SpeechInput:
         """Milliseconds of speech frames in the current utterance (0 when not speaking)."""
         return self._voiced_ms if self._stream is not None else 0
 
+    @property
+    def pitched_ms(self) -> int | None:
+        """Milliseconds of speech frames with a pitch (a voice) in the current utterance;
+        None when not measured (a VAD that cannot tell, or ``hear_pitch`` was off)."""
+        return self._pitched_ms if self._stream is not None else None
+
     def hypothesis(self) -> str:
-        """The recognizer's streaming hypothesis of the open utterance ("" if none)."""
-        return self._stream.partial() if self._stream is not None else ""
+        """The recognizer's best hypothesis of the open utterance so far ("" if none): its
+        early final once that is done (ReadsEarlyFinal: the caller paused), else the
+        streaming one."""
+        stream = self._stream
+        if stream is None:
+            return ""
+        if isinstance(stream, ReadsEarlyFinal) and (early := stream.early_text()):
+            return early
+        return stream.partial()
 
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any.
@@ -204,9 +228,12 @@ class SpeechInput:
     async def _frame(self, frame: bytes) -> FinishedUtterance | None:
         voiced = self._vad.is_speech(frame)
         self._offset_ms += self._frame_ms
+        self._window.append(frame)
+        pitched = voiced and self._pitched()
         if self._stream is None:
             self._pad.append(frame)
             self._voiced_run = self._voiced_run + 1 if voiced else 0
+            self._pitched_run = self._pitched_run + pitched if voiced else 0
             if self._voiced_run >= self._start_frames:
                 await self._start()
             return None
@@ -215,6 +242,7 @@ class SpeechInput:
         await self._stream.feed(frame)
         if voiced:
             self._voiced_ms += self._frame_ms
+            self._count_pitch(pitched)
             if self._silent_run >= self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=True)
             self._silent_run = 0
@@ -230,6 +258,20 @@ class SpeechInput:
                 return await self._finish(ended)
         await self._maybe_interim()
         return None
+
+    def _pitched(self) -> bool:
+        """Whether the latest frame has a pitch (False when not measured now)."""
+        if self._pitch is None or not self._hear_pitch():
+            return False
+        return self._pitch.has_pitch(b"".join(self._window))
+
+    def _count_pitch(self, pitched: bool) -> None:
+        if self._pitched_ms is None:
+            return
+        if not self._hear_pitch():
+            self._pitched_ms = None  # not measured all along: unknown
+        elif pitched:
+            self._pitched_ms += self._frame_ms
 
     @staticmethod
     def _notify_early_final(stream: RecognitionStream, *, resumed: bool) -> None:
@@ -250,6 +292,9 @@ class SpeechInput:
         else:
             self._stream = self._asr.start_utterance()
         self._speech_ms = self._voiced_ms = self._voiced_run * self._frame_ms
+        measured = self._pitch is not None and self._hear_pitch()
+        self._pitched_ms = self._pitched_run * self._frame_ms if measured else None
+        self._pitched_run = 0
         self._silent_run = 0
         self._last_partial = ""
         self._last_interim = self._last_voiced_at = time.monotonic()
@@ -310,4 +355,5 @@ class SpeechInput:
             speech_ended_at=self._last_voiced_at,
             transcribed_at=time.monotonic(),
             ended_by=ended_by,
+            pitched_ms=self._pitched_ms,
         )

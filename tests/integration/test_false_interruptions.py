@@ -14,8 +14,9 @@ RATE = 16000
 FRAME_BYTES = RATE * 20 // 1000 * 2
 WIRE = pb.AudioFormat(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hz=RATE)
 REPLY = "We are open from noon to ten. We are closed on Mondays. Bookings are welcome."
-# What the test-kit recognizer hears when an utterance's first sample has value 1, 2, 3.
-HEARD = ("uh", "mm hmm", "wait stop")
+# What the test-kit recognizer hears when an utterance's first sample has value 1, 2, 3, 4
+# (or -1, -2...: the test-kit VAD hears no pitch in negative samples, as in a cough).
+HEARD = ("uh", "mm hmm", "wait stop", "thank you")
 
 ASSISTANT = f"""\
 id: listener
@@ -42,8 +43,9 @@ interruption:
 """
 
 
-def _sound(heard: int, ms: int) -> list[bytes]:
-    frame = (heard + 1).to_bytes(2, "little", signed=True) * (FRAME_BYTES // 2)
+def _sound(heard: int, ms: int, *, voice: bool = True) -> list[bytes]:
+    value = heard + 1 if voice else -(heard + 1)
+    frame = value.to_bytes(2, "little", signed=True) * (FRAME_BYTES // 2)
     return [frame] * (ms // 20) + [b"\0" * FRAME_BYTES] * 25
 
 
@@ -63,8 +65,8 @@ async def _reply_playing(tmp_path: Path, start_server: StartServer) -> ConverseC
     return client
 
 
-async def _speak_over(client: ConverseClient, heard: int) -> None:
-    for frame in _sound(heard, 400):
+async def _speak_over(client: ConverseClient, heard: int, *, voice: bool = True) -> None:
+    for frame in _sound(heard, 400, voice=voice):
         client.send(audio=pb.AudioInput(data=frame))
 
 
@@ -118,3 +120,17 @@ async def test_a_real_interruption_cuts_the_reply_and_is_answered(
     assert "response_resumed" not in [m.WhichOneof("event") for m in rest]
     finals = [m.transcript.text for m in rest if m.HasField("transcript")]
     assert "wait stop" in finals
+
+
+async def test_a_sound_without_a_voice_is_neither_a_barge_in_nor_a_turn(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    client = await _reply_playing(tmp_path, start_server)
+    # A cough that the recognizer hears as words, as Whisper does with "thank you".
+    await _speak_over(client, HEARD.index("thank you"), voice=False)
+    client.close_requests()
+    rest = await client.drain()
+    kinds = [m.WhichOneof("event") for m in rest]
+    assert "interrupted" not in kinds and "response_resumed" not in kinds
+    [done] = [m.response_done for m in rest if m.WhichOneof("event") == "response_done"]
+    assert done.status == pb.RESPONSE_STATUS_COMPLETED and done.text.strip() == REPLY

@@ -72,6 +72,13 @@ def hybrid(
     )
 
 
+def test_the_whisper_prompt_puts_what_stops_the_assistant_before_the_phrases() -> None:
+    assert phrase_prompt(["when are you open", "a table for two"]) == (
+        "Stop. Wait. No, no. Hold on. When are you open? A table for two."
+    )
+    assert phrase_prompt([]) == ""  # no phrases, no prompt
+
+
 @pytest.fixture
 def saturated_pool(model: WhisperModel) -> Iterator[WhisperPool]:
     pool = WhisperPool(lambda: model, workers=1, max_pending=0, max_batch=1)

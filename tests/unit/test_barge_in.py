@@ -20,7 +20,8 @@ from engine.runtime.barge_in import Action, BargeInJudge, Sound, unheard_remaind
 from engine.runtime.pipeline import DuplexPipeline
 from engine.runtime.ports.providers import ChatMessage, Recognition, ToolSpec
 
-FRAME = b"\x10\x27" * 320  # 20 ms the fake VAD calls speech
+FRAME = b"\x10\x27" * 320  # 20 ms the fake VAD calls speech, with a pitch
+NOISE = b"\xf0\xd8" * 320  # 20 ms the fake VAD calls speech, without a pitch
 SILENCE = b"\x00\x00" * 320
 REPLY = "We are open from noon to ten. We are closed on Mondays. Bookings are welcome."
 
@@ -65,6 +66,26 @@ def test_noise_cuts_in_cut_mode_and_pauses_in_pause_mode() -> None:
     assert JUDGE.during_reply("", 300, voiced_ms=300, paused=False) is Action.CUT
     pausing = BargeInJudge(InterruptionSettings(mode="pause"))
     assert pausing.during_reply("uh", 300, voiced_ms=300, paused=False) is Action.PAUSE
+
+
+def test_a_sound_without_a_voice_never_cuts_whatever_it_is_heard_as() -> None:
+    for heard in ("", "thank you", "what are"):
+        assert JUDGE.during_reply(heard, 300, voiced_ms=300, paused=False, pitched_ms=20) is (
+            Action.NONE
+        )
+    assert JUDGE.during_reply("wait", 2000, voiced_ms=2000, paused=False, pitched_ms=0) is (
+        Action.NONE
+    )
+
+
+def test_a_voice_is_judged_by_its_words_as_is_a_sound_whose_pitch_is_unknown() -> None:
+    for pitched_ms in (40, None):
+        assert JUDGE.during_reply(
+            "wait", 300, voiced_ms=300, paused=False, pitched_ms=pitched_ms
+        ) is (Action.CUT)
+        assert JUDGE.during_reply(
+            "okay", 300, voiced_ms=300, paused=False, pitched_ms=pitched_ms
+        ) is (Action.NONE)
 
 
 def test_the_remainder_is_what_follows_the_heard_words() -> None:
@@ -126,12 +147,30 @@ class ScriptedStream:
         return None
 
 
+class EarlyFinalStream(ScriptedStream):
+    """Also has an early final (PreparesFinal, ReadsEarlyFinal), done once silence began."""
+
+    def __init__(self, partial: str, final: str, early: str) -> None:
+        super().__init__(partial, final)
+        self._early = early
+        self._silent = False
+
+    def silence_began(self) -> None:
+        self._silent = True
+
+    def speech_resumed(self) -> None:
+        self._silent = False
+
+    def early_text(self) -> str | None:
+        return self._early if self._silent else None
+
+
 class ScriptedSpeech:
-    """Each utterance is heard as the next (streaming hypothesis, final) pair."""
+    """Each utterance is heard as the next (streaming hypothesis, final[, early final])."""
 
     line = "LINEAR16/16000"
 
-    def __init__(self, *heard: tuple[str, str]) -> None:
+    def __init__(self, *heard: tuple[str, ...]) -> None:
         self._heard = list(heard)
 
     def vad(self) -> ScriptedSpeech:
@@ -142,6 +181,9 @@ class ScriptedSpeech:
     def is_speech(self, frame: bytes) -> bool:
         return any(frame)
 
+    def has_pitch(self, window: bytes) -> bool:
+        return not window.endswith(NOISE[:2])
+
     def recognizer(self) -> ScriptedSpeech:
         return self
 
@@ -149,7 +191,8 @@ class ScriptedSpeech:
         return None
 
     def start_utterance(self) -> ScriptedStream:
-        return ScriptedStream(*self._heard.pop(0))
+        heard = self._heard.pop(0)
+        return EarlyFinalStream(*heard) if len(heard) == 3 else ScriptedStream(*heard)
 
 
 class ReplyLlm:
@@ -179,12 +222,14 @@ class Recorder:
 
 
 class Call:
-    def __init__(self, *heard: tuple[str, str], **interruption: Any) -> None:
+    def __init__(
+        self, *heard: tuple[str, ...], end_silence_ms: int = 200, **interruption: Any
+    ) -> None:
         settings = InterruptionSettings(min_speech_ms=100, **interruption)
         config = AssistantConfig(
             id="t",
             name="t",
-            vad=VadSettings(min_speech_ms=60, end_silence_ms=200),
+            vad=VadSettings(min_speech_ms=60, end_silence_ms=end_silence_ms),
             interruption=settings,
         )
         self.events: list[ev.Event] = []
@@ -215,9 +260,9 @@ class Call:
         await self.pipeline.user_text("when are you open")
         await self.wait_for(ev.AudioChunk)
 
-    async def sound(self, frames: int, then_silence: int = 12) -> None:
-        for frame in [FRAME] * frames + [SILENCE] * then_silence:
-            await self.pipeline.user_audio(frame)
+    async def sound(self, frames: int, then_silence: int = 12, *, frame: bytes = FRAME) -> None:
+        for piece in [frame] * frames + [SILENCE] * then_silence:
+            await self.pipeline.user_audio(piece)
 
     def of(self, kind: type[ev.Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -342,3 +387,34 @@ async def test_a_sound_resumed_for_lack_of_words_is_no_turn_whatever_its_final()
     await call.wait_for(ev.ResponseResumed)
     await call.pipeline.finish_input()
     assert [e["role"] for e in call.recorder.entries] == ["user", "assistant"]
+
+
+async def test_a_sound_without_a_voice_leaves_the_reply_alone_and_is_no_turn() -> None:
+    call = Call(("what are", "thank you"))  # what a grammar and Whisper make of a cough
+    await call.reply_playing()
+    await call.sound(frames=15, frame=NOISE)
+    await call.pipeline.finish_input()
+    assert not call.of(ev.Interrupted) and not call.of(ev.ResponseResumed)
+    [done] = call.of(ev.ResponseDone)
+    assert done.status is ev.ResponseStatus.COMPLETED and done.heard_text == REPLY
+    assert [e["role"] for e in call.recorder.entries] == ["user", "assistant"]
+
+
+async def test_without_a_reply_a_sound_without_a_voice_is_a_turn_as_before() -> None:
+    call = Call(("what are", "thank you"))
+    await call.sound(frames=15, frame=NOISE)
+    await call.pipeline.finish_input()
+    assert [e["text"] for e in call.recorder.entries if e["role"] == "user"] == ["thank you"]
+
+
+async def test_an_acknowledgement_in_the_early_final_resumes_the_reply_before_the_turn_ends() -> (
+    None
+):
+    # The grammar's streaming hypothesis is phrase words; the early final, "okay".
+    call = Call(("what are", "okay", "okay"), resume_after_ms=0, end_silence_ms=1000)
+    await call.reply_playing()
+    await call.sound(frames=15, then_silence=9)  # paused long enough for the early final
+    await call.wait_for(ev.Interrupted)
+    resumed = await call.wait_for(ev.ResponseResumed)
+    assert not call.of(ev.SpeechStopped)  # resumed while the utterance was still open
+    assert resumed.resumed_from_text

@@ -97,3 +97,28 @@ async def test_a_new_caller_is_started_on_the_line_the_session_was_opened_with()
     assert await _utterances(speech, 2) == ["utterance 1", "utterance 2"]
     assert recognizer.lines == ["MULAW/8000"]  # the second continued from the first
     assert recognizer.started == 0
+
+
+NOISE = b"\xfb\xff" * 320  # 20 ms the signal VAD calls speech without a pitch
+
+
+async def _pitch_heard(frames: list[bytes], *, hear_pitch: bool) -> int | None:
+    speech = SpeechInput(
+        SignalVad(),
+        _Recognizer(),
+        VadSettings(min_speech_ms=60, end_silence_ms=200),
+        _ignore,
+        interim_transcripts=lambda: False,
+        hear_pitch=lambda: hear_pitch,
+    )
+    for frame in frames:
+        await speech.feed(frame)
+    assert speech.speaking
+    return speech.pitched_ms
+
+
+async def test_the_speech_of_an_utterance_with_a_pitch_is_counted_while_asked() -> None:
+    assert await _pitch_heard([SPEECH] * 10, hear_pitch=True) == 200
+    assert await _pitch_heard([NOISE] * 5 + [SPEECH] * 5, hear_pitch=True) == 100
+    assert await _pitch_heard([NOISE] * 10, hear_pitch=True) == 0
+    assert await _pitch_heard([SPEECH] * 10, hear_pitch=False) is None

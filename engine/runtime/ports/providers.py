@@ -115,6 +115,20 @@ class VoiceActivityDetector(Protocol):
         ...
 
 
+@runtime_checkable
+class HearsPitch(Protocol):
+    """A VoiceActivityDetector that can also tell a voice from a noise.
+
+    Optional. Coughs, knocks, hiss and clatter trip a VAD as speech does, but have no
+    pitch: barge-in lets a reply play on over a sound without one.
+    """
+
+    def has_pitch(self, window: bytes) -> bool:
+        """True when ``window`` (16 kHz PCM16: a frame and the ones before it, 40 ms in
+        all) sounds voiced: periodic, as vowels are."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Recognition:
     """A final transcript of one utterance."""
