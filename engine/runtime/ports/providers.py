@@ -206,6 +206,14 @@ class ReadsEarlyFinal(Protocol):
         """
         ...
 
+    def early_alternatives(self) -> tuple[str, ...]:
+        """Other likely readings of the early final's text (its last word heard another
+        way, or not there: audio cut at a pause often gets a word added); () if none.
+
+        Never waits.
+        """
+        ...
+
 
 @runtime_checkable
 class FinishesInCallerTime(Protocol):
