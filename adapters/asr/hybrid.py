@@ -187,20 +187,28 @@ class _HybridStream:
 
     def early_text(self) -> str | None:
         """ReadsEarlyFinal: the early Whisper pass's words (a confirmed grammar phrase's,
-        if that came first); None while it runs, "" if none."""
+        if that came first); None while it runs, "" if none.
+
+        A pass still waiting for a worker (asked for well before the turn check) counts as
+        none: the pool is short of CPU, and the final will not wait for it either.
+        """
         grammar = self._live.early_final()
         if grammar is not None and _is_confirmed(grammar):
             return grammar.result().recognition.text
         early = self._pass
         if early is not None and not early.done():
-            return None
+            return None if early.running() else ""
         if early is None or early.cancelled() or early.exception() is not None:
             return ""
         return " ".join(words(early.result().text))
 
     def early_alternatives(self) -> tuple[str, ...]:
         """ReadsEarlyFinal: the early pass's text with a last word Whisper also found
-        likely (or without it); () while it runs or when there is none."""
+        likely (or without it); () while it runs, when there is none, or when a confirmed
+        grammar phrase is the early final."""
+        grammar = self._live.early_final()
+        if grammar is not None and _is_confirmed(grammar):
+            return ()
         early = self._pass
         if early is None or not early.done() or early.cancelled() or early.exception():
             return ()

@@ -12,8 +12,9 @@ bounded), so a verdict is never overtaken by audio sent faster than real time.
 A "complete" verdict is overruled when the words heard so far end in a word that cannot end
 an English sentence (``turn.unfinished_words``: "for", "the", "and", ...): the acoustic
 model hears a falling pitch, the words say the sentence goes on. The words are the early
-final's, waited for up to ``vad.end_silence_ms`` of silence (past it the verdict stands),
-else the latest interim; with the early final, its other likely readings count too (audio
+final's, waited for while its pass runs, up to ``turn.max_silence_ms`` of silence (the final
+transcript waits for that same pass anyway; a recognizer short of CPU says it has none), else
+the latest interim; with the early final, its other likely readings count too (audio
 cut at a pause often gets a word added or changed: "a table for it", "do you have many").
 Everything counts audio (frames), not wall time.
 """
@@ -135,8 +136,10 @@ class EndOfTurn:
                 self._listen_on(silent_ms)
         if self._complete:
             heard = words()
-            if heard is None and silent_ms < self._end_silence_ms:
-                return None  # the words are on their way; past the fixed silence, trust the verdict
+            if heard is None and silent_ms < self._settings.max_silence_ms:
+                # The words are on their way (the recognizer's pass runs): the final
+                # transcript waits for that same pass, so waiting here costs no answer time.
+                return None
             self._complete = False
             log.debug("turn judged complete at %d ms; words %r", silent_ms, heard)
             if heard is None or not may_be_unfinished(heard, self._unfinished):

@@ -200,7 +200,8 @@ class ReadsEarlyFinal(Protocol):
     """
 
     def early_text(self) -> str | None:
-        """The early final pass's text; None while it runs; "" when there is none.
+        """The early final pass's text; None while it runs; "" when there is none (or it
+        will not be ready in time: the final will not wait for it either).
 
         Never waits.
         """
