@@ -2,9 +2,11 @@
 
 Per mode, calls per core, pacing and group (complete questions, paused sentences): voice to
 voice p50/p95 (calls with one final), heard right (the first final is the sentence, word for
-word), wrong answered (not heard right and answered: not the unsure reply), unsure replies,
-cut off (more than one final), Whisper fallbacks, errors, engine CPU per call; then every
-miss with its finals and, with ``--turn-log``, the engine's turn decisions.
+word), wrong answered (not heard right and answered: not the unsure reply), unsure replies
+(to any final: a listed phrase the fallback got right is asked again too) and the share of
+the misheard answered with it, cut off (more than one final), Whisper fallbacks, errors,
+engine CPU per call; then every miss with its finals and, with ``--turn-log``, the engine's
+turn decisions.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Tally:
     calls: int = 0
     right: int = 0
     wrong_answered: int = 0
-    unsure: int = 0
+    unsure: int = 0  # unsure replies, to misheard finals and to right ones alike
+    misheard_unsure: int = 0  # unsure replies to misheard finals
     cut_off: int = 0
     fallbacks: int = 0
     errors: int = 0
@@ -52,6 +55,7 @@ def tally(outcomes: list[Outcome], unsure_reply: str) -> dict[Group, Tally]:
         unsure = bool(o.replies) and o.replies[0] == unsure_reply
         t.right += right
         t.unsure += unsure
+        t.misheard_unsure += not right and unsure
         t.wrong_answered += not right and not unsure
         t.cut_off += len(o.finals) > 1
         t.fallbacks += sum(f[1] == "grammar_fallback" for f in o.finals)
@@ -73,11 +77,11 @@ def report(outcomes: list[Outcome], unsure_reply: str) -> None:
             (f"{percentile(t.v2v, 50):.0f}", f"{percentile(t.v2v, 95):.0f}") if t.v2v else ("", "")
         )
         cpu = f"{statistics.mean(t.cpu):.2f}" if t.cpu else ""
-        misheard = t.unsure + t.wrong_answered
+        misheard = t.misheard_unsure + t.wrong_answered
         print(
             f"| {mode} | {load or ''} | {pacing} {group} | {t.calls} | {v2v[0]} | {v2v[1]} | "
             f"{t.right}/{t.calls} | {t.wrong_answered} | {t.unsure} | "
-            f"{t.unsure}/{misheard} | {t.cut_off} | {t.fallbacks} | {t.errors} | {cpu} |"
+            f"{t.misheard_unsure}/{misheard} | {t.cut_off} | {t.fallbacks} | {t.errors} | {cpu} |"
         )
     print(
         "\nMisheard or cut (mode, calls per core, pacing, kind, voice, line: expected -> "
