@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -45,13 +45,14 @@ import yaml
 from voiceengine.v1 import converse_pb2 as pb
 
 from adapters.tts.espeak import EspeakSynthesizer
-from benchmarks.loadkit import machine, percentile, tree_cpu_sec
+from benchmarks.loadkit import background_calls, machine, tree_cpu_sec
+from benchmarks.turn_taking_report import report
 from engine.audio.codec import StreamResampler, mulaw_encode
 from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.runtime.assistant import DEFAULT_UNSURE_REPLY
 from engine.settings import DEFAULT_AGENTS_DIR
 from tests.helpers.converse import ConverseClient
-from tests.helpers.engine_process import spawn_engine
+from tests.helpers.engine_process import EngineProcess, spawn_engine
 
 REPO = Path(__file__).resolve().parents[1]
 LISTED = ["what are your opening hours", "where are you located", "can i see the menu"]
@@ -75,6 +76,7 @@ LINES = {
 }
 CHUNK_MS, LEAD_MS, TAIL_MS = 40, 400, 2000
 CALL_TIMEOUT_SEC = 30.0
+WARM_UP_SEC = 8.0  # background calls start within 3 s and ask their first question
 
 
 @dataclass
@@ -97,6 +99,8 @@ class Outcome:
     voice_to_voice_ms: float | None = None
     cpu_sec: float = 0.0
     error: str = ""
+    turn_log: list[str] = field(default_factory=list)  # the engine's turn decisions (--turn-log)
+    load: int = 0  # calls per core during the call, this one included (0: not pinned)
 
 
 async def _speech(text: str, voice: str, rate_wpm: int, fmt: AudioFormat) -> np.ndarray:
@@ -118,12 +122,15 @@ def _wire(parts: list[np.ndarray], fmt: AudioFormat, seed: int) -> tuple[bytes, 
     return wire, speech_end * 1000 // rate
 
 
-async def calls(voices: list[tuple[str, int]], modes: list[str], pacings: list[str]) -> list[Call]:
+async def calls(
+    voices: list[tuple[str, int]], modes: list[str], pacings: list[str], kinds: list[str]
+) -> list[Call]:
     """Every call of the run, modes alternating call by call."""
     out: list[Call] = []
     items: list[tuple[str, str, tuple[str, str, int] | None]] = []
     items += [("listed", t, None) for t in LISTED] + [("other", t, None) for t in OTHER]
     items += [("paused", f"{a} {b}", (a, b, p)) for a, b in PAUSED for p in PAUSES_MS]
+    items = [item for item in items if item[0] in kinds]
     for n, (kind, text, paused) in enumerate(items):
         for v, (voice, rate_wpm) in enumerate(voices):
             line = list(LINES)[(n + v) % len(LINES)]
@@ -218,74 +225,14 @@ async def _send(
     await asyncio.sleep(0)
 
 
-def _words(text: str) -> str:
-    return " ".join(text.lower().replace("?", "").replace(".", "").replace(",", "").split())
-
-
-@dataclass
-class Tally:
-    calls: int = 0
-    right: int = 0
-    wrong_answered: int = 0
-    unsure: int = 0
-    cut_off: int = 0
-    fallbacks: int = 0
-    errors: int = 0
-    v2v: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-
-
-def tally(outcomes: list[Outcome], unsure_reply: str) -> dict[tuple[str, str, str], Tally]:
-    table: dict[tuple[str, str, str], Tally] = {}
-    for o in outcomes:
-        group = "paused" if o.call.kind.startswith("paused") else "complete"
-        t = table.setdefault((o.call.mode, o.call.pacing, group), Tally())
-        t.calls += 1
-        if o.error or not o.finals:
-            t.errors += 1
-            continue
-        right = _words(o.finals[0][0]) == _words(o.call.text)
-        unsure = bool(o.replies) and o.replies[0] == unsure_reply
-        t.right += right
-        t.unsure += unsure
-        t.wrong_answered += not right and not unsure
-        t.cut_off += len(o.finals) > 1
-        t.fallbacks += sum(f[1] == "grammar_fallback" for f in o.finals)
-        t.cpu.append(o.cpu_sec)
-        if o.voice_to_voice_ms is not None and len(o.finals) == 1:
-            t.v2v.append(o.voice_to_voice_ms)
-    return table
-
-
-def report(outcomes: list[Outcome], unsure_reply: str) -> None:
-    print(
-        "\n| mode | pacing | calls | v2v p50 | v2v p95 | heard right | wrong answered "
-        "| unsure | cut off | fallbacks | errors | engine CPU s/call |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (mode, pacing, group), t in sorted(tally(outcomes, unsure_reply).items()):
-        v2v = (
-            (f"{percentile(t.v2v, 50):.0f}", f"{percentile(t.v2v, 95):.0f}") if t.v2v else ("", "")
-        )
-        cpu = f"{statistics.mean(t.cpu):.2f}" if t.cpu else ""
-        print(
-            f"| {mode} | {pacing} {group} | {t.calls} | {v2v[0]} | {v2v[1]} | "
-            f"{t.right}/{t.calls} | {t.wrong_answered} | {t.unsure} | {t.cut_off} | "
-            f"{t.fallbacks} | {t.errors} | {cpu} |"
-        )
-    print("\nMisheard or cut (mode, pacing, kind, voice, line: expected -> finals [source conf]):")
-    for o in outcomes:
-        if (
-            o.error
-            or not o.finals
-            or _words(o.finals[0][0]) != _words(o.call.text)
-            or len(o.finals) > 1
-        ):
-            finals = "; ".join(f"{t!r} [{s} {c}]" for t, s, c in o.finals) or o.error
-            print(
-                f"- {o.call.mode} {o.call.pacing} {o.call.kind} {o.call.voice} {o.call.line}: "
-                f"{o.call.text!r} -> {finals}"
-            )
+def _turn_lines(lines: list[str]) -> list[str]:
+    """The engine's end-of-turn decisions among its log lines (DEBUG, --turn-log)."""
+    keep = ("end_of_turn:", "speech_input:", "hybrid:")
+    return [
+        line.split(": ", 1)[-1].split(" [session=")[0]
+        for line in lines
+        if any(k in line for k in keep)
+    ]
 
 
 # mode -> the demo assistant's turn section with these changes
@@ -303,26 +250,64 @@ def agents_dir(root: Path) -> Path:
     for mode, turn in MODES.items():
         copy = {**document, "id": mode, "turn": {**document.get("turn", {}), **turn}}
         (root / f"{mode}.yaml").write_text(yaml.safe_dump(copy))
+    (root / "default.yaml").write_text(yaml.safe_dump(document))  # the background calls'
     return root
+
+
+async def run_level(
+    engine: EngineProcess, planned: list[Call], level: int, args: argparse.Namespace
+) -> list[Outcome]:
+    """Every planned call, one at a time, beside ``level - 1`` background calls (issue 12's
+    pattern) when ``level`` > 1. Stops at the run's deadline (``args.deadline``)."""
+    background = None
+    if level > 1:
+        budget = max(1.0, args.deadline - time.monotonic())
+        background = background_calls(
+            engine.target, level - 1, args.client_cpus, seed=level, duration_sec=budget
+        )
+        await asyncio.sleep(WARM_UP_SEC)  # every background call is up and talking
+    outcomes: list[Outcome] = []
+    pid = engine.proc.pid
+    try:
+        for call in planned:
+            if time.monotonic() > args.deadline:
+                print(f"--max-sec reached: {len(outcomes)} of {len(planned)} calls at {level}")
+                break
+            seen = len(engine.log)
+            outcome = await run_call(engine.target, call, lambda: tree_cpu_sec(pid))
+            outcome.turn_log = _turn_lines(engine.log[seen:])
+            outcome.load = level if args.calls_per_core else 0
+            outcomes.append(outcome)
+    finally:
+        if background is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(background.pid, signal.SIGTERM)
+            background.wait(30)
+    return outcomes
 
 
 async def main(args: argparse.Namespace) -> None:
     voices = [(v.split(":")[0], int(v.split(":")[1])) for v in args.voices.split(",")]
-    planned = await calls(voices, args.modes.split(","), args.pacings.split(","))
-    print(f"{machine()}\n{len(planned)} calls planned, one at a time")
-    deadline = time.monotonic() + args.max_sec
+    planned = await calls(
+        voices, args.modes.split(","), args.pacings.split(","), args.kinds.split(",")
+    )
+    levels = [int(n) for n in args.calls_per_core.split(",")] if args.calls_per_core else [1]
+    pinned = f", engine on CPUs {args.engine_cpus}" if args.calls_per_core else ""
+    print(f"{machine()}\n{len(planned)} calls planned per level {levels}, one at a time{pinned}")
+    args.deadline = time.monotonic() + args.max_sec
     with tempfile.TemporaryDirectory() as tmp:
         engine = await spawn_engine(
-            REPO, ASSISTANT_LOCAL_CONFIG_DIR=str(agents_dir(Path(tmp))), HISTORY_SPOOL_PATH=""
+            REPO,
+            cpus=args.engine_cpus if args.calls_per_core else "",
+            ASSISTANT_LOCAL_CONFIG_DIR=str(agents_dir(Path(tmp))),
+            HISTORY_SPOOL_PATH="",
+            ENGINE_MAX_SESSIONS="200",
+            **({"ENGINE_LOG_LEVEL": "DEBUG"} if args.turn_log else {}),
         )
-        pid = engine.proc.pid
         outcomes: list[Outcome] = []
         try:
-            for call in planned:
-                if time.monotonic() > deadline:
-                    print(f"--max-sec reached: {len(outcomes)} of {len(planned)} calls run")
-                    break
-                outcomes.append(await run_call(engine.target, call, lambda: tree_cpu_sec(pid)))
+            for level in levels:
+                outcomes += await run_level(engine, planned, level, args)
         finally:
             engine.proc.send_signal(signal.SIGTERM)
             try:
@@ -337,6 +322,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="semantic,fixed")
     parser.add_argument("--pacings", default="realtime,fast")
+    parser.add_argument("--kinds", default="listed,other,paused")
     parser.add_argument("--voices", default="en-us+f3:160,en-us+m3:190")
     parser.add_argument("--max-sec", type=float, default=900.0)
+    parser.add_argument(
+        "--turn-log", action="store_true", help="the engine's turn decisions under each miss"
+    )
+    parser.add_argument(
+        "--calls-per-core",
+        default="",
+        help="e.g. 1,10,20: the engine pinned to --engine-cpus, each level's calls beside "
+        "that many calls less one in issue 12's pattern (default: one unpinned call)",
+    )
+    parser.add_argument("--engine-cpus", default="0")
+    parser.add_argument("--client-cpus", default="1", help="the background calls' client")
     asyncio.run(main(parser.parse_args()))

@@ -39,6 +39,7 @@ from concurrent.futures import Future
 
 from adapters.asr.decoders import CONFIDENCE_CONFIRMED, Outcome
 from adapters.asr.domain_model import words
+from adapters.asr.last_word import other_readings
 from adapters.asr.pocketsphinx import PocketsphinxRecognizer, PocketsphinxStream
 from adapters.asr.runtime import Counters
 from adapters.asr.whisper import WhisperPool, WhisperResult
@@ -55,6 +56,11 @@ _FALLBACK_DISCOUNT = 0.4
 _QUEUED_TOO_LONG_S = 0.1
 # The most a turn waits for a running pass while other passes queue behind it.
 _BUSY_FINAL_WAIT_S = 0.05
+# Another last word (or none) that Whisper found at least this likely is a reading the end
+# of turn weighs too: the rivals of complete questions' last words stayed under 0.08, the
+# endings Whisper put on sentences cut at a pause ("a table for it") left the true one
+# 0.12-0.46 (docs/benchmarks/turn-taking.md).
+_RIVAL_MIN = 0.1
 
 
 _QUESTION_WORDS = frozenset(
@@ -187,16 +193,33 @@ class _HybridStream:
 
     def early_text(self) -> str | None:
         """ReadsEarlyFinal: the early Whisper pass's words (a confirmed grammar phrase's,
-        if that came first); None while it runs, "" if none."""
+        if that came first); None while it runs, "" if none.
+
+        A pass still waiting for a worker (asked for well before the turn check) counts as
+        none: the pool is short of CPU, and the final will not wait for it either.
+        """
         grammar = self._live.early_final()
         if grammar is not None and _is_confirmed(grammar):
             return grammar.result().recognition.text
         early = self._pass
         if early is not None and not early.done():
-            return None
+            return None if early.running() else ""
         if early is None or early.cancelled() or early.exception() is not None:
             return ""
         return " ".join(words(early.result().text))
+
+    def early_alternatives(self) -> tuple[str, ...]:
+        """ReadsEarlyFinal: the early pass's text with a last word Whisper also found
+        likely (or without it); () while it runs, when there is none, or when a confirmed
+        grammar phrase is the early final."""
+        grammar = self._live.early_final()
+        if grammar is not None and _is_confirmed(grammar):
+            return ()
+        early = self._pass
+        if early is None or not early.done() or early.cancelled() or early.exception():
+            return ()
+        heard = early.result()
+        return other_readings(heard.text, heard.last_word_rivals, _RIVAL_MIN)
 
     async def finish(self) -> Recognition:
         return await self.finish_at(time.monotonic())

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from adapters.asr.last_word import last_word_rivals
 from engine.cpus import usable_cpus
 from engine.runtime.ports.provider_stats import WhisperPoolStats
 
@@ -150,6 +151,9 @@ class WhisperResult:
     text: str
     no_speech: bool
     avg_logprob: float
+    # The other words Whisper weighed in its last word's place, with their probabilities
+    # ("" for none there): adapters/asr/last_word.py.
+    last_word_rivals: tuple[tuple[str, float], ...] = ()
 
 
 class WhisperModel:
@@ -224,6 +228,7 @@ class WhisperModel:
             max_length=max(len(p) for p in prompts) + budget,  # counts the prompt too
             return_scores=True,
             return_no_speech_prob=True,
+            return_logits_vocab=True,  # the last word's rivals (~1% of a pass)
             suppress_blank=True,
         )
         out: list[WhisperResult] = []
@@ -236,8 +241,22 @@ class WhisperModel:
             no_speech = (
                 result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _LOGPROB_FLOOR
             ) or not text
-            out.append(WhisperResult("" if no_speech else text, no_speech, avg_logprob))
+            generated = list(result.sequences_ids[0][: len(ids)])
+            rivals = (
+                self._last_word_rivals(ids, result.logits[0])
+                if generated == ids and not no_speech
+                else ()  # the steps no longer line up with the text's tokens
+            )
+            out.append(WhisperResult("" if no_speech else text, no_speech, avg_logprob, rivals))
         return out
+
+    def _last_word_rivals(
+        self, ids: list[int], step_logits: Sequence[Any]
+    ) -> tuple[tuple[str, float], ...]:
+        def decode(token: int) -> str:
+            return str(self._tokenizer.decode([token]))
+
+        return last_word_rivals(ids, step_logits, decode, self._eot)
 
 
 WhisperStats = WhisperPoolStats  # the pool's counters, as the stats port defines them

@@ -12,8 +12,10 @@ bounded), so a verdict is never overtaken by audio sent faster than real time.
 A "complete" verdict is overruled when the words heard so far end in a word that cannot end
 an English sentence (``turn.unfinished_words``: "for", "the", "and", ...): the acoustic
 model hears a falling pitch, the words say the sentence goes on. The words are the early
-final's, waited for up to ``turn.max_silence_ms`` of silence (the final transcript waits
-for that same pass anyway), else the latest interim.
+final's, waited for while its pass runs, up to ``turn.max_silence_ms`` of silence (the final
+transcript waits for that same pass anyway; a recognizer short of CPU says it has none), else
+the latest interim; with the early final, its other likely readings count too (audio
+cut at a pause often gets a word added or changed: "a table for it", "do you have many").
 Everything counts audio (frames), not wall time.
 """
 
@@ -28,6 +30,10 @@ from engine.runtime.assistant import TurnSettings
 from engine.runtime.ports.turn import TurnDetector, TurnDetectorBusy, TurnDetectorError
 
 log = logging.getLogger(__name__)
+
+# The likely readings of what the caller said so far (the best first); None while the
+# recognizer's early final is still coming.
+Words = Callable[[], tuple[str, ...] | None]
 
 # A verdict later than this is no use to a caller waiting in the silence: the fixed
 # end silence decides instead.
@@ -50,6 +56,11 @@ def ends_unfinished(text: str, unfinished: frozenset[str]) -> bool:
     """True when ``text``'s last word is one no English sentence ends with."""
     said = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
     return bool(said) and said[-1] in unfinished
+
+
+def may_be_unfinished(readings: tuple[str, ...], unfinished: frozenset[str]) -> bool:
+    """True when a likely reading of the words so far ends in a word no sentence ends with."""
+    return any(ends_unfinished(reading, unfinished) for reading in readings)
 
 
 class EndOfTurn:
@@ -98,14 +109,12 @@ class EndOfTurn:
         if check is not None and not check.done():
             check.cancel()
 
-    def silence(
-        self, silent_ms: int, audio: Callable[[], bytes], words: Callable[[], str | None]
-    ) -> TurnEnd | None:
+    def silence(self, silent_ms: int, audio: Callable[[], bytes], words: Words) -> TurnEnd | None:
         """``silent_ms`` of silence so far: why the turn ends now, or None to listen on.
 
         ``audio`` gives the utterance so far, for the detector (called at most once a
-        pause); ``words`` what the recognizer has heard so far, None while its early
-        final is still coming (asked after a "complete").
+        pause); ``words`` the likely readings of what the recognizer has heard so far,
+        None while its early final is still coming (asked after a "complete").
         """
         check_after = self.check_after_ms
         if check_after is not None and not self._asked and silent_ms >= check_after:
@@ -120,16 +129,20 @@ class EndOfTurn:
                 self.close()
                 return TurnEnd.SILENCE
             probability, self._check = self._check.result(), None
+            log.debug("turn check at %d ms of silence: P(complete) %s", silent_ms, probability)
             if probability is not None and probability >= self._settings.complete_threshold:
                 self._complete = True
             elif probability is not None:
                 self._listen_on(silent_ms)
         if self._complete:
             heard = words()
-            if heard is None and silent_ms < self._end_silence_ms:
-                return None  # the words are on their way; past the fixed silence, trust the verdict
+            if heard is None and silent_ms < self._settings.max_silence_ms:
+                # The words are on their way (the recognizer's pass runs): the final
+                # transcript waits for that same pass, so waiting here costs no answer time.
+                return None
             self._complete = False
-            if heard is None or not ends_unfinished(heard, self._unfinished):
+            log.debug("turn judged complete at %d ms; words %r", silent_ms, heard)
+            if heard is None or not may_be_unfinished(heard, self._unfinished):
                 return TurnEnd.COMPLETE
             self.overruled += 1
             self._listen_on(silent_ms)
@@ -137,7 +150,7 @@ class EndOfTurn:
             return TurnEnd.MAX_SILENCE if self._incomplete else TurnEnd.SILENCE
         return None
 
-    def silence_needed_ms(self, words: Callable[[], str | None]) -> int:
+    def silence_needed_ms(self, words: Words) -> int:
         """The silence that ends the turn as things stand, a verdict not yet applied (no
         frame came since it arrived) included: what the clock waits for without audio."""
         check = self._check
@@ -151,7 +164,7 @@ class EndOfTurn:
         else:
             return self._limit_ms
         heard = words() if complete else None
-        if complete and (heard is None or not ends_unfinished(heard, self._unfinished)):
+        if complete and (heard is None or not may_be_unfinished(heard, self._unfinished)):
             return self._limit_ms
         return max(self._settings.max_silence_ms, self._limit_ms)
 
@@ -177,7 +190,7 @@ class EndOfTurn:
         if check is not None:
             await asyncio.wait({check})
 
-    async def settle(self, words: Callable[[], str | None]) -> None:
+    async def settle(self, words: Words) -> None:
         """Wait for what the decision waits for: the verdict, then the words a "complete"
         needs (polled: bounded by ``WORDS_WAIT_SEC``). For audio sent ahead of the caller."""
         await self.verdict()

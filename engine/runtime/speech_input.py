@@ -9,6 +9,7 @@ silence, else ``end_silence_ms``), and the transcript is finalized.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import deque
@@ -34,6 +35,8 @@ from engine.runtime.ports.providers import (
     VoiceActivityDetector,
 )
 from engine.runtime.ports.turn import TurnDetector
+
+log = logging.getLogger(__name__)
 
 _BYTES_PER_MS = INPUT_SAMPLE_RATE_HZ * 2 // 1000
 INTERIM_INTERVAL_SEC = 0.2
@@ -217,13 +220,14 @@ class SpeechInput:
         ahead_ms = self._clock.ahead_sec(self._offset_ms + self._frame_ms) * 1000
         return ahead_ms > self._frame_ms
 
-    def _words(self) -> str | None:
-        """What the caller said so far: the early final (None while it runs), else the
-        latest interim (calling ``partial()`` would start a live pass just for this)."""
+    def _words(self) -> tuple[str, ...] | None:
+        """What the caller said so far, its likely readings (the best first): the early
+        final's (None while it runs), else the latest interim (calling ``partial()``
+        would start a live pass just for this)."""
         stream = self._stream
         if isinstance(stream, ReadsEarlyFinal) and (early := stream.early_text()) != "":
-            return early
-        return self._last_partial
+            return None if early is None else (early, *stream.early_alternatives())
+        return (self._last_partial,)
 
     async def _frame(self, frame: bytes) -> FinishedUtterance | None:
         voiced = self._vad.is_speech(frame)
@@ -323,6 +327,9 @@ class SpeechInput:
         stream, self._stream = self._stream, None
         assert stream is not None
         self._turn.close()
+        log.debug(
+            "turn ended (%s) at %d ms of silence", ended_by, self._silent_run * self._frame_ms
+        )
         self._previous = stream
         stop_ms = self._offset_ms - self._silent_run * self._frame_ms
         await self._emit(SpeechStopped(self._utterance_id, max(0, stop_ms)))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -83,11 +84,15 @@ def engine_test_env(**overrides: str) -> dict[str, str]:
     }
 
 
-async def spawn_engine(cwd: Path, **env: str) -> EngineProcess:
-    """Start an engine subprocess (``engine_test_env``) and wait until it listens."""
+async def spawn_engine(cwd: Path, *, cpus: str = "", **env: str) -> EngineProcess:
+    """Start an engine subprocess (``engine_test_env``) and wait until it listens.
+
+    ``cpus``: a taskset list the engine is pinned to (benchmarks; "" for none).
+    """
     full_env = {**os.environ, **engine_test_env(**env)}
+    pin = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine", "serve",
+        *pin, sys.executable, "-m", "engine", "serve",
         env=full_env, stderr=asyncio.subprocess.PIPE, cwd=cwd,
     )  # fmt: skip
     assert proc.stderr is not None

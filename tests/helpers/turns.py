@@ -25,13 +25,15 @@ TURN = TurnSettings(
 class WordsStream:
     """A RecognitionStream (PreparesFinal, ReadsEarlyFinal) whose early final a test sets.
 
-    ``early`` is what ``early_text`` says: None while the early final "runs".
+    ``early`` is what ``early_text`` says: None while the early final "runs";
+    ``alternatives`` its other likely readings.
     """
 
-    def __init__(self, early: str | None = "") -> None:
+    def __init__(self, early: str | None = "", alternatives: tuple[str, ...] = ()) -> None:
         self.prepared = 0  # silence_began calls
         self.fed = 0  # bytes fed
         self.early = early
+        self.alternatives = alternatives
 
     async def feed(self, pcm16k: bytes) -> None:
         self.fed += len(pcm16k)
@@ -54,16 +56,20 @@ class WordsStream:
     def early_text(self) -> str | None:
         return self.early
 
+    def early_alternatives(self) -> tuple[str, ...]:
+        return self.alternatives if self.early is not None else ()
+
 
 class WordsRecognizer:
-    """Starts WordsStreams whose early final is ``early``."""
+    """Starts WordsStreams whose early final is ``early`` (other readings ``alternatives``)."""
 
-    def __init__(self, early: str | None = "") -> None:
+    def __init__(self, early: str | None = "", alternatives: tuple[str, ...] = ()) -> None:
         self.early = early
+        self.alternatives = alternatives
         self.streams: list[WordsStream] = []
 
     def start_utterance(self) -> WordsStream:
-        self.streams.append(WordsStream(self.early))
+        self.streams.append(WordsStream(self.early, self.alternatives))
         return self.streams[-1]
 
 

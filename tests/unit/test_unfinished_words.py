@@ -62,6 +62,27 @@ async def test_the_caller_going_on_after_a_dangling_word_is_one_turn() -> None:
     assert silent_ms == 220 and done.ended_by == "complete"
 
 
+async def test_a_likely_other_reading_of_the_last_word_that_dangles_listens_on() -> None:
+    """Whisper added a word at the pause ("for it"), but found the sentence ending in
+    "for" likely too: that reading cannot end a sentence, so the turn is not over."""
+    recognizer = WordsRecognizer(
+        "i would like to book a table for it", ("i would like to book a table for",)
+    )
+    speech = speech_input(ScriptedTurnDetector(0.97), recognizer)
+    await say(speech, 800)
+    silent_ms, done = await silence_until_done(speech)
+    assert silent_ms == 1500 and done.ended_by == "max_silence"
+    assert speech.end_of_turn.overruled == 1
+
+
+async def test_other_readings_that_can_end_a_sentence_leave_the_verdict_standing() -> None:
+    recognizer = WordsRecognizer("how late is the kitchen open", ("how late is the kitchen",))
+    speech = speech_input(ScriptedTurnDetector(0.97), recognizer)
+    await say(speech, 800)
+    silent_ms, done = await silence_until_done(speech)
+    assert silent_ms == 220 and done.ended_by == "complete"
+
+
 async def test_a_complete_verdict_waits_for_the_early_final_it_reads() -> None:
     recognizer = WordsRecognizer(None)  # the early final is still running
     time = RealTime()
@@ -74,14 +95,28 @@ async def test_a_complete_verdict_waits_for_the_early_final_it_reads() -> None:
     assert done is not None and done.ended_by == "complete"
 
 
-async def test_an_early_final_later_than_the_fixed_silence_is_not_waited_for() -> None:
+async def test_an_early_final_still_running_past_the_fixed_silence_is_waited_for() -> None:
+    """The final transcript waits for that same pass: reading its words costs no time."""
+    recognizer = WordsRecognizer(None)
+    time = RealTime()
+    speech = speech_input(ScriptedTurnDetector(0.97), recognizer, clock=AudioClock(now=time))
+    await say(speech, 800, time)
+    for _ in range(900 // 20):  # past vad.end_silence_ms (600)
+        assert await feed(speech, SILENCE, time) is None
+    recognizer.streams[0].early = "do you have any"
+    for _ in range(300 // 20):  # "complete", overruled: listening on
+        assert await feed(speech, SILENCE, time) is None
+    assert speech.end_of_turn.overruled == 1
+
+
+async def test_an_early_final_never_ready_is_waited_for_up_to_the_longest_silence() -> None:
     time = RealTime()
     speech = speech_input(
         ScriptedTurnDetector(0.97), WordsRecognizer(None), clock=AudioClock(now=time)
     )
     await say(speech, 800, time)
     silent_ms, done = await silence_until_done(speech, time=time)
-    assert silent_ms == 600 and done.ended_by == "complete"  # vad.end_silence_ms
+    assert silent_ms == 1500 and done.ended_by == "complete"  # turn.max_silence_ms
 
 
 async def test_an_assistant_without_unfinished_words_trusts_the_detector() -> None:

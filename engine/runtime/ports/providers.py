@@ -214,7 +214,16 @@ class ReadsEarlyFinal(Protocol):
     """
 
     def early_text(self) -> str | None:
-        """The early final pass's text; None while it runs; "" when there is none.
+        """The early final pass's text; None while it runs; "" when there is none (or it
+        will not be ready in time: the final will not wait for it either).
+
+        Never waits.
+        """
+        ...
+
+    def early_alternatives(self) -> tuple[str, ...]:
+        """Other likely readings of the early final's text (its last word heard another
+        way, or not there: audio cut at a pause often gets a word added); () if none.
 
         Never waits.
         """
