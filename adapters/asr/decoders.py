@@ -75,6 +75,7 @@ _DITHER = (np.random.default_rng(1).integers(0, 4, 48_000) == 0).astype(np.int32
 # pocketsphinx's live CMN: a mean that is set counts as _CMN_WIN frames of history, and
 # past _CMN_WIN_HWM frames the history is scaled back to _CMN_WIN (cmn_live.c).
 _CMN_WIN, _CMN_WIN_HWM, _FRAME_BYTES = 500, 800, 320
+_MIN_WORD_FRAMES = 6  # 60 ms: a word of a confirmed phrase is at least this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,12 +364,27 @@ def confirm_pass(
     def run(decoder: Any) -> Outcome:
         decoder.set_cmn(outcome.grammar_mean)
         heard = _decode(pool, decoder, _TRIGRAM_SEARCH, audio, stopped)
-        if heard != outcome.recognition.text:
+        if heard != outcome.recognition.text or _has_too_short_word(decoder):
             return outcome
         sure = Recognition(heard, CONFIDENCE_CONFIRMED, SOURCE)
         return dataclasses.replace(outcome, recognition=sure, confirmed=True)
 
     return _borrowed(pool, run)
+
+
+def _has_too_short_word(decoder: Any) -> bool:
+    """A word of the decoder's last hypothesis is shorter than anyone says it.
+
+    Both searches can squeeze a short phrase into a short sound: an "mm hmm" on an 8 kHz
+    line came out as "when are you open" with "are" 40 ms long. Spoken phrases' shortest
+    words ("a", "to") took 80 ms and more on the accuracy clips.
+    """
+    for segment in decoder.seg():
+        if segment.word.startswith(("<", "[")):
+            continue  # silence and fillers
+        if segment.end_frame - segment.start_frame + 1 < _MIN_WORD_FRAMES:
+            return True
+    return False
 
 
 def choice_pass(

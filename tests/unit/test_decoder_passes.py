@@ -6,10 +6,23 @@ how loaded the process is and in which order the jobs ran must not change a tran
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from adapters.asr.decoders import DecoderPool, DecoderPools, dithered, final_pass
-from tests.helpers.speech import synthesize_16k, telephone_line
+import pytest
+import yaml
+
+from adapters.asr.decoders import (
+    DecoderPool,
+    DecoderPools,
+    Outcome,
+    confirm_pass,
+    dithered,
+    final_pass,
+)
+from engine.audio.codec import InputConverter
+from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.settings import DEFAULT_AGENTS_DIR
+from tests.helpers.speech import spoken, synthesize_16k, telephone_line
 from tests.integration.test_vad_asr import PHRASES
 
 
@@ -57,3 +70,36 @@ def test_the_dither_is_the_same_for_the_same_place_in_the_utterance() -> None:
     assert whole != pcm  # it does add something
     loud = (32767).to_bytes(2, "little", signed=True) * 100
     assert dithered(loud, 0) == loud  # and never wraps around
+
+
+@pytest.fixture(scope="module")
+def demo_pool() -> DecoderPool:
+    """The bundled assistant's phrases (where "mm hmm" once passed for a phrase)."""
+    phrases = yaml.safe_load((DEFAULT_AGENTS_DIR / "default.yaml").read_text())["asr"]["phrases"]
+    return DecoderPools(max_idle=2).pool_for(tuple(phrases))
+
+
+def on_a_phone_line(text: str) -> bytes:
+    """``text`` spoken over 8 kHz mu-law, as the engine gets it (16 kHz PCM16)."""
+    fmt = AudioFormat(AudioEncoding.MULAW, 8000)
+    wire = asyncio.run(spoken(text, fmt, lead_ms=300, tail_ms=300, voice="en-us+f3"))
+    return InputConverter(fmt).process(wire)
+
+
+def confirmed(pool: DecoderPool, audio: bytes) -> Outcome:
+    return confirm_pass(pool, final_pass(pool, audio, True, None, never), audio, never)
+
+
+def test_a_listed_phrase_that_both_searches_hear_is_confirmed(demo_pool: DecoderPool) -> None:
+    outcome = confirmed(demo_pool, on_a_phone_line("when are you open"))
+    assert outcome.confirmed and outcome.recognition.text == "when are you open"
+    assert outcome.recognition.confidence >= 0.95
+
+
+def test_an_acknowledgement_squeezed_into_a_phrase_is_not_confirmed(
+    demo_pool: DecoderPool,
+) -> None:
+    # Both searches make "when are you open" of it, with a 40 ms "are".
+    outcome = confirmed(demo_pool, on_a_phone_line("mm hmm"))
+    assert not outcome.confirmed
+    assert outcome.recognition.confidence < 0.95
