@@ -164,6 +164,9 @@ class EarlyFinalStream(ScriptedStream):
     def early_text(self) -> str | None:
         return self._early if self._silent else None
 
+    def early_alternatives(self) -> tuple[str, ...]:
+        return ()
+
 
 class ScriptedSpeech:
     """Each utterance is heard as the next (streaming hypothesis, final[, early final])."""
