@@ -95,17 +95,22 @@ async def test_a_noise_during_the_reply_resumes_it_from_what_was_not_heard(
     ]
 
 
-async def test_an_acknowledgement_during_the_reply_does_not_interrupt_it(
-    tmp_path: Path, start_server: StartServer
-) -> None:
-    client = await _reply_playing(tmp_path, start_server)
-    await _speak_over(client, HEARD.index("mm hmm"))
+async def _the_reply_went_on_untouched(client: ConverseClient) -> None:
+    """The caller hangs up; the reply was never interrupted or resumed, and ended whole."""
     client.close_requests()
     rest = await client.drain()
     kinds = [m.WhichOneof("event") for m in rest]
     assert "interrupted" not in kinds and "response_resumed" not in kinds
     [done] = [m.response_done for m in rest if m.WhichOneof("event") == "response_done"]
     assert done.status == pb.RESPONSE_STATUS_COMPLETED and done.text.strip() == REPLY
+
+
+async def test_an_acknowledgement_during_the_reply_does_not_interrupt_it(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    client = await _reply_playing(tmp_path, start_server)
+    await _speak_over(client, HEARD.index("mm hmm"))
+    await _the_reply_went_on_untouched(client)
 
 
 async def test_a_real_interruption_cuts_the_reply_and_is_answered(
@@ -128,9 +133,4 @@ async def test_a_sound_without_a_voice_is_neither_a_barge_in_nor_a_turn(
     client = await _reply_playing(tmp_path, start_server)
     # A cough that the recognizer hears as words, as Whisper does with "thank you".
     await _speak_over(client, HEARD.index("thank you"), voice=False)
-    client.close_requests()
-    rest = await client.drain()
-    kinds = [m.WhichOneof("event") for m in rest]
-    assert "interrupted" not in kinds and "response_resumed" not in kinds
-    [done] = [m.response_done for m in rest if m.WhichOneof("event") == "response_done"]
-    assert done.status == pb.RESPONSE_STATUS_COMPLETED and done.text.strip() == REPLY
+    await _the_reply_went_on_untouched(client)
