@@ -94,11 +94,18 @@ async def execute_tool_over_http(
         reraise=True,
     )
     label = f"tool {invocation.name!r} of call {invocation.call_id}"
+    last: _TransientToolFailure | None = None  # what the backend last did
     try:
         async for attempt in retrying:
             with attempt:
                 limit = min(attempt_timeout_sec, deadline - loop.time())
-                result = await _attempt(client, invocation, limit)
+                if limit < _MIN_ATTEMPT_SEC and last is not None:
+                    raise last  # the backoff ran into the deadline: its last answer stands
+                try:
+                    result = await _attempt(client, invocation, limit)
+                except _TransientToolFailure as failure:
+                    last = failure
+                    raise
     except _TransientToolFailure as exc:
         attempts = retrying.statistics.get("attempt_number", 1)
         outcome: Literal["timeout", "unavailable"] = "timeout" if exc.timed_out else "unavailable"
