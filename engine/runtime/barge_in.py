@@ -20,10 +20,10 @@ from typing import Generic, Protocol, TypeVar
 
 from engine.runtime.assistant import InterruptionSettings
 
-# What recognizers make of breath, coughs and clicks: not words.
-FILLERS = frozenset(
-    {"a", "ah", "eh", "er", "uh", "um", "oh", "hm", "mm", "the", "huh", "sh", "shh"}
-)
+# What recognizers make of breath, coughs and clicks: not words. Not "oh": it is what
+# Whisper makes of a clipped "stop" or "no" on a telephone line now and then, and a
+# caller's own "oh" starts a correction as often as not ("oh, wait").
+FILLERS = frozenset({"a", "ah", "eh", "er", "uh", "um", "hm", "mm", "the", "huh", "sh", "shh"})
 _WORD = re.compile(r"[a-z0-9']+")
 # Less of the speech than this with a pitch, and it is no voice: a cough, a knock, hiss.
 # Whatever the recognizer makes of it (a grammar forces phrase words on any sound, and

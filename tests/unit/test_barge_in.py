@@ -35,12 +35,12 @@ def test_acknowledgements_are_backchannels(text: str) -> None:
     assert JUDGE.sound(text) is Sound.BACKCHANNEL
 
 
-@pytest.mark.parametrize("text", ["", "uh", "a", "  oh. ", "Shh."])
+@pytest.mark.parametrize("text", ["", "uh", "a", "  ah. ", "Shh."])
 def test_nothing_or_fillers_are_noise(text: str) -> None:
     assert JUDGE.sound(text) is Sound.NOISE
 
 
-@pytest.mark.parametrize("text", ["wait", "stop", "no, no", "okay but when do you close"])
+@pytest.mark.parametrize("text", ["wait", "stop", "no, no", "okay but when do you close", "Oh."])
 def test_anything_else_is_words(text: str) -> None:
     assert JUDGE.sound(text) is Sound.WORDS
 
