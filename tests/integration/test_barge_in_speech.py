@@ -13,6 +13,8 @@ from voiceengine.v1 import converse_pb2 as pb
 
 from engine.audio.codec import mulaw_encode
 from engine.audio.formats import AudioEncoding, AudioFormat
+from engine.runtime.assistant import InterruptionSettings
+from engine.runtime.barge_in import BargeInJudge, Sound
 from tests.conftest import StartEngine
 from tests.helpers.converse import ConverseClient
 from tests.helpers.speech import chunks, silence, spoken
@@ -21,6 +23,7 @@ ChannelTo = Callable[[str], grpc.aio.Channel]
 LINE = AudioFormat(AudioEncoding.MULAW, 8000)
 WIRE = pb.AudioFormat(encoding=pb.AUDIO_ENCODING_MULAW, sample_rate_hz=8000)
 CHUNK_MS = 40
+JUDGE = BargeInJudge(InterruptionSettings())
 
 
 def _cough() -> bytes:
@@ -68,7 +71,9 @@ async def test_a_caller_who_says_stop_on_a_phone_line_stops_the_assistant(
     final = await client.until("transcript")
     while not final.transcript.is_final:
         final = await client.until("transcript")
-    assert final.transcript.text == word
+    # Words, so the cut stands: the word itself, or what Whisper tiny makes of the m3
+    # telephone "stop" in some runs ("oh", a word too).
+    assert JUDGE.sound(final.transcript.text) is Sound.WORDS, final.transcript.text
     assert "response_resumed" not in [m.WhichOneof("event") for m in client.received]
 
 
