@@ -232,7 +232,7 @@ def decode_slices(
     decoder: Any,
     audio: bytes,
     offset: int,
-    stopped: Callable[[], bool] = lambda: False,
+    stopped: Callable[[], bool],
 ) -> int:
     """Feed ``audio`` (from byte ``offset`` of the utterance) in 100 ms slices; the bytes
     fed, fewer than ``audio`` when the job was withdrawn between two slices."""

@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TypeVar
 
 from adapters.asr.decoders import CONFIDENCE_CONFIRMED, Outcome
 from adapters.asr.domain_model import words
@@ -48,6 +49,7 @@ from engine.runtime.ports.providers import Recognition, RecognitionStream
 __all__ = ["INTERRUPTIONS", "HybridRecognizer", "phrase_prompt"]
 
 _log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 # pocketsphinx has no posterior (priors only), so its final standing in for Whisper's is
 # reported as a guess: its prior scaled below any assistant's unsure threshold.
@@ -126,11 +128,17 @@ def _confidence(heard: WhisperResult) -> float:
     return round(min(1.0, math.exp(heard.avg_logprob)), 3)
 
 
+def _settled(future: asyncio.Future[_R] | Future[_R] | None) -> _R | None:
+    """A pass's result once it is done; None while it runs, or if withdrawn or failed."""
+    if future is None or not future.done() or future.cancelled():
+        return None
+    return None if future.exception() is not None else future.result()
+
+
 def _is_confirmed(early: asyncio.Future[Outcome]) -> bool:
     """The grammar pass is done and the phrase trigram heard its phrase too."""
-    if not early.done() or early.cancelled() or early.exception() is not None:
-        return False
-    return early.result().confirmed
+    outcome = _settled(early)
+    return outcome is not None and outcome.confirmed
 
 
 def _withdraw_if_confirmed(early: asyncio.Future[Outcome], whisper: Future[WhisperResult]) -> None:
@@ -204,9 +212,8 @@ class _HybridStream:
         early = self._pass
         if early is not None and not early.done():
             return None if early.running() else ""
-        if early is None or early.cancelled() or early.exception() is not None:
-            return ""
-        return " ".join(words(early.result().text))
+        heard = _settled(early)
+        return "" if heard is None else " ".join(words(heard.text))
 
     def early_alternatives(self) -> tuple[str, ...]:
         """ReadsEarlyFinal: the early pass's text with a last word Whisper also found
@@ -215,10 +222,9 @@ class _HybridStream:
         grammar = self._live.early_final()
         if grammar is not None and _is_confirmed(grammar):
             return ()
-        early = self._pass
-        if early is None or not early.done() or early.cancelled() or early.exception():
+        heard = _settled(self._pass)
+        if heard is None:
             return ()
-        heard = early.result()
         return other_readings(heard.text, heard.last_word_rivals, _RIVAL_MIN)
 
     async def finish(self) -> Recognition:
@@ -283,10 +289,10 @@ class _HybridStream:
         are you located") is a mishearing of it. A sentence that adds or drops a word is
         left to the audio to choose (it may say more than the phrase).
         """
-        early = self._live.early_final()
-        if early is None or not early.done() or early.cancelled() or early.exception():
+        outcome = _settled(self._live.early_final())
+        if outcome is None:
             return None
-        heard = early.result().recognition.text
+        heard = outcome.recognition.text
         if heard not in rivals or len(heard.split()) != len(text.split()):
             return None
         return heard
