@@ -30,9 +30,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,6 +270,7 @@ async def run_level(
         await asyncio.sleep(WARM_UP_SEC)  # every background call is up and talking
     outcomes: list[Outcome] = []
     pid = engine.proc.pid
+    counted = recognizer_counters(args.metrics_port)
     try:
         for call in planned:
             if time.monotonic() > args.deadline:
@@ -283,7 +286,26 @@ async def run_level(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(background.pid, signal.SIGTERM)
             background.wait(30)
+    after = recognizer_counters(args.metrics_port)
+    changed = {k: round(v - counted.get(k, 0.0)) for k, v in after.items()}
+    print(
+        f"recognizer at {level} calls per core (all calls):",
+        ", ".join(f"{k} {v}" for k, v in sorted(changed.items()) if v),
+    )
     return outcomes
+
+
+def recognizer_counters(port: int) -> dict[str, float]:
+    """The engine's recognizer counters (finals by source, Whisper pool) from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("voiceengine_asr_hybrid_total", "voiceengine_whisper_pool_")):
+            name, value = line.rsplit(" ", 1)
+            if "pending" not in name and "workers" not in name:
+                found[name.replace("voiceengine_", "")] = float(value)
+    return found
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -295,9 +317,14 @@ async def main(args: argparse.Namespace) -> None:
     pinned = f", engine on CPUs {args.engine_cpus}" if args.calls_per_core else ""
     print(f"{machine()}\n{len(planned)} calls planned per level {levels}, one at a time{pinned}")
     args.deadline = time.monotonic() + args.max_sec
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        args.metrics_port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         engine = await spawn_engine(
             REPO,
+            ENGINE_METRICS_HOST="127.0.0.1",
+            ENGINE_METRICS_PORT=str(args.metrics_port),
             cpus=args.engine_cpus if args.calls_per_core else "",
             ASSISTANT_LOCAL_CONFIG_DIR=str(agents_dir(Path(tmp))),
             HISTORY_SPOOL_PATH="",

@@ -14,18 +14,22 @@ No added latency: Whisper starts when the end silence begins (``silence_began``,
 the speech input ~160 ms into the silence) and runs during the rest of the wait; if the
 caller speaks again the pass is withdrawn (or its result dropped) and starts over at the
 next silence. ``finish()`` then usually finds the result ready. pocketsphinx's own final
-pass (the fallback) starts at the same moment; it costs about a seventh of Whisper's.
+pass starts at the same moment; it costs about a seventh of Whisper's, and when it and the
+phrase trigram agree on a listed phrase, that is the final and Whisper is not needed.
+
+Whisper is spent where it matters. While every worker is busy (other calls' passes), the
+pass is asked for only once the grammar pass has not confirmed a listed phrase, and a pass
+whose caller has reached the end of the turn goes before passes begun in a silence. It is
+waited for up to ``final_wait_ms`` after the caller reaches the end of the turn (audio sent
+ahead of real time adds its lead: its caller is not waiting yet).
 
 Fallbacks, each counted in the runtime's counters (``recognizer_stats()``): the shared
-Whisper pool is saturated (``refused``, or the turn ends while its pass, started in the
-silence, still waits for a worker), Whisper failed (``failed``), or its result was not
-ready within ``final_wait_ms`` of the caller reaching the end of the turn (``late``; 50 ms
-at most while other calls' passes wait for a worker; audio sent ahead of real time adds
-its lead: its caller is not waiting yet). Then the turn gets pocketsphinx's grammar final,
-usually ready by then, so an overloaded host answers on time from the phrase grammar
-rather than late (the share of Whisper finals falls as load rises: watch the fallback
-counters). Whisper's "no speech" verdict (no text) is trusted: VAD-triggering noise then
-produces no turn rather than a phrase it resembles.
+Whisper pool is saturated (``refused``, or the passes before this one would take longer
+than the wait at the pool's recent pace), Whisper failed (``failed``), or its result was
+not ready in time (``late``). Then the turn gets pocketsphinx's grammar final, usually
+ready by then, reported as a guess (the assistant asks again) unless confirmed. Whisper's
+"no speech" verdict (no text) is trusted: VAD-triggering noise then produces no turn
+rather than a phrase it resembles.
 """
 
 from __future__ import annotations
@@ -54,10 +58,6 @@ _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 # pocketsphinx has no posterior (priors only), so its final standing in for Whisper's is
 # reported as a guess: its prior scaled below any assistant's unsure threshold.
 _FALLBACK_DISCOUNT = 0.4
-# A pass still waiting for a worker this long after it was queued means the pool is busy.
-_QUEUED_TOO_LONG_S = 0.1
-# The most a turn waits for a running pass while other passes queue behind it.
-_BUSY_FINAL_WAIT_S = 0.05
 # Another last word (or none) that Whisper found at least this likely is a reading the end
 # of turn weighs too: the rivals of complete questions' last words stayed under 0.08, the
 # endings Whisper put on sentences cut at a pause ("a table for it") left the true one
@@ -171,7 +171,6 @@ class _HybridStream:
         self._vocabulary = vocabulary
         self._audio = bytearray()
         self._pass: Future[WhisperResult] | None = None
-        self._submitted_at = 0.0
         self._refused = False
         self._done = False
 
@@ -185,11 +184,28 @@ class _HybridStream:
 
     def silence_began(self) -> None:
         self._live.silence_began()  # the grammar pass, begun early too
+        early = self._live.early_final()
         if self._pass is None and not self._done:
+            if early is not None and not self._pool().idle():
+                self._ask_whisper_unless_confirmed(early)
+                return
             self._start_pass()
-        early, whisper = self._live.early_final(), self._pass
+        whisper = self._pass
         if early is not None and whisper is not None:
             early.add_done_callback(lambda done: _withdraw_if_confirmed(done, whisper))
+
+    def _ask_whisper_unless_confirmed(self, early: asyncio.Future[Outcome]) -> None:
+        """With every Whisper worker busy, start the pass only once the grammar pass has
+        not confirmed a listed phrase: most callers say one, and a pass begun for nothing
+        would take a worker from a caller who needs it."""
+
+        def after_grammar(done: asyncio.Future[Outcome]) -> None:
+            if self._done or self._pass is not None or self._live.early_final() is not done:
+                return  # the turn ended (finish asks), or the caller spoke again
+            if not _is_confirmed(done):
+                self._start_pass()
+
+        early.add_done_callback(after_grammar)
 
     def speech_resumed(self) -> None:
         self._live.speech_resumed()
@@ -201,17 +217,23 @@ class _HybridStream:
 
     def early_text(self) -> str | None:
         """ReadsEarlyFinal: the early Whisper pass's words (a confirmed grammar phrase's,
-        if that came first); None while it runs, "" if none.
+        if that came first); None while they are coming, "" if there are none.
 
-        A pass still waiting for a worker (asked for well before the turn check) counts as
-        none: the pool is short of CPU, and the final will not wait for it either.
+        They are coming while the pass runs or waits for a worker (if the pool's pace says
+        it will be done within ``final_wait_ms``), and while the grammar pass decides
+        whether Whisper is needed at all: the final transcript waits for the same pass, so
+        the end of the turn waiting for its words costs the caller nothing. A pass the
+        pool refused, or one too far behind, gives none.
         """
         grammar = self._live.early_final()
         if grammar is not None and _is_confirmed(grammar):
             return grammar.result().recognition.text
         early = self._pass
-        if early is not None and not early.done():
-            return None if early.running() else ""
+        if early is None:
+            # asked for once the grammar pass has not confirmed (unless the pool refused)
+            return None if grammar is not None and not self._refused else ""
+        if not early.done():
+            return None if self._pool().eta(early) <= self._final_wait_s else ""
         heard = _settled(early)
         return "" if heard is None else " ".join(words(heard.text))
 
@@ -234,24 +256,21 @@ class _HybridStream:
         """FinishesInCallerTime: ``final_wait_ms`` counts from when the caller is at the
         end of the turn; audio sent ahead of real time gives Whisper that lead too."""
         self._done = True
-        now = time.monotonic()
-        lead = max(0.0, caller_at_end - now)
-        started_early = (
-            self._pass is not None and lead == 0 and now - self._submitted_at >= _QUEUED_TOO_LONG_S
-        )
-        if self._pass is None and not self._refused:
+        lead = max(0.0, caller_at_end - time.monotonic())
+        if self._pass is None and not self._refused and self._whisper_now():
             self._start_pass()
-        whisper = asyncio.wrap_future(self._pass) if self._pass is not None else None
         try:
             waited = time.monotonic()
             if await self._confirmed_first(self._final_wait_s + lead):
                 self._counters.add("grammar_confirmed")
                 return await self._live.finish()  # the confirmed phrase (its pass is done)
             lead -= time.monotonic() - waited  # the wait for Whisper's result began then
-            heard = await self._whisper_result(whisper, started_early, lead)
+            if self._pass is None and not self._refused:
+                self._start_pass()  # the grammar did not confirm: Whisper's turn
+            heard = await self._whisper_result(lead)
         finally:
-            if whisper is not None and not whisper.done():
-                whisper.cancel()  # withdraws a request still queued
+            if self._pass is not None and not self._pass.done():
+                self._pass.cancel()  # withdraws a request still queued
             self._audio = bytearray()
         if heard is None:
             # Short of CPU, or Whisper failed: pocketsphinx's grammar pass, begun in the
@@ -337,7 +356,6 @@ class _HybridStream:
 
     def _start_pass(self) -> None:
         self._pass = self._pool().submit(bytes(self._audio), self._prompt)
-        self._submitted_at = time.monotonic()
         self._refused = self._pass is None
 
     async def _confirmed_first(self, within_s: float) -> bool:
@@ -350,31 +368,45 @@ class _HybridStream:
         await asyncio.wait({early}, timeout=max(0.0, within_s))
         return _is_confirmed(early)
 
-    async def _whisper_result(
-        self, whisper: asyncio.Future[WhisperResult] | None, started_early: bool, lead: float
-    ) -> WhisperResult | None:
-        """Whisper's result, or None (counted) to fall back to pocketsphinx's final."""
-        if self._pass is None or whisper is None:
+    def _whisper_now(self) -> bool:
+        """Whether to ask Whisper before the grammar pass has said whether it confirms: when
+        there is no grammar pass, or a worker is free (the two passes then run together)."""
+        return self._live.early_final() is None or self._pool().idle()
+
+    async def _whisper_result(self, lead: float) -> WhisperResult | None:
+        """Whisper's result, or None (counted) to fall back to pocketsphinx's final.
+
+        The caller is waiting now, so a pass still queued goes before every pass begun in
+        a silence. It is waited for up to ``final_wait_ms`` (plus the audio's lead) unless
+        the pool's recent pace says it cannot be done by then: the grammar's final is then
+        given at once rather than after a wait that would not help.
+        """
+        if self._pass is None:
             self._counters.add("fallback_saturated")
             return None
-        queued = not self._pass.running() and not self._pass.done()
-        if started_early and queued and self._pass.cancel():
-            # The turn has ended and no worker has taken the pass in the silence (the pool
-            # is busy with other calls'): a whole Whisper pass cannot finish within the
-            # wait, so withdraw it and fall back now instead of after ``final_wait_ms``.
-            # At low load a free worker takes the pass within milliseconds.
-            self._pass = None
-            self._counters.add("fallback_saturated")
+        pool = self._pool()
+        wait = self._final_wait_s + lead
+        pool.expedite(self._pass)
+        eta = pool.eta(self._pass)
+        if eta > wait:
+            _log.debug("hybrid: Whisper's result due in %.2f s: the grammar's now", eta)
+            if self._pass.cancel():
+                self._pass = None
+                self._counters.add("fallback_saturated")
+            else:
+                self._counters.add("fallback_late")
             return None
-        wait = self._final_wait_s
-        if self._pass.running() and self._pool().stats().pending:
-            # Other calls' passes wait for a worker: Whisper is short of CPU, so this
-            # running pass is slow too; waiting the full final_wait_ms would only add
-            # that much to the turn (and to everyone's behind it).
-            wait = min(wait, _BUSY_FINAL_WAIT_S)
-        wait += lead  # the caller is not waiting yet
+        whisper = asyncio.wrap_future(self._pass)
+        began = time.monotonic()
         try:
             done, _ = await asyncio.wait({whisper}, timeout=max(0.0, wait))
+            _log.debug(
+                "hybrid: waited %.0f ms for Whisper (%s; due in %.2f s, a pass %.2f s)",
+                (time.monotonic() - began) * 1000,
+                "done" if done else "late",
+                eta,
+                pool.pass_sec(),
+            )
             if not done:
                 self._counters.add("fallback_late")
                 return None

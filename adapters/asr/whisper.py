@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -269,11 +270,19 @@ class _Request:
     future: Future[WhisperResult]
 
 
+# Recent passes' wall time weighs this much in the estimate of the next one's.
+_PASS_SEC_WEIGHT = 0.2
+_FIRST_PASS_SEC = 0.3  # the estimate before any pass ran: a few seconds of speech, idle
+
+
 class WhisperPool:
     """A bounded pool of threads transcribing with one shared :class:`WhisperModel`.
 
     ``workers`` threads each take up to ``max_batch`` waiting requests as one batch.
     At most ``max_pending`` requests wait; beyond that ``submit`` refuses (returns None).
+    Requests are taken first come, first served, except those ``expedite`` puts first: a
+    caller already waiting for its transcript goes before passes begun in a silence that
+    may never be needed.
     """
 
     def __init__(
@@ -295,6 +304,10 @@ class WhisperPool:
         self._max_batch = max_batch
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
+        # worker index -> when its batch began, and the batch's futures
+        self._running: dict[int, tuple[float, list[Future[WhisperResult]]]] = {}
+        self._expedited = 0  # the queue's first requests, put there by expedite()
+        self._pass_sec = _FIRST_PASS_SEC  # a pass's recent wall time (moving average)
         self._closed = False
         self._counts = dict.fromkeys(
             ("submitted", "completed", "failed", "refused", "cancelled", "batches"), 0
@@ -330,6 +343,53 @@ class WhisperPool:
             self._cond.notify()
         return future
 
+    def idle(self) -> bool:
+        """True when a worker is free and nothing waits: a pass submitted now starts now."""
+        with self._cond:
+            waiting = any(not r.future.cancelled() for r in self._queue)
+            return len(self._running) < self._workers and not waiting
+
+    def expedite(self, future: Future[WhisperResult]) -> int | None:
+        """Put ``future``'s request before every other waiting one (its caller is waiting
+        for it). Returns how many expedited requests are still before it (0: it is next),
+        or None when it no longer waits (taken, done or withdrawn)."""
+        with self._cond:
+            for index, request in enumerate(self._queue):
+                if request.future is future:
+                    if index >= self._expedited:  # not yet among the expedited: join them
+                        del self._queue[index]
+                        index = self._expedited
+                        self._queue.insert(index, request)
+                        self._expedited += 1
+                    return sum(1 for r in list(self._queue)[:index] if not r.future.cancelled())
+            return None
+
+    def pass_sec(self) -> float:
+        """The recent wall time of one pass on this host (a moving average)."""
+        with self._cond:
+            return self._pass_sec
+
+    def eta(self, future: Future[WhisperResult]) -> float:
+        """Seconds until ``future``'s result at the pool's recent pace: what is left of its
+        pass if one runs it; if it waits, the passes before it and its own; 0 once done."""
+        now = time.monotonic()
+        with self._cond:
+            if future.done():
+                return 0.0
+            pace = self._pass_sec
+            left = {i: _left_of(pace, now - began) for i, (began, _) in self._running.items()}
+            for index, (_, batch) in self._running.items():
+                if any(f is future for f in batch):
+                    return left[index]
+            ahead = 0
+            for request in self._queue:
+                if request.future is future:
+                    break
+                ahead += not request.future.cancelled()
+            busy = len(self._running) >= self._workers
+            first_free = min(left.values(), default=0.0) if busy else 0.0
+            return first_free + pace * (ahead // self._workers + 1)
+
     def stats(self) -> WhisperStats:
         with self._cond:
             pending = sum(1 for r in self._queue if not r.future.cancelled())
@@ -343,18 +403,20 @@ class WhisperPool:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def _take(self) -> list[_Request] | None:
+    def _take(self, index: int) -> list[_Request] | None:
         with self._cond:
             while True:
                 batch: list[_Request] = []
                 while self._queue and len(batch) < self._max_batch:
                     request = self._queue.popleft()
+                    self._expedited = max(0, self._expedited - 1)
                     if request.future.set_running_or_notify_cancel():
                         batch.append(request)
                     else:
                         self._counts["cancelled"] += 1
                 if batch:
                     self._counts["batches"] += 1
+                    self._running[index] = (time.monotonic(), [r.future for r in batch])
                     return batch
                 if self._closed:
                     return None
@@ -371,30 +433,43 @@ class WhisperPool:
             finally:
                 self._loaded.set()
         self._loaded.wait()
-        while (batch := self._take()) is not None:
+        while (batch := self._take(index)) is not None:
             try:
-                if self._model is None:
-                    raise RuntimeError(f"whisper: no model ({self._load_error})")
-                model = self._model
-                longest = max(len(r.pcm16k) for r in batch) // 2
-                frames = window_frames(longest) if self._short_windows else 3000
-                features = [log_mel(r.pcm16k)[:, :frames] for r in batch]
-                prompts = [model.prompt_tokens(r.prompt) for r in batch]
-                results = model.transcribe_batch(
-                    features, prompts, audio_sec=longest / SAMPLE_RATE_HZ
-                )
-            except Exception as exc:
-                if self._model is not None:
-                    _log.exception("whisper: a batch of %d failed", len(batch))
+                self._transcribe(batch)
+            finally:
                 with self._cond:
-                    self._counts["failed"] += len(batch)
-                for request in batch:
-                    request.future.set_exception(exc)
-                continue
+                    took = time.monotonic() - self._running.pop(index)[0]
+                    self._pass_sec += _PASS_SEC_WEIGHT * (took - self._pass_sec)
+
+    def _transcribe(self, batch: list[_Request]) -> None:
+        """One batch on this worker; every request's future gets its result or the error."""
+        try:
+            if self._model is None:
+                raise RuntimeError(f"whisper: no model ({self._load_error})")
+            model = self._model
+            longest = max(len(r.pcm16k) for r in batch) // 2
+            frames = window_frames(longest) if self._short_windows else 3000
+            features = [log_mel(r.pcm16k)[:, :frames] for r in batch]
+            prompts = [model.prompt_tokens(r.prompt) for r in batch]
+            results = model.transcribe_batch(features, prompts, audio_sec=longest / SAMPLE_RATE_HZ)
+        except Exception as exc:
+            if self._model is not None:
+                _log.exception("whisper: a batch of %d failed", len(batch))
             with self._cond:
-                self._counts["completed"] += len(batch)
-            for request, result in zip(batch, results, strict=True):
-                request.future.set_result(result)
+                self._counts["failed"] += len(batch)
+            for request in batch:
+                request.future.set_exception(exc)
+            return
+        with self._cond:
+            self._counts["completed"] += len(batch)
+        for request, result in zip(batch, results, strict=True):
+            request.future.set_result(result)
+
+
+def _left_of(pace: float, elapsed: float) -> float:
+    """What is left of a pass running for ``elapsed`` s when passes take ``pace`` s; one
+    already past the pace is taken to be near its end (a tenth of a pass)."""
+    return max(pace - elapsed, pace / 10)
 
 
 _NICE = 10

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,6 +192,72 @@ async def test_a_question_no_phrase_has_still_goes_to_whisper(
     result = await stream.finish()
     assert result.source == "whisper" and result.text.split()[-1] == "sunday"
     assert runtime.stats().grammar_confirmed == before.grammar_confirmed
+
+
+OTHER_CALL = "another caller's question"
+
+
+class _BusyHost:
+    """The real model; a pass prompted with ``OTHER_CALL`` holds the worker until ``free``."""
+
+    def __init__(self, model: WhisperModel) -> None:
+        self._model = model
+        self.free = threading.Event()
+        self._holding = False  # the pass being prepared is the other caller's
+
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        self._holding = prompt == OTHER_CALL
+        return self._model.prompt_tokens(prompt)
+
+    def transcribe_batch(self, *args: object, **kwargs: object) -> object:
+        if self._holding:
+            assert self.free.wait(60), "the test never freed the worker"
+        return self._model.transcribe_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def busy(model: WhisperModel) -> Iterator[tuple[WhisperPool, _BusyHost]]:
+    """A one-worker pool whose worker is busy with another caller's pass."""
+    host = _BusyHost(model)
+    pool = WhisperPool(lambda: host, workers=1, max_pending=4, max_batch=1)  # type: ignore[arg-type, return-value]
+    other = pool.submit(np.zeros(16_000, dtype="<i2").tobytes(), OTHER_CALL)
+    assert other is not None
+    while pool.stats().batches == 0:  # until the worker has taken it
+        threading.Event().wait(0.01)
+    assert not pool.idle()
+    yield pool, host
+    host.free.set()
+    pool.close()
+
+
+async def test_while_whisper_is_busy_a_phrase_the_grammar_confirms_never_asks_it(
+    runtime: RecognizerRuntime,
+    confirming: PocketsphinxRecognizer,
+    busy: tuple[WhisperPool, _BusyHost],
+) -> None:
+    pool, _ = busy
+    stream = hybrid(runtime, confirming, pool).start_utterance()
+    await feed(stream, await say("what are your opening hours"))
+    stream.silence_began()  # type: ignore[attr-defined]
+    result = await stream.finish()
+    assert (result.text, result.source) == ("what are your opening hours", "grammar")
+    assert pool.stats().submitted == 1  # the other caller's pass only
+
+
+async def test_while_whisper_is_busy_a_question_no_phrase_has_waits_for_it(
+    runtime: RecognizerRuntime,
+    confirming: PocketsphinxRecognizer,
+    busy: tuple[WhisperPool, _BusyHost],
+) -> None:
+    pool, host = busy
+    stream = hybrid(runtime, confirming, pool).start_utterance()
+    await feed(stream, await say("are you open on sunday"))
+    stream.silence_began()  # type: ignore[attr-defined]
+    assert pool.stats().submitted == 1  # asked for once the grammar has not confirmed
+    asyncio.get_running_loop().call_later(0.5, host.free.set)  # the other pass ends
+    result = await stream.finish()
+    assert result.source == "whisper" and result.text.split()[-1] == "sunday"
+    assert pool.stats().submitted == 2
 
 
 async def test_a_failing_model_falls_back_to_the_grammar_and_is_counted(
