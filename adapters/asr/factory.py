@@ -10,8 +10,9 @@
   trigram: the cheapest, less accurate on telephone audio (for very loaded hosts).
 
 ``asr.final_wait_ms`` (whisper only, default 700): how long after the caller reaches the
-end of the turn to wait for a Whisper result still running before using pocketsphinx's
-final (50 ms at most while other calls' passes queue for a worker). 700 ms covers one
+end of the turn to wait for a Whisper result still running or queued before using
+pocketsphinx's final (not at all when the pool's recent pace says the pass cannot be done
+by then). 700 ms covers one
 pass of a several-second question on a loaded 2-core host (330-615 ms measured,
 docs/BENCHMARKS.md): at one call the final is Whisper's, whatever the timing.
 """
