@@ -17,8 +17,9 @@ next silence. ``finish()`` then usually finds the result ready. pocketsphinx's o
 pass starts at the same moment; it costs about a seventh of Whisper's, and when it and the
 phrase trigram agree on a listed phrase, that is the final and Whisper is not needed.
 
-Whisper is spent where it matters. While every worker is busy (other calls' passes), the
-pass is asked for only once the grammar pass has not confirmed a listed phrase, and a pass
+Whisper is spent where it matters. Unless the pool has been quiet for a while (one call or
+a few), the pass is asked for only once the grammar pass has not confirmed a listed phrase
+(a pass begun for a phrase the grammar then confirms takes a worker for nothing), and a pass
 whose caller has reached the end of the turn goes before passes begun in a silence. It is
 waited for up to ``final_wait_ms`` after the caller reaches the end of the turn (audio sent
 ahead of real time adds its lead: its caller is not waiting yet).
@@ -58,6 +59,10 @@ _MAX_KEPT_BYTES = 30 * 32_000  # Whisper hears at most 30 s
 # pocketsphinx has no posterior (priors only), so its final standing in for Whisper's is
 # reported as a guess: its prior scaled below any assistant's unsure threshold.
 _FALLBACK_DISCOUNT = 0.4
+# A Whisper pool that has had no pass for this long serves one call or a few: a pass starts
+# with the silence, beside the grammar pass, for the lowest latency. A pool busier than
+# that waits for the grammar pass to say whether Whisper is needed at all.
+_QUIET_POOL_SEC = 2.0
 # Another last word (or none) that Whisper found at least this likely is a reading the end
 # of turn weighs too: the rivals of complete questions' last words stayed under 0.08, the
 # endings Whisper put on sentences cut at a pause ("a table for it") left the true one
@@ -186,7 +191,7 @@ class _HybridStream:
         self._live.silence_began()  # the grammar pass, begun early too
         early = self._live.early_final()
         if self._pass is None and not self._done:
-            if early is not None and not self._pool().idle():
+            if early is not None and not self._pool().idle(for_sec=_QUIET_POOL_SEC):
                 self._ask_whisper_unless_confirmed(early)
                 return
             self._start_pass()
@@ -195,9 +200,9 @@ class _HybridStream:
             early.add_done_callback(lambda done: _withdraw_if_confirmed(done, whisper))
 
     def _ask_whisper_unless_confirmed(self, early: asyncio.Future[Outcome]) -> None:
-        """With every Whisper worker busy, start the pass only once the grammar pass has
-        not confirmed a listed phrase: most callers say one, and a pass begun for nothing
-        would take a worker from a caller who needs it."""
+        """On a busy pool, start the pass only once the grammar pass has not confirmed a
+        listed phrase: most callers say one, and a pass begun for nothing (it cannot be
+        stopped once it runs) would take a worker from a caller who needs it."""
 
         def after_grammar(done: asyncio.Future[Outcome]) -> None:
             if self._done or self._pass is not None or self._live.early_final() is not done:
@@ -371,7 +376,7 @@ class _HybridStream:
     def _whisper_now(self) -> bool:
         """Whether to ask Whisper before the grammar pass has said whether it confirms: when
         there is no grammar pass, or a worker is free (the two passes then run together)."""
-        return self._live.early_final() is None or self._pool().idle()
+        return self._live.early_final() is None or self._pool().idle(for_sec=_QUIET_POOL_SEC)
 
     async def _whisper_result(self, lead: float) -> WhisperResult | None:
         """Whisper's result, or None (counted) to fall back to pocketsphinx's final.

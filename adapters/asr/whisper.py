@@ -308,6 +308,7 @@ class WhisperPool:
         self._running: dict[int, tuple[float, list[Future[WhisperResult]]]] = {}
         self._expedited = 0  # the queue's first requests, put there by expedite()
         self._pass_sec = _FIRST_PASS_SEC  # a pass's recent wall time (moving average)
+        self._last_end = -math.inf  # when the latest pass ended (monotonic)
         self._closed = False
         self._counts = dict.fromkeys(
             ("submitted", "completed", "failed", "refused", "cancelled", "batches"), 0
@@ -343,11 +344,13 @@ class WhisperPool:
             self._cond.notify()
         return future
 
-    def idle(self) -> bool:
-        """True when a worker is free and nothing waits: a pass submitted now starts now."""
+    def idle(self, *, for_sec: float = 0.0) -> bool:
+        """True when a worker is free, nothing waits (a pass submitted now starts now) and
+        no pass has ended in the last ``for_sec`` seconds."""
         with self._cond:
             waiting = any(not r.future.cancelled() for r in self._queue)
-            return len(self._running) < self._workers and not waiting
+            quiet = time.monotonic() - self._last_end >= for_sec
+            return len(self._running) < self._workers and not waiting and quiet
 
     def expedite(self, future: Future[WhisperResult]) -> int | None:
         """Put ``future``'s request before every other waiting one (its caller is waiting
@@ -438,7 +441,8 @@ class WhisperPool:
                 self._transcribe(batch)
             finally:
                 with self._cond:
-                    took = time.monotonic() - self._running.pop(index)[0]
+                    self._last_end = time.monotonic()
+                    took = self._last_end - self._running.pop(index)[0]
                     self._pass_sec += _PASS_SEC_WEIGHT * (took - self._pass_sec)
 
     def _transcribe(self, batch: list[_Request]) -> None:

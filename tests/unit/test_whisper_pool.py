@@ -143,3 +143,14 @@ def test_a_pass_further_back_is_due_later(held: tuple[WhisperPool, _GatedModel])
     model.gate.set()
     second.result(timeout=30)
     assert pool.eta(second) == 0
+
+
+def test_a_pool_is_quiet_only_some_time_after_its_last_pass(
+    held: tuple[WhisperPool, _GatedModel],
+) -> None:
+    pool, model = held
+    assert not pool.idle()  # a pass runs
+    model.gate.set()
+    _submit(pool, "next").result(timeout=30)
+    assert pool.idle()  # a pass submitted now starts now
+    assert not pool.idle(for_sec=60)  # but the pool is not one that has been quiet
