@@ -242,6 +242,14 @@ class _HybridStream:
         heard = _settled(early)
         return "" if heard is None else " ".join(words(heard.text))
 
+    def phrase_confirmed(self) -> bool | None:
+        """ConfirmsPhrase: the grammar pass begun in the silence and the phrase trigram
+        heard the same listed phrase (None while it runs)."""
+        grammar = self._live.early_final()
+        if grammar is None:
+            return False
+        return _is_confirmed(grammar) if grammar.done() else None
+
     def early_alternatives(self) -> tuple[str, ...]:
         """ReadsEarlyFinal: the early pass's text with a last word Whisper also found
         likely (or without it); () while it runs, when there is none, or when a confirmed

@@ -9,6 +9,10 @@ fixed ``vad.end_silence_ms``. The caller speaking again before the verdict arriv
 moot (dropped). While a check runs the silence alone does not end the turn (the check is
 bounded), so a verdict is never overtaken by audio sent faster than real time.
 
+A listed phrase that the recognizer heard for sure (its grammar and its trigram agree word for
+word) ends the turn at ``turn.check_after_ms`` without a verdict: every listed phrase is a whole
+question, and the check it saves is the largest CPU cost of a turn on a loaded engine.
+
 A "complete" verdict is overruled when the words heard so far end in a word that cannot end
 an English sentence (``turn.unfinished_words``: "for", "the", "and", ...): the acoustic
 model hears a falling pitch, the words say the sentence goes on. The words are the early
@@ -34,6 +38,14 @@ log = logging.getLogger(__name__)
 # The likely readings of what the caller said so far (the best first); None while the
 # recognizer's early final is still coming.
 Words = Callable[[], tuple[str, ...] | None]
+# Whether the recognizer heard one of the assistant's listed phrases for sure (True), did
+# not (False), or is still deciding (None).
+Sure = Callable[[], bool | None]
+
+
+def _not_sure() -> bool | None:
+    return False
+
 
 # A verdict later than this is no use to a caller waiting in the silence: the fixed
 # end silence decides instead.
@@ -48,6 +60,7 @@ class TurnEnd(StrEnum):
     """Why a turn ended on a pause."""
 
     COMPLETE = "complete"  # the detector judged the turn complete
+    PHRASE = "phrase"  # a listed phrase, heard for sure: a whole question
     SILENCE = "silence"  # the fixed end silence (no detector, or it could not answer)
     MAX_SILENCE = "max_silence"  # judged incomplete, but the caller stayed silent
 
@@ -109,14 +122,23 @@ class EndOfTurn:
         if check is not None and not check.done():
             check.cancel()
 
-    def silence(self, silent_ms: int, audio: Callable[[], bytes], words: Words) -> TurnEnd | None:
+    def silence(
+        self, silent_ms: int, audio: Callable[[], bytes], words: Words, sure: Sure = _not_sure
+    ) -> TurnEnd | None:
         """``silent_ms`` of silence so far: why the turn ends now, or None to listen on.
 
         ``audio`` gives the utterance so far, for the detector (called at most once a
         pause); ``words`` the likely readings of what the recognizer has heard so far,
-        None while its early final is still coming (asked after a "complete").
+        None while its early final is still coming (asked after a "complete"); ``sure``
+        whether they are one of the assistant's listed phrases, heard for sure.
         """
         check_after = self.check_after_ms
+        if check_after is not None and silent_ms >= check_after and sure():
+            # Every listed phrase is a whole question, and this one was heard word for
+            # word: no verdict is needed (one still waiting for the detector is withdrawn).
+            self.close()
+            log.debug("turn ended on a listed phrase at %d ms of silence", silent_ms)
+            return TurnEnd.PHRASE
         if check_after is not None and not self._asked and silent_ms >= check_after:
             self._asked = True
             self.checks += 1
@@ -150,9 +172,11 @@ class EndOfTurn:
             return TurnEnd.MAX_SILENCE if self._incomplete else TurnEnd.SILENCE
         return None
 
-    def silence_needed_ms(self, words: Words) -> int:
+    def silence_needed_ms(self, words: Words, sure: Sure = _not_sure) -> int:
         """The silence that ends the turn as things stand, a verdict not yet applied (no
         frame came since it arrived) included: what the clock waits for without audio."""
+        if self.check_after_ms is not None and sure():
+            return self.check_after_ms  # a listed phrase, heard for sure
         check = self._check
         if check is not None and check.done():
             probability = check.result()

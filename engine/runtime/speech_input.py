@@ -22,6 +22,7 @@ from engine.runtime.end_of_turn import EndOfTurn, TurnEnd
 from engine.runtime.events import Event, SpeechStarted, SpeechStopped, Transcript
 from engine.runtime.ports.providers import (
     INPUT_SAMPLE_RATE_HZ,
+    ConfirmsPhrase,
     ContinuesCaller,
     FinishesInCallerTime,
     HearsPitch,
@@ -181,7 +182,7 @@ class SpeechInput:
     def silence_needed_ms(self) -> int:
         """How long without audio ends the turn: ``vad.end_silence_ms``, or
         ``turn.max_silence_ms`` once the detector (or the words) judged it incomplete."""
-        return self._turn.silence_needed_ms(self._words)
+        return self._turn.silence_needed_ms(self._words, self._sure)
 
     def clock_end(self) -> TurnEnd:
         """Why a turn the clock ends (no audio for ``silence_needed_ms``) ended."""
@@ -229,6 +230,11 @@ class SpeechInput:
             return None if early is None else (early, *stream.early_alternatives())
         return (self._last_partial,)
 
+    def _sure(self) -> bool | None:
+        """Whether the recognizer heard a listed phrase for sure (None: still deciding)."""
+        stream = self._stream
+        return stream.phrase_confirmed() if isinstance(stream, ConfirmsPhrase) else False
+
     async def _frame(self, frame: bytes) -> FinishedUtterance | None:
         voiced = self._vad.is_speech(frame)
         self._offset_ms += self._frame_ms
@@ -257,7 +263,9 @@ class SpeechInput:
             if self._silent_run == self._prepare_frames:
                 self._notify_early_final(self._stream, resumed=False)
             silent_ms = self._silent_run * self._frame_ms
-            ended = self._turn.silence(silent_ms, lambda: b"".join(self._recent), self._words)
+            ended = self._turn.silence(
+                silent_ms, lambda: b"".join(self._recent), self._words, self._sure
+            )
             if ended is not None:
                 return await self._finish(ended)
         await self._maybe_interim()

@@ -23,17 +23,25 @@ TURN = TurnSettings(
 
 
 class WordsStream:
-    """A RecognitionStream (PreparesFinal, ReadsEarlyFinal) whose early final a test sets.
+    """A RecognitionStream (PreparesFinal, ReadsEarlyFinal, ConfirmsPhrase) whose early
+    final a test sets.
 
     ``early`` is what ``early_text`` says: None while the early final "runs";
-    ``alternatives`` its other likely readings.
+    ``alternatives`` its other likely readings; ``confirmed`` what ``phrase_confirmed``
+    says (a listed phrase heard for sure; None while deciding).
     """
 
-    def __init__(self, early: str | None = "", alternatives: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        early: str | None = "",
+        alternatives: tuple[str, ...] = (),
+        confirmed: bool | None = False,
+    ) -> None:
         self.prepared = 0  # silence_began calls
         self.fed = 0  # bytes fed
         self.early = early
         self.alternatives = alternatives
+        self.confirmed = confirmed
 
     async def feed(self, pcm16k: bytes) -> None:
         self.fed += len(pcm16k)
@@ -59,17 +67,27 @@ class WordsStream:
     def early_alternatives(self) -> tuple[str, ...]:
         return self.alternatives if self.early is not None else ()
 
+    def phrase_confirmed(self) -> bool | None:
+        return self.confirmed
+
 
 class WordsRecognizer:
-    """Starts WordsStreams whose early final is ``early`` (other readings ``alternatives``)."""
+    """Starts WordsStreams whose early final is ``early`` (other readings ``alternatives``,
+    a listed phrase heard for sure: ``confirmed``)."""
 
-    def __init__(self, early: str | None = "", alternatives: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        early: str | None = "",
+        alternatives: tuple[str, ...] = (),
+        confirmed: bool | None = False,
+    ) -> None:
         self.early = early
         self.alternatives = alternatives
+        self.confirmed = confirmed
         self.streams: list[WordsStream] = []
 
     def start_utterance(self) -> WordsStream:
-        self.streams.append(WordsStream(self.early, self.alternatives))
+        self.streams.append(WordsStream(self.early, self.alternatives, self.confirmed))
         return self.streams[-1]
 
 

@@ -179,6 +179,9 @@ async def test_a_listed_phrase_the_trigram_confirms_needs_no_whisper(
         stream = hybrid(runtime, confirming, saturated_pool).start_utterance()
         await feed(stream, await say(text, voice))
         stream.silence_began()  # type: ignore[attr-defined]
+        assert stream.phrase_confirmed() is None  # type: ignore[attr-defined]
+        await asyncio.wait({stream._live.early_final()}, timeout=60)  # type: ignore[attr-defined]
+        assert stream.phrase_confirmed() is True  # type: ignore[attr-defined]
         result = await stream.finish()
         assert (result.text, result.source) == (text, "grammar")
         assert result.confidence >= 0.95
@@ -194,6 +197,8 @@ async def test_a_question_no_phrase_has_still_goes_to_whisper(
     stream = hybrid(runtime, confirming).start_utterance()
     await feed(stream, await say("are you open on sunday"))
     stream.silence_began()  # type: ignore[attr-defined]
+    await asyncio.wait({stream._live.early_final()}, timeout=60)  # type: ignore[attr-defined]
+    assert stream.phrase_confirmed() is False  # type: ignore[attr-defined]
     result = await stream.finish()
     assert result.source == "whisper" and result.text.split()[-1] == "sunday"
     assert runtime.stats().grammar_confirmed == before.grammar_confirmed

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from engine.runtime.audio_clock import AudioClock
 from engine.runtime.ports.turn import TurnDetectorBusy
 from tests.helpers.fakes import ScriptedTurnDetector
 from tests.helpers.turns import (
     SILENCE,
+    RealTime,
     WordsRecognizer,
     feed,
     say,
@@ -85,3 +89,44 @@ async def test_without_a_detector_the_final_pass_waits_for_a_longer_silence() ->
     assert recognizer.streams[0].prepared == 0
     assert await feed(speech, SILENCE) is None  # 160 ms
     assert recognizer.streams[0].prepared == 1
+
+
+async def test_a_listed_phrase_heard_for_sure_ends_the_turn_without_a_verdict() -> None:
+    detector = ScriptedTurnDetector(0.1)  # would have judged it incomplete
+    speech = speech_input(detector, WordsRecognizer("can i see the menu", confirmed=True))
+    await say(speech, 1000)
+    silent_ms, done = await silence_until_done(speech)
+    assert silent_ms == 200 and done.ended_by == "phrase"
+    assert detector.heard == []  # never asked
+
+
+async def test_a_phrase_heard_for_sure_while_the_check_waits_withdraws_the_check() -> None:
+    detector = ScriptedTurnDetector(0.1, gate=asyncio.Event())  # a saturated detector
+    recognizer = WordsRecognizer("can i see the menu", confirmed=None)  # still deciding
+    time = RealTime()
+    speech = speech_input(detector, recognizer, clock=AudioClock(time))
+    await say(speech, 1000, time)
+    for _ in range(240 // 20):
+        time.tick()
+        assert await speech.feed(SILENCE) is None
+    assert speech.end_of_turn.checks == 1 and speech.end_of_turn.deciding  # asked at 200 ms
+    recognizer.streams[0].confirmed = True
+    time.tick()
+    done = await speech.feed(SILENCE)
+    assert done is not None and done.ended_by == "phrase"
+    assert not speech.end_of_turn.deciding  # the check was withdrawn
+
+
+async def test_a_phrase_not_heard_for_sure_is_left_to_the_detector() -> None:
+    detector = ScriptedTurnDetector(0.2)
+    speech = speech_input(detector, WordsRecognizer("can i see the menu", confirmed=False))
+    await say(speech, 800)
+    silent_ms, done = await silence_until_done(speech)
+    assert silent_ms == 1500 and done.ended_by == "max_silence"
+
+
+async def test_without_a_detector_a_phrase_heard_for_sure_waits_for_the_end_silence() -> None:
+    speech = speech_input(None, WordsRecognizer("can i see the menu", confirmed=True))
+    await say(speech, 800)
+    silent_ms, done = await silence_until_done(speech)
+    assert silent_ms == 600 and done.ended_by == "silence"

@@ -231,6 +231,20 @@ class ReadsEarlyFinal(Protocol):
 
 
 @runtime_checkable
+class ConfirmsPhrase(Protocol):
+    """A RecognitionStream that can tell, once its early final pass is done, that the
+    caller said one of the assistant's listed phrases, heard for sure.
+
+    Optional. The end of turn takes such a phrase as a whole question.
+    """
+
+    def phrase_confirmed(self) -> bool | None:
+        """True: a listed phrase, heard for sure; False: not (or no such pass); None while
+        the pass decides. Never waits."""
+        ...
+
+
+@runtime_checkable
 class FinishesInCallerTime(Protocol):
     """A RecognitionStream whose final may wait while its caller is not waiting yet.
 
