@@ -153,21 +153,22 @@ def run_clients(commands: Sequence[list[str]], timeout_sec: float) -> list[dict[
 
 
 def background_calls(
-    target: str, calls: int, cpus: str | None, *, seed: int, duration_sec: float
+    target: str, calls: int, cpus: str | None, *, seed: int, duration_sec: float, log: Path
 ) -> subprocess.Popen[bytes]:
     """``calls`` callers of the default assistant in the issue-12 pattern (benchmarks/load.py:
     20 ms LINEAR16 16 kHz frames in real time, a listed question of about 1.2 s, the reply,
     a random pause of 1-4 s, again), in one client process of its own session (stop it
-    with ``os.killpg``)."""
+    with ``os.killpg``; its output goes to ``log``, to say why if it stops early)."""
     cmd = [
         sys.executable, str(REPO_ROOT / "benchmarks" / "load.py"), "client", "--target", target,
         "--sessions", str(calls), "--providers", "embedded", "--assistant", "default",
         "--duration-sec", str(duration_sec), "--ramp-sec", "3", "--seed", str(seed),
     ]  # fmt: skip
-    return subprocess.Popen(
-        pinned(cmd, cpus), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=REPO_ROOT, start_new_session=True,
-    )  # fmt: skip
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            pinned(cmd, cpus), stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, start_new_session=True,
+        )  # fmt: skip
 
 
 def wait_for_line(log_path: Path, pattern: re.Pattern[str], proc: subprocess.Popen[bytes],

@@ -31,6 +31,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -264,10 +265,17 @@ async def run_level(
     background = None
     if level > 1:
         budget = max(1.0, args.deadline - time.monotonic())
+        background_log = Path(args.tmp) / f"background-{level}.log"
         background = background_calls(
-            engine.target, level - 1, args.client_cpus, seed=level, duration_sec=budget
+            engine.target,
+            level - 1,
+            args.client_cpus,
+            seed=level,
+            duration_sec=budget,
+            log=background_log,
         )
         await asyncio.sleep(WARM_UP_SEC)  # every background call is up and talking
+        _check_background(background, background_log)
     outcomes: list[Outcome] = []
     pid = engine.proc.pid
     counted = recognizer_counters(args.metrics_port)
@@ -283,6 +291,7 @@ async def run_level(
             outcomes.append(outcome)
     finally:
         if background is not None:
+            _check_background(background, background_log)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(background.pid, signal.SIGTERM)
             background.wait(30)
@@ -293,6 +302,14 @@ async def run_level(
         ", ".join(f"{k} {v}" for k, v in sorted(changed.items()) if v),
     )
     return outcomes
+
+
+def _check_background(background: subprocess.Popen[bytes], log: Path) -> None:
+    """Stop the run if the background calls' client has stopped: the level would be
+    measured without its load."""
+    if background.poll() is not None:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the background calls stopped ({background.returncode}):\n{tail}")
 
 
 def recognizer_counters(port: int) -> dict[str, float]:
@@ -321,6 +338,7 @@ async def main(args: argparse.Namespace) -> None:
         probe.bind(("127.0.0.1", 0))
         args.metrics_port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
         engine = await spawn_engine(
             REPO,
             ENGINE_METRICS_HOST="127.0.0.1",
