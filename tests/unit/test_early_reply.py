@@ -95,6 +95,7 @@ class Llm:
         self.open = 0  # streams not closed yet
         self.tool_for = tool_for
         self.gate: asyncio.Event | None = None
+        self.tool_after: asyncio.Event | None = None  # text, then a call once this is set
 
     async def stream_reply(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
@@ -105,6 +106,11 @@ class Llm:
         try:
             if self.gate is not None and said == "hello":
                 await self.gate.wait()
+            if self.tool_after is not None and said == HEARD and len(self.asked) == 1:
+                yield "Let me check. "
+                await self.tool_after.wait()
+                yield ToolCallRequest("call_1", "book_table", "{}")
+                return
             if said and said == self.tool_for:
                 yield ToolCallRequest("call_1", "book_table", "{}")
                 return
@@ -293,6 +299,20 @@ async def test_a_tool_the_early_reply_asks_for_runs_only_once_the_turn_is_commit
     assert call.llm.asked[:2] == [HEARD, HEARD]
     assert call.tools.ran == ["book_table"]
     assert call.counts == EarlyReplyCounts(started=1, used=0, discarded=1)
+
+
+async def test_a_tool_called_after_the_turn_is_committed_runs_as_in_any_reply() -> None:
+    call = Call()
+    call.llm.tool_after = asyncio.Event()
+    await call.say(speech=10, silence=10)
+    await call.settle()
+    await call.say(speech=0, silence=10)  # the turn ends: the early reply is the answer
+    call.llm.tool_after.set()
+    await call.answered()
+    assert call.tools.ran == ["book_table"]
+    assert call.llm.asked == [HEARD, ""]  # the next round answers the tool's result
+    assert call.said().strip() == "Let me check. " + REPLY
+    assert call.counts == EarlyReplyCounts(started=1, used=1, discarded=0)
 
 
 async def test_off_the_model_is_asked_only_when_the_turn_ends() -> None:
