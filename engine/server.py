@@ -120,6 +120,7 @@ class EngineServer:
         self.metrics = EngineMetrics()
         self.metrics.watch_history(engine.history.counters)
         self.metrics.watch_recognizer(engine.providers.recognizer_stats)
+        self.metrics.watch_early_replies(lambda: engine.sessions.early_replies)
         self.gate = hardening.build_gate(engine.settings, self.metrics)
         self._server = grpc.aio.server(
             interceptors=[self.gate],

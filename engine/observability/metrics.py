@@ -50,6 +50,24 @@ class _HistoryCollector(Collector):
         yield family
 
 
+class _EarlyReplyCollector(Collector):
+    """Early replies (speculations begun while the caller paused) by outcome, at scrape."""
+
+    def __init__(self, counts: Callable[[], object]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "voiceengine_early_replies",
+            "Replies begun while the caller paused: started, used, discarded",
+            labels=["outcome"],
+        )
+        for outcome, value in sorted(_fields(self._counts()).items()):
+            if isinstance(value, int):
+                family.add_metric([outcome], float(value))
+        yield family
+
+
 # Fields of the Whisper pool's stats that are gauges (the rest are monotonic counters).
 _POOL_GAUGES = ("workers", "max_pending", "pending")
 
@@ -175,6 +193,10 @@ class EngineMetrics:
     def watch_recognizer(self, stats: Callable[[], object]) -> None:
         """Export the hybrid recognizer's counters (read at scrape time)."""
         self.registry.register(_RecognizerCollector(stats))
+
+    def watch_early_replies(self, counts: Callable[[], object]) -> None:
+        """Export the sessions' early-reply counts (read at scrape time)."""
+        self.registry.register(_EarlyReplyCollector(counts))
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics in a daemon thread; returns the bound port."""

@@ -93,6 +93,9 @@ class TurnSettings:
     max_silence_ms: int = 1500  # a turn judged incomplete ends after this much silence
     # A "complete" verdict on words ending in one of these is overruled (incomplete).
     unfinished_words: tuple[str, ...] = UNFINISHED_WORDS
+    # Start the reply (model and first sentence's speech) on the early final's words while
+    # the caller pauses; used only when the final has the same words (early_reply.py).
+    early_reply: bool = True
 
     def provider_spec(self) -> ProviderSpec:
         """The detector, as the provider factory takes it."""
@@ -259,7 +262,15 @@ def _turn(doc: Mapping[str, Any], vad: VadSettings, err: Any) -> TurnSettings:
         complete_threshold=_fraction(doc, "turn.complete_threshold", 0.5, err),
         max_silence_ms=longest,
         unfinished_words=_unfinished_words(doc, err),
+        early_reply=_flag(doc, "turn.early_reply", True, err),
     )
+
+
+def _flag(doc: Mapping[str, Any], path: str, default: bool, err: Any) -> bool:
+    value = doc.get(path.rsplit(".", 1)[-1], default)
+    if not isinstance(value, bool):
+        raise err(path, "must be true or false")
+    return value
 
 
 def _interruption_mode(doc: Mapping[str, Any], err: Any) -> str:

@@ -172,6 +172,11 @@ class EndOfTurn:
             return TurnEnd.MAX_SILENCE if self._incomplete else TurnEnd.SILENCE
         return None
 
+    def expects_more(self, readings: tuple[str, ...]) -> bool:
+        """Whether this pause is likely not the end: the detector judged it incomplete, or
+        a likely reading of the words ends in a word no sentence ends with."""
+        return self._incomplete or may_be_unfinished(readings, self._unfinished)
+
     def silence_needed_ms(self, words: Words, sure: Sure = _not_sure) -> int:
         """The silence that ends the turn as things stand, a verdict not yet applied (no
         frame came since it arrived) included: what the clock waits for without audio."""

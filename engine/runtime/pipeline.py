@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from engine.runtime.assistant import AssistantConfig
 from engine.runtime.barge_in import BargeIn, HeldReply, PausableReply, join_text, unheard_remainder
 from engine.runtime.context_window import trim_context
+from engine.runtime.early_reply import EarlyReply, EarlyReplyCounts, Speculation
 from engine.runtime.events import (
     AudioChunk,
     ErrorEvent,
@@ -100,6 +101,7 @@ class DuplexPipeline:
         max_context_messages: int = 50,
         call_id: str = "",
         tool_backend: ToolBackend | None = None,
+        early_counts: EarlyReplyCounts | None = None,
     ) -> None:
         self._max_context_messages = max_context_messages
         self._on_end_call = on_end_call
@@ -126,6 +128,14 @@ class DuplexPipeline:
             context=self._context,
         )
         self._active: _ActiveResponse | None = None
+        self._early = EarlyReply(
+            enabled=config.turn.early_reply,
+            llm=llm,
+            tools=[tool.spec for tool in config.tools],
+            synthesizer=synthesizer,
+            max_context_messages=max_context_messages,
+            counts=early_counts or EarlyReplyCounts(),
+        )
         self._barge_in: BargeIn[_TurnTiming] = BargeIn(
             config.interruption, reply=self._reply, cut=self._cut_held, resume=self._resume
         )
@@ -295,6 +305,7 @@ class DuplexPipeline:
             self._clock.cancel()
         if self._speech is not None:
             self._speech.cancel()
+        await self._early.close()
         await self.interrupt()  # a reply held by a barge-in is settled as interrupted
         # A response that finished generating may still be recording its history entry;
         # let it, so that nothing reaches the history after the call is finalized.
@@ -336,15 +347,20 @@ class DuplexPipeline:
         return self._speech
 
     async def _after_input(self, speech: SpeechInput, finished: FinishedUtterance | None) -> None:
-        """Barge-in judges what the caller says over a reply; a finished turn is answered."""
+        """Barge-in judges what the caller says over a reply; a finished turn is answered;
+        while the caller pauses with nothing else going on, the reply may start early."""
         if speech.speaking:
             await self._barge_in.on_speech(
                 speech.hypothesis, speech.speech_ms, speech.voiced_ms, speech.pitched_ms
             )
+            free = not self._barge_in.engaged and self._tools.idle
+            self._early.pause(speech.likely_final(), self._context, free=free)
         elif finished is None:
             await self._barge_in.on_speech_end(None)
         elif await self._barge_in.on_speech_end(finished.recognition.text, finished.pitched_ms):
             await self._utterance_done(finished)
+        if not speech.speaking:
+            self._early.discard()  # the utterance was no turn (a turn has taken it already)
 
     def _reply(self) -> PausableReply | None:
         return self._active.runner if self._active is not None else None
@@ -376,6 +392,9 @@ class DuplexPipeline:
         # is not answered: the caller is asked again rather than answered on a question
         # they may not have asked. It stays out of the model's context.
         unsure = not typed and heard.confidence < self.config.unsure_confidence
+        # An early reply is the answer only to the words and context it was begun on.
+        sure = None if typed or unsure or not self._tools.idle else heard.text
+        early = self._early.take(sure, self._context)
         if not unsure:
             confidence = None if typed else round(heard.confidence, 3)
             self._context.append(ChatMessage("user", heard.text, confidence=confidence))
@@ -397,8 +416,11 @@ class DuplexPipeline:
             self._start_response(fixed_text(self.config.unsure_reply), timing)
             return
         state = ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
-        turn = ToolTurn(self.config, self._llm, self._tools, self._context, state)
-        self._start_response(turn.items(), timing, state)
+        first_round = early.stream() if early is not None else None
+        turn = ToolTurn(
+            self.config, self._llm, self._tools, self._context, state, first_round=first_round
+        )
+        self._start_response(turn.items(), timing, state, early=early)
 
     def _start_response(
         self,
@@ -407,12 +429,13 @@ class DuplexPipeline:
         state: ResponseState | None = None,
         *,
         heard_before: str = "",
+        early: Speculation | None = None,
     ) -> None:
         state = state or ResponseState(response_id=f"r-{uuid.uuid4().hex[:12]}")
         runner = ResponseRunner(
             state,
             deltas,
-            self._tts,
+            early.speech(self._tts) if early is not None else self._tts,
             self._emit,
             audio_lead_ms=self._audio_lead_ms,
             encoder=self._encoder,
@@ -420,6 +443,8 @@ class DuplexPipeline:
         task = asyncio.create_task(
             self._run(runner, timing, heard_before), name=f"response {state.response_id}"
         )
+        if early is not None:
+            task.add_done_callback(lambda _: early.cancel())  # what the reply left unread
         self._active = _ActiveResponse(runner, task, timing, heard_before)
         self._last_task = task
 

@@ -18,6 +18,7 @@ from engine.runtime.assistant import (
     is_valid_assistant_id,
 )
 from engine.runtime.audio_out import PCM16_INPUT_FORMAT, PassthroughCodecs
+from engine.runtime.early_reply import EarlyReplyCounts
 from engine.runtime.events import (
     AudioChunk,
     Draining,
@@ -149,6 +150,7 @@ class Session:
         max_queued_events: int = 500,
         max_context_messages: int = 50,
         tool_backend: ToolBackend | None = None,
+        early_counts: EarlyReplyCounts | None = None,
     ) -> None:
         self.session_id = str(uuid.uuid4())
         self.call_id = str(uuid.uuid4())
@@ -195,6 +197,7 @@ class Session:
             max_context_messages=max_context_messages,
             call_id=self.call_id,
             tool_backend=tool_backend,
+            early_counts=early_counts,
         )
         self._hangup: asyncio.Task[None] | None = None
         self._max_queued_events = max_queued_events
@@ -348,6 +351,7 @@ class SessionManager:
         self._audio_lead_ms = audio_lead_ms
         self._max_queued_events = max_queued_events
         self._live: set[Session] = set()
+        self.early_replies = EarlyReplyCounts()  # of every session of this process
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -379,6 +383,7 @@ class SessionManager:
                 max_queued_events=self._max_queued_events,
                 max_context_messages=self._max_context_messages,
                 tool_backend=self._control_plane,
+                early_counts=self.early_replies,
             )
         except ProviderConfigError as exc:
             raise SessionRejected(

@@ -157,6 +157,18 @@ class SpeechInput:
             return early
         return stream.partial()
 
+    def likely_final(self) -> str | None:
+        """The words the open utterance will likely end with, while the caller pauses: the
+        recognizer's early final once it is ready (ReadsEarlyFinal), unless the end of turn
+        expects more (judged incomplete, or a last word no sentence ends with); else None."""
+        stream = self._stream
+        if not isinstance(stream, ReadsEarlyFinal) or self._silent_run < self._prepare_frames:
+            return None
+        early = stream.early_text()
+        if not early or self._turn.expects_more((early, *stream.early_alternatives())):
+            return None
+        return early
+
     async def feed(self, pcm16k: bytes) -> FinishedUtterance | None:
         """Process audio; return the utterance it finished, if any.
 

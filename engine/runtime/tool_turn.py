@@ -32,7 +32,12 @@ class ToolTurn:
         tools: ToolRunner,
         context: list[ChatMessage],
         state: ResponseState,
+        *,
+        first_round: AsyncGenerator[str | ToolCallRequest, None] | None = None,
     ) -> None:
+        """``first_round``: the first generation, already begun (an early reply); else
+        the model is asked."""
+        self._first_round = first_round
         self._config = config
         self._llm = llm
         self._tools = tools
@@ -49,7 +54,8 @@ class ToolTurn:
         await self._tools.settle()
         for round_number in range(self._config.tool_rounds_max + 1):
             text, calls = "", []
-            stream = self._llm.stream_reply(list(self._context), self._specs)
+            stream = self._first_round or self._llm.stream_reply(list(self._context), self._specs)
+            self._first_round = None
             async with contextlib.aclosing(stream) as model:
                 async for piece in model:
                     if isinstance(piece, ToolCallRequest):

@@ -145,6 +145,11 @@ class ToolRunner:
                 self._cancel_waiting(call.id)
                 task.cancel()
 
+    @property
+    def idle(self) -> bool:
+        """No call is running or waiting for a client's result."""
+        return not self._tasks and not self._waiting
+
     async def settle(self) -> None:
         """Wait for every running call (each is bounded by its timeout)."""
         while self._tasks:

@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1, for adapter tests.
 
-It records every request and plays the scenario it was last told to: a streamed
-reply (optionally slow), an HTTP error, a stall before the first token, raw SSE
-lines (malformed ones too), or a connection dropped mid-stream.
+It records every request (and when it came) and plays the scenario it was last told to: a
+streamed reply (optionally slow, or with a first token that takes a while), an HTTP error,
+a stall before the first token, raw SSE lines (malformed ones too), or a connection dropped
+mid-stream.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,12 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    received_at: float = 0.0  # time.monotonic()
+
+    def user_text(self) -> str:
+        """The content of the request's last user message ("" if none)."""
+        users = [m for m in self.body.get("messages", []) if m.get("role") == "user"]
+        return str(users[-1]["content"]) if users else ""
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Scenario:
     error_body: str = ""
     events: list[str] = field(default_factory=list)  # raw SSE text, written one by one
     gap_sec: float = 0.0  # between events
+    first_token_sec: float = 0.0  # after the headers and the role chunk, before the rest
     then: str = "end"  # after the events: "end", "stall" (until the client leaves), "drop"
     hold_headers: bool = False  # stall before even the response headers
 
@@ -104,16 +113,21 @@ class FakeOpenAI:
         self.events_sent = 0
         self.client_left = asyncio.Event()  # the client closed the connection mid-reply
 
-    def reply(self, deltas: list[str], *, gap_sec: float = 0.0) -> None:
-        """Stream ``deltas`` like OpenAI: a role-only chunk, the text, finish, [DONE]."""
+    def reply(
+        self, deltas: list[str], *, gap_sec: float = 0.0, first_token_sec: float = 0.0
+    ) -> None:
+        """Stream ``deltas`` like OpenAI: a role-only chunk, the text, finish, [DONE];
+        ``first_token_sec`` after the role chunk (a model's time to first token)."""
         events = [chunk(role="assistant"), *(chunk(d) for d in deltas)]
         events += [chunk(finish="stop"), DONE]
-        self.scenario = Scenario(events=events, gap_sec=gap_sec)
+        self.scenario = Scenario(events=events, gap_sec=gap_sec, first_token_sec=first_token_sec)
 
-    def reply_events(self, events: list[str], *, finish: str = "tool_calls") -> None:
+    def reply_events(
+        self, events: list[str], *, finish: str = "tool_calls", first_token_sec: float = 0.0
+    ) -> None:
         """Stream a role-only chunk, ``events`` (text and tool-call chunks), finish, [DONE]."""
         events = [chunk(role="assistant"), *events, chunk(finish=finish), DONE]
-        self.scenario = Scenario(events=events)
+        self.scenario = Scenario(events=events, first_token_sec=first_token_sec)
 
     def then(self) -> None:
         """Keep the scenario just set for the next request only; set the following one next."""
@@ -140,7 +154,8 @@ class FakeOpenAI:
             body = await request.json()
         except json.JSONDecodeError:
             body = {"unparsable": await request.text()}
-        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+        received = time.monotonic()
+        self.requests.append(RecordedRequest(request.path, dict(request.headers), body, received))
         scenario = self.next_scenarios.pop(0) if self.next_scenarios else self.scenario
         if scenario.hold_headers:
             await self._client_left_within(request, _STALL_LIMIT_SEC)
@@ -154,6 +169,8 @@ class FakeOpenAI:
         try:
             for index, event in enumerate(scenario.events):
                 pause = scenario.gap_sec if index else 0.0
+                if index == 1:
+                    pause += scenario.first_token_sec
                 if pause and await self._client_left_within(request, pause):
                     return response
                 await response.write(event.encode())
