@@ -349,17 +349,20 @@ class DuplexPipeline:
     async def _after_input(self, speech: SpeechInput, finished: FinishedUtterance | None) -> None:
         """Barge-in judges what the caller says over a reply; a finished turn is answered;
         while the caller pauses with nothing else going on, the reply may start early."""
+        # One piece of audio may end an utterance and start the next (long chunks, audio
+        # sent fast): the one that ended is judged and answered first.
+        if finished is not None:
+            if await self._barge_in.on_speech_end(finished.recognition.text, finished.pitched_ms):
+                await self._utterance_done(finished)
+        elif not speech.speaking:
+            await self._barge_in.on_speech_end(None)
         if speech.speaking:
             await self._barge_in.on_speech(
                 speech.hypothesis, speech.speech_ms, speech.voiced_ms, speech.pitched_ms
             )
             free = not self._barge_in.engaged and self._tools.idle
             self._early.pause(speech.likely_final(), self._context, free=free)
-        elif finished is None:
-            await self._barge_in.on_speech_end(None)
-        elif await self._barge_in.on_speech_end(finished.recognition.text, finished.pitched_ms):
-            await self._utterance_done(finished)
-        if not speech.speaking:
+        else:
             self._early.discard()  # the utterance was no turn (a turn has taken it already)
 
     def _reply(self) -> PausableReply | None:

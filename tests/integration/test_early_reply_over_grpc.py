@@ -184,7 +184,7 @@ async def test_the_model_is_asked_before_the_final_and_its_reply_is_the_answer(
 
 
 @pytest.mark.realtime_speech
-async def test_without_early_reply_the_model_is_asked_after_the_final(
+async def test_without_early_reply_the_model_is_asked_when_the_turn_ends(
     desk: Callable[..., Any], llm_server: FakeOpenAI, channel_to: ChannelTo
 ) -> None:
     server, _ = await desk(early_reply=False)
@@ -194,7 +194,9 @@ async def test_without_early_reply_the_model_is_asked_after_the_final(
 
     [(final_at, final)] = heard.finals()
     [request] = llm_server.requests
-    assert request.received_at > final_at
+    # Asked when the turn ended, not in the 2.5 s pause before it. The request and the
+    # final travel on two connections: which of them lands first is a race of milliseconds.
+    assert request.received_at > final_at - 1.0
     assert request.user_text().startswith(final)  # with the recognizer's confidence after it
     assert server.engine.sessions.early_replies.started == 0
 

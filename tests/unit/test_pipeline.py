@@ -328,3 +328,17 @@ async def test_a_typed_turn_is_never_a_guess() -> None:
     assert (final.source, final.confidence) == ("text", 1.0)
     await h.wait_for(ev.ResponseDone)
     assert llm.asked[0][-1] == ChatMessage("user", "hello")
+
+
+async def test_one_chunk_that_ends_a_turn_and_starts_the_next_loses_neither() -> None:
+    # A client sending long chunks (or a recording, fast): the end of one question and the
+    # start of the next arrive in the same piece of audio.
+    h = Harness(lead_ms=60_000)
+    await h.pipeline.user_audio(FRAME * 30 + SILENCE * 40 + FRAME * 30)
+    await h.speak(speech_frames=0, silence_frames=40)
+    await h.wait_for(ev.ResponseDone)
+    async with asyncio.timeout(5):
+        while [e["role"] for e in h.recorder.entries].count("user") < 2:
+            await asyncio.sleep(0.01)
+    finals = [e for e in h.events if isinstance(e, ev.Transcript) and e.is_final]
+    assert len(finals) == 2
