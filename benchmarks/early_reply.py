@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,7 +39,7 @@ import yaml
 from benchmarks.loadkit import machine, percentile, tree_cpu_sec
 from benchmarks.turn_taking import Call, calls, run_call
 from engine.settings import DEFAULT_AGENTS_DIR
-from tests.helpers.engine_process import spawn_engine
+from tests.helpers.engine_process import free_port, spawn_engine
 from tests.helpers.fake_openai import running_fake_openai
 from tests.helpers.security import metric, scrape
 
@@ -95,7 +93,7 @@ async def run(args: argparse.Namespace) -> dict[str, Tally]:
             planned = await calls(voices, modes, ["realtime"], args.kinds.split(","))
             planned *= args.rounds
             print(f"{machine()}\n{len(planned)} calls, modes {modes} alternated, one at a time")
-            metrics_port = _free_port()
+            metrics_port = free_port()
             engine = await spawn_engine(
                 REPO,
                 ASSISTANT_LOCAL_CONFIG_DIR=tmp,
@@ -122,19 +120,8 @@ async def run(args: argparse.Namespace) -> dict[str, Tally]:
                         lines = [ln for ln in engine.log[seen:] if any(k in ln for k in keep)]
                         print(call.mode, call.text, *(f"  {line.strip()}" for line in lines))
             finally:
-                engine.proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(engine.proc.wait(), 15)
-                except TimeoutError:
-                    await engine.kill()
-                await engine._stop_reading()
+                await engine.stop()
     return tallies
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _early_counts(port: int) -> dict[str, int]:

@@ -30,12 +30,10 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +53,8 @@ from engine.audio.formats import AudioEncoding, AudioFormat
 from engine.runtime.assistant import DEFAULT_UNSURE_REPLY
 from engine.settings import DEFAULT_AGENTS_DIR
 from tests.helpers.converse import ConverseClient
-from tests.helpers.engine_process import EngineProcess, spawn_engine
+from tests.helpers.engine_process import EngineProcess, free_port, spawn_engine
+from tests.helpers.security import scrape
 
 REPO = Path(__file__).resolve().parents[1]
 LISTED = ["what are your opening hours", "where are you located", "can i see the menu"]
@@ -314,15 +313,13 @@ def _check_background(background: subprocess.Popen[bytes], log: Path) -> None:
 
 def recognizer_counters(port: int) -> dict[str, float]:
     """The engine's recognizer counters (finals by source, Whisper pool) from /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(("voiceengine_asr_hybrid_total", "voiceengine_whisper_pool_")):
-            name, value = line.rsplit(" ", 1)
-            if "pending" not in name and "workers" not in name:
-                found[name.replace("voiceengine_", "")] = float(value)
-    return found
+    return {
+        name.replace("voiceengine_", ""): value
+        for name, value in scrape(port).items()
+        if name.startswith(("voiceengine_asr_hybrid_total", "voiceengine_whisper_pool_"))
+        and "pending" not in name
+        and "workers" not in name
+    }
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -334,9 +331,7 @@ async def main(args: argparse.Namespace) -> None:
     pinned = f", engine on CPUs {args.engine_cpus}" if args.calls_per_core else ""
     print(f"{machine()}\n{len(planned)} calls planned per level {levels}, one at a time{pinned}")
     args.deadline = time.monotonic() + args.max_sec
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        args.metrics_port = probe.getsockname()[1]
+    args.metrics_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
         engine = await spawn_engine(
@@ -354,12 +349,7 @@ async def main(args: argparse.Namespace) -> None:
             for level in levels:
                 outcomes += await run_level(engine, planned, level, args)
         finally:
-            engine.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(engine.proc.wait(), 15)
-            except TimeoutError:
-                await engine.kill()
-            await engine._stop_reading()
+            await engine.stop()
     report(outcomes, DEFAULT_UNSURE_REPLY)
 
 

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import statistics
 import sys
 import time
@@ -320,17 +319,11 @@ async def start_engine(args: argparse.Namespace) -> EngineHandle:
         process = await spawn_engine(REPO_ROOT, **env)
         pid = process.proc.pid
 
-        async def stop() -> None:
-            if process.proc.returncode is None:
-                process.proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.proc.wait(), 15)
-                except TimeoutError:
-                    await process.kill()
-            await process._stop_reading()
-
         return EngineHandle(
-            process.target, lambda: proc_cpu_sec(pid), stop, f"child engine process pid {pid}"
+            process.target,
+            lambda: proc_cpu_sec(pid),
+            process.stop,
+            f"child engine process pid {pid}",
         )
     from engine.server import EngineServer, bootstrap
     from engine.settings import Settings

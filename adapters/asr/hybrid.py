@@ -191,7 +191,7 @@ class _HybridStream:
         self._live.silence_began()  # the grammar pass, begun early too
         early = self._live.early_final()
         if self._pass is None and not self._done:
-            if early is not None and not self._pool().idle(for_sec=_QUIET_POOL_SEC):
+            if early is not None and not self._whisper_now():
                 self._ask_whisper_unless_confirmed(early)
                 return
             self._start_pass()

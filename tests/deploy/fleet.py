@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -93,14 +92,6 @@ class Fleet:
         for engine in self.engines:
             if engine.process is not None:
                 await engine.process.kill()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (yet)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def desk_assistant(engine_name: str) -> dict[str, object]:

@@ -25,10 +25,10 @@ from tests.deploy.fleet import (
     Call,
     Fleet,
     FleetEngine,
-    free_port,
     open_call,
     share,
 )
+from tests.helpers.engine_process import free_port
 
 HEALTH_INTERVAL = 0.5
 # "Within the health-check interval", with room for a loaded 2-core machine: polls below

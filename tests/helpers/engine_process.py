@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,11 +61,29 @@ class EngineProcess:
         await self._stop_reading()
         return code
 
+    async def stop(self, timeout_sec: float = 15) -> None:
+        """SIGTERM and wait for the graceful shutdown; SIGKILL if it takes too long."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout_sec)
+            except TimeoutError:
+                await self.kill()
+        await self._stop_reading()
+
     async def _stop_reading(self) -> None:
         if self._reader is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._reader, 5)
             self._reader = None
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def engine_test_env(**overrides: str) -> dict[str, str]:
