@@ -205,11 +205,8 @@ def parse_assistant(
     )
     _reject_unknown(vad_doc, "vad", set(VadSettings.__dataclass_fields__), err)
     intr_doc = _mapping(document, "interruption", err)
-    enabled = intr_doc.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise err("interruption.enabled", "must be true or false")
     interruption = InterruptionSettings(
-        enabled=enabled,
+        enabled=_flag(intr_doc, "interruption.enabled", True, err),
         min_speech_ms=_int(
             intr_doc, "interruption.min_speech_ms", "min_speech_ms", 300, 0, 10000, err
         ),
