@@ -11,7 +11,6 @@ barge-in that may still turn out false: what was heard, and what is left to say.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,12 +18,12 @@ from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from engine.runtime.assistant import InterruptionSettings
+from engine.runtime.text import words_of
 
 # What recognizers make of breath, coughs and clicks: not words. Not "oh": it is what
 # Whisper makes of a clipped "stop" or "no" on a telephone line now and then, and a
 # caller's own "oh" starts a correction as often as not ("oh, wait").
 FILLERS = frozenset({"a", "ah", "eh", "er", "uh", "um", "hm", "mm", "the", "huh", "sh", "shh"})
-_WORD = re.compile(r"[a-z0-9']+")
 # Less of the speech than this with a pitch, and it is no voice: a cough, a knock, hiss.
 # Whatever the recognizer makes of it (a grammar forces phrase words on any sound, and
 # Whisper hallucinates "thank you" on noise), it neither cuts the reply nor is a turn.
@@ -53,11 +52,6 @@ def voice(pitched_ms: int | None) -> bool:
     """Whether a sound with ``pitched_ms`` of pitched speech is a voice (None: unknown,
     taken as a voice, so that only the words decide)."""
     return pitched_ms is None or pitched_ms >= VOICE_MIN_MS
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case words, hyphens as spaces ("Mm-hmm." -> ["mm", "hmm"])."""
-    return _WORD.findall(text.lower().replace("-", " "))
 
 
 class BargeInJudge:

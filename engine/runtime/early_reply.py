@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -31,18 +30,12 @@ from engine.runtime.ports.providers import (
     ToolCallRequest,
     ToolSpec,
 )
-from engine.runtime.text import SentenceSplitter
+from engine.runtime.text import SentenceSplitter, words_of
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_WORD = re.compile(r"[a-z0-9']+")
 Piece = str | ToolCallRequest
-
-
-def same_words(text: str) -> tuple[str, ...]:
-    """``text`` as lower-case words without punctuation: what two transcripts share."""
-    return tuple(_WORD.findall(text.lower()))
 
 
 @dataclass(slots=True)
@@ -106,7 +99,7 @@ class Speculation:
         synthesizer: SpeechSynthesizer | None,
         max_context_messages: int,
     ) -> None:
-        self.words = same_words(words)
+        self.words = tuple(words_of(words))
         self._context = tuple(context)
         self._synthesizer = synthesizer
         self._committed = False
@@ -127,7 +120,7 @@ class Speculation:
         return (
             not failed
             and not self.asked_tool
-            and same_words(final) == self.words
+            and tuple(words_of(final)) == self.words
             and tuple(context) == self._context
         )
 

@@ -1,4 +1,4 @@
-"""Text helpers of the response path: sentence splitting and heard-text estimation."""
+"""Text helpers: sentence splitting, heard-text estimation, a transcript's words."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 # A sentence ends at . ! ? ; or : followed by whitespace (so "3.30" or "e.g." mid-word
 # does not split). Newlines also end a sentence.
 _BOUNDARY = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9']+")
 # Very short fragments ("Hi.") are merged into the next sentence so the synthesizer
 # is not started for a syllable; the first sentence is exempt to keep latency low.
 _MIN_SENTENCE_CHARS = 12
@@ -76,3 +77,8 @@ def heard_text(spans: list[SpokenSpan], heard_ms: int) -> str:
             words.extend(sentence_words[: int(len(sentence_words) * fraction)])
         break
     return " ".join(words)
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words, without punctuation; hyphens split ("Mm-hmm." -> ["mm", "hmm"])."""
+    return _WORD.findall(text.lower())
