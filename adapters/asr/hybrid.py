@@ -187,6 +187,9 @@ class _HybridStream:
     def partial(self) -> str:
         return self._live.partial()
 
+    def partial_lag_ms(self) -> int:
+        return self._live.partial_lag_ms()
+
     def silence_began(self) -> None:
         self._live.silence_began()  # the grammar pass, begun early too
         early = self._live.early_final()

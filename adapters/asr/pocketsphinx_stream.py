@@ -42,6 +42,7 @@ __all__ = ["MAX_KEPT_BYTES", "Live", "Phase", "PocketsphinxStream", "StreamSetup
 _log = logging.getLogger(__name__)
 
 MAX_KEPT_BYTES = 30 * 32_000  # an utterance kept for its final pass: 30 s, ~1 MB
+BYTES_PER_MS = 32  # 16 kHz PCM16
 # Audio per live job while nobody reads interims: fewer jobs (each a round trip through
 # the decoder process) for the same decoding.
 _LIVE_BATCH_SLICES = 2
@@ -103,6 +104,11 @@ class PocketsphinxStream:
         self._sid = 0  # the live pass's name in the decoder process (new for each)
         self._pending = bytearray()  # audio fed, not yet handed to a live job
         self._feed: asyncio.Future[str] | None = None  # while FEEDING or STOPPING
+        # Bytes of audio the live pass was given, and of those its partial has heard
+        # (everything handed to the decoder process up to the last answered feed).
+        self._live_given = 0
+        self._live_handed = 0
+        self._live_heard = 0
         self._live_error: BaseException | None = None
         self._interims_read = False  # partial() was called: the live pass serves interims
         # The first live pass serves the final (the final job ends it); later ones do not.
@@ -125,6 +131,7 @@ class PocketsphinxStream:
             self._start_live()  # too long to keep: decode it as it comes, final from that
         if self.live in _TAKES_AUDIO:
             self._pending += pcm16k
+            self._live_given += len(pcm16k)
             self._pump()
 
     def partial(self) -> str:
@@ -134,6 +141,13 @@ class PocketsphinxStream:
         if self.live is Live.OFF and self.phase is Phase.SPEAKING:
             self._start_live()
         return self._partial
+
+    def partial_lag_ms(self) -> int:
+        """TellsPartialLag: audio the live pass was given that its partial has not heard
+        (0 without a live pass taking audio: the partial then has nothing more to say)."""
+        if self.live not in _TAKES_AUDIO:
+            return 0
+        return (self._live_given - self._live_heard) // BYTES_PER_MS
 
     def silence_began(self) -> None:
         """PreparesFinal: start the final pass over the utterance so far."""
@@ -303,6 +317,8 @@ class PocketsphinxStream:
         self._live_error = None
         self._sid = self._setup.live_ids()
         self._pending = bytearray(self._audio)
+        self._live_given = len(self._pending)
+        self._live_handed = self._live_heard = 0
         self._pump()
 
     def _pump(self, *, flush: bool = False) -> None:
@@ -317,6 +333,7 @@ class PocketsphinxStream:
             return
         chunk = bytes(self._pending[:size])
         del self._pending[:size]
+        self._live_handed += size
         first = self.live is Live.PENDING
         key = self._setup.key if first else ()  # the decoder process keeps the pass's pool
         feed = LiveFeed(self._sid, key, chunk, first, self._cmn, self._line, final_only)
@@ -334,9 +351,10 @@ class PocketsphinxStream:
             return
         self.live = Live.FEEDING
         self._feed = asyncio.wrap_future(work)
-        self._feed.add_done_callback(self._feed_done)
+        handed = self._live_handed
+        self._feed.add_done_callback(lambda job: self._feed_done(job, handed))
 
-    def _feed_done(self, job: asyncio.Future[str]) -> None:
+    def _feed_done(self, job: asyncio.Future[str], handed: int) -> None:
         if job is not self._feed:
             return  # handed over to the final pass
         self._feed = None
@@ -346,6 +364,7 @@ class PocketsphinxStream:
             self._live_error = job.exception()
         else:
             self._partial = job.result()
+            self._live_heard = handed  # the pass heard everything handed to it so far
         if self.live is Live.STOPPING:
             self._release_live()
         elif self._live_error is not None:

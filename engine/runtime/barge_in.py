@@ -11,7 +11,6 @@ barge-in that may still turn out false: what was heard, and what is left to say.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -115,7 +114,6 @@ class HeldReply(Generic[Turn]):
     heard: str  # everything the caller heard of the reply, earlier parts included
     remainder: str  # what the caller has not heard yet
     turn: Turn  # the turn the reply answers
-    cut_at: float  # monotonic
     confirm: Callable[[], None]
 
 
@@ -164,8 +162,14 @@ class BargeIn(Generic[Turn]):
         self._cut = cut
         self._resume = resume
         self._held: HeldReply[Turn] | None = None
+        # Where in the open utterance (its speech_ms) the reply was cut or paused: the
+        # time to yield words is counted in the caller's audio, not on the clock, which a
+        # busy machine or audio sent in bursts runs ahead of what was heard.
+        self._cut_ms: int | None = None
+        self._paused_ms: int | None = None
         self._let_play = False  # the open utterance was judged no interruption
         self._wordless = False  # ... because it gave no words in time: it is no turn either
+        self._voiced_ms = 0  # of the open utterance, as last told
         self._open = False  # an utterance is open (on_speech came since the last end)
 
     @property
@@ -179,13 +183,18 @@ class BargeIn(Generic[Turn]):
         speech_ms: int,
         voiced_ms: int,
         pitched_ms: int | None = None,
+        *,
+        heard_ms: int | None = None,
     ) -> None:
         """The caller's utterance is open, ``speech_ms`` long so far, ``voiced_ms`` voiced
-        (``pitched_ms`` of it with a pitch; None: not measured)."""
+        (``pitched_ms`` of it with a pitch; None: not measured); the hypothesis has heard
+        its first ``heard_ms`` (None: all of it)."""
         self._open = True
+        self._voiced_ms = voiced_ms
         if not self.settings.enabled or not self.engaged:
             return
         heard = hypothesis()
+        heard_to = speech_ms if heard_ms is None else min(heard_ms, speech_ms)
         reply = self._reply()
         if reply is not None and not self._let_play:
             paused = reply.paused_at is not None
@@ -194,14 +203,23 @@ class BargeIn(Generic[Turn]):
             )
             if action is Action.CUT:
                 log.debug("barge-in: cut at %d ms of speech (hypothesis %r)", speech_ms, heard)
+                self._paused_ms = None
                 self._held = await self._cut()
-            elif action is Action.PAUSE and self._due(reply.paused_at):
+                self._cut_ms = speech_ms
+            elif action is Action.PAUSE and self._due(self._paused_ms, heard_to):
                 self._let_play = self._wordless = True  # paused long enough without words
+                self._paused_ms = None
                 reply.unpause()
             elif action is Action.PAUSE:
                 reply.pause()
+                if self._paused_ms is None:
+                    self._paused_ms = speech_ms
         held = self._held
-        if held is not None and self._due(held.cut_at) and self.judge.sound(heard) != Sound.WORDS:
+        if (
+            held is not None
+            and self._due(self._cut_ms, heard_to)
+            and self.judge.sound(heard) != Sound.WORDS
+        ):
             self._let_play = self._wordless = True
             log.debug("barge-in: no words in time (hypothesis %r): resumed", heard)
             await self._resume_held()
@@ -213,7 +231,9 @@ class BargeIn(Generic[Turn]):
             return False  # no utterance was open: nothing ended
         self._open = False
         wordless, self._wordless = self._wordless, False
+        voiced_ms, self._voiced_ms = self._voiced_ms, 0
         self._let_play = False
+        self._paused_ms = None
         if not self.settings.enabled or not self.engaged:
             return final is not None
         log.debug(
@@ -223,9 +243,12 @@ class BargeIn(Generic[Turn]):
             pitched_ms,
         )
         # A sound that gave no words in its first ``resume_after_ms`` was judged noise and
-        # the reply resumed: what the recognizer makes of its end does not undo that.
-        # Nor does it make words of a sound without a voice.
-        spoken = final is not None and not wordless and voice(pitched_ms)
+        # the reply resumed: what the recognizer makes of its end does not undo that (a
+        # hum's final is often words: "and mm"), unless the voice went on for longer than
+        # any acknowledgement, which is speech the hypothesis was slow to hear. Nor does
+        # the recognizer make words of a sound without a voice.
+        long = voiced_ms >= self.settings.backchannel_max_ms
+        spoken = final is not None and (long or not wordless) and voice(pitched_ms)
         if spoken and self.judge.sound(final or "") is Sound.WORDS:
             return True
         # A noise or an acknowledgement while the assistant talks: not a turn.
@@ -238,11 +261,13 @@ class BargeIn(Generic[Turn]):
     def settle(self) -> None:
         """The reply is cut for good (a new turn, an explicit interrupt, the end)."""
         held, self._held = self._held, None
+        self._cut_ms = None
         if held is not None:
             held.confirm()
 
     async def _resume_held(self) -> None:
         held, self._held = self._held, None
+        self._cut_ms = None
         if held is None:
             return
         if self._reply() is not None:
@@ -250,6 +275,7 @@ class BargeIn(Generic[Turn]):
             return
         await self._resume(held)
 
-    def _due(self, since: float | None) -> bool:
-        resume_sec = self.settings.resume_after_ms / 1000
-        return since is not None and time.monotonic() - since >= resume_sec
+    def _due(self, since_ms: int | None, heard_to_ms: int) -> bool:
+        """Whether the hypothesis has heard ``resume_after_ms`` of the utterance since
+        ``since_ms`` (both in its speech_ms)."""
+        return since_ms is not None and heard_to_ms - since_ms >= self.settings.resume_after_ms

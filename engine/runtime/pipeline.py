@@ -295,7 +295,7 @@ class DuplexPipeline:
 
         remainder = unheard_remainder(state.text, heard)
         if hold and state.spoken and remainder:
-            return HeldReply(state.response_id, heard_all, remainder, active.turn, now, confirm)
+            return HeldReply(state.response_id, heard_all, remainder, active.turn, confirm)
         confirm()
         return None
 
@@ -358,7 +358,11 @@ class DuplexPipeline:
             await self._barge_in.on_speech_end(None)
         if speech.speaking:
             await self._barge_in.on_speech(
-                speech.hypothesis, speech.speech_ms, speech.voiced_ms, speech.pitched_ms
+                speech.hypothesis,
+                speech.speech_ms,
+                speech.voiced_ms,
+                speech.pitched_ms,
+                heard_ms=speech.heard_ms,
             )
             free = not self._barge_in.engaged and self._tools.idle
             self._early.pause(speech.likely_final(), self._context, free=free)

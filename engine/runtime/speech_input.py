@@ -33,6 +33,7 @@ from engine.runtime.ports.providers import (
     Recognition,
     RecognitionStream,
     SpeechRecognizer,
+    TellsPartialLag,
     VoiceActivityDetector,
 )
 from engine.runtime.ports.turn import TurnDetector
@@ -145,6 +146,18 @@ class SpeechInput:
         """Milliseconds of speech frames with a pitch (a voice) in the current utterance;
         None when not measured (a VAD that cannot tell, or ``hear_pitch`` was off)."""
         return self._pitched_ms if self._stream is not None else None
+
+    @property
+    def heard_ms(self) -> int:
+        """How much of the open utterance (as ``speech_ms``) ``hypothesis()`` has heard:
+        all of it but what a recognizer decoding elsewhere has not reached yet."""
+        stream = self._stream
+        if stream is None:
+            return 0
+        if isinstance(stream, ReadsEarlyFinal) and stream.early_text():
+            return self._speech_ms
+        lag = stream.partial_lag_ms() if isinstance(stream, TellsPartialLag) else 0
+        return max(0, self._speech_ms - lag)
 
     def hypothesis(self) -> str:
         """The recognizer's best hypothesis of the open utterance so far ("" if none): its

@@ -16,7 +16,14 @@ from engine.runtime.assistant import (
     VadSettings,
     parse_assistant,
 )
-from engine.runtime.barge_in import Action, BargeInJudge, Sound, unheard_remainder
+from engine.runtime.barge_in import (
+    Action,
+    BargeIn,
+    BargeInJudge,
+    HeldReply,
+    Sound,
+    unheard_remainder,
+)
 from engine.runtime.pipeline import DuplexPipeline
 from engine.runtime.ports.providers import ChatMessage, Recognition, ToolSpec
 
@@ -124,6 +131,94 @@ def test_bad_interruption_settings_name_the_field(interruption: Any, field: str)
     with pytest.raises(AssistantConfigError) as error:
         parse_assistant({"id": "a", "interruption": interruption})
     assert error.value.field_path == field
+
+
+# --- the flow, in the caller's audio -------------------------------------------------
+
+
+class PlayingReply:
+    paused_at: float | None = None
+
+    def pause(self) -> None:
+        self.paused_at = 0.0
+
+    def unpause(self) -> None:
+        self.paused_at = None
+
+
+class Flow:
+    """A BargeIn over one playing reply that records what it did to it."""
+
+    def __init__(self, **interruption: Any) -> None:
+        self.playing: PlayingReply | None = PlayingReply()
+        self.done: list[str] = []
+        settings = InterruptionSettings(min_speech_ms=300, **interruption)
+        self.barge_in: BargeIn[str] = BargeIn(
+            settings, reply=lambda: self.playing, cut=self._cut, resume=self._resume
+        )
+
+    async def _cut(self) -> HeldReply[str]:
+        self.playing = None
+        self.done.append("cut")
+        return HeldReply(
+            "r1", "we are open", "from noon", "turn", lambda: self.done.append("confirmed")
+        )
+
+    async def _resume(self, held: HeldReply[str]) -> None:
+        self.playing = PlayingReply()
+        self.done.append(f"resumed {held.remainder}")
+
+    async def speech(
+        self, hypothesis: str, until_ms: int, *, heard_lag_ms: int = 0, from_ms: int = 100
+    ) -> None:
+        """The utterance's frames from ``from_ms`` to ``until_ms``, all voiced, with the
+        hypothesis ``heard_lag_ms`` behind them."""
+        for ms in range(from_ms, until_ms + 1, 20):
+            await self.barge_in.on_speech(
+                lambda: hypothesis, ms, ms, ms, heard_ms=max(0, ms - heard_lag_ms)
+            )
+
+
+async def test_the_time_to_yield_words_is_the_callers_audio_not_the_clock() -> None:
+    flow = Flow(resume_after_ms=600)
+    await flow.speech("", 300)
+    assert flow.done == ["cut"]
+    await asyncio.sleep(0.7)  # a stalled machine: the clock runs, no audio came
+    await flow.speech("", 880, from_ms=320)
+    assert flow.done == ["cut"]  # 580 ms of the caller's audio since the cut
+    await flow.speech("", 900, from_ms=900)
+    assert flow.done == ["cut", "resumed from noon"]
+
+
+async def test_no_words_counts_only_for_audio_the_hypothesis_has_heard() -> None:
+    flow = Flow(resume_after_ms=600, backchannel_max_ms=5000)
+    await flow.speech("", 1200, heard_lag_ms=400)  # a recognizer busy elsewhere
+    assert flow.done == ["cut"]  # it has heard only 500 ms since the cut
+    await flow.speech("where are", 1400, heard_lag_ms=400, from_ms=1220)  # it catches up
+    assert flow.done == ["cut"]
+    assert await flow.barge_in.on_speech_end("where are you located") is True
+
+
+async def test_a_long_voice_resumed_for_lack_of_words_is_a_turn_if_its_final_has_words() -> None:
+    flow = Flow(resume_after_ms=600, backchannel_max_ms=900)
+    await flow.speech("", 1000)  # resumed at 900 ms: the voice went on past 900 ms
+    assert flow.done == ["cut", "resumed from noon"]
+    assert await flow.barge_in.on_speech_end("where are you located") is True
+
+
+async def test_a_short_sound_resumed_for_lack_of_words_is_no_turn_whatever_its_final() -> None:
+    flow = Flow(resume_after_ms=400, backchannel_max_ms=900)
+    await flow.speech("", 700)
+    assert flow.done == ["cut", "resumed from noon"]
+    assert await flow.barge_in.on_speech_end("and mm") is False  # Whisper's word for a hum
+
+
+async def test_a_pause_lasts_resume_after_ms_of_the_callers_audio() -> None:
+    flow = Flow(resume_after_ms=600, mode="pause", backchannel_max_ms=5000)
+    await flow.speech("", 880)
+    assert flow.playing is not None and flow.playing.paused_at is not None
+    await flow.speech("", 900, from_ms=900)
+    assert flow.playing.paused_at is None and flow.done == []
 
 
 # --- the pipeline ------------------------------------------------------------------------

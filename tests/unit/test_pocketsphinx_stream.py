@@ -179,6 +179,26 @@ async def test_interims_are_fed_one_job_at_a_time_and_answered(
     assert (second.first, second.key, second.sid) == (False, (), first.sid)
 
 
+async def test_the_partial_tells_how_far_behind_the_audio_it_is(
+    decoder: FakeDecoderProcess, counters: Counters
+) -> None:
+    stream = PocketsphinxStream(setup(decoder, counters), cmn="41,2,-1")
+    stream.partial()
+    await stream.feed(bytes(SLICE_BYTES))  # in flight
+    await stream.feed(bytes(SLICE_BYTES // 2))  # waits for it
+    assert stream.partial_lag_ms() == 150  # nothing answered yet
+    [(_, answer)] = decoder.feeds
+    assert answer is not None
+    answer.set_result("yes")
+    await until(lambda: stream.partial() == "yes")
+    assert stream.partial_lag_ms() == 50  # the half slice not yet handed on
+    await stream.feed(bytes(SLICE_BYTES // 2))
+    await until(lambda: len(decoder.feeds) == 2)
+    assert stream.partial_lag_ms() == 100
+    stream.cancel()
+    assert stream.partial_lag_ms() == 0  # no live pass: nothing more will be heard
+
+
 async def test_a_cancel_with_a_feed_in_flight_drops_the_pass_once_it_returns(
     decoder: FakeDecoderProcess, counters: Counters
 ) -> None:

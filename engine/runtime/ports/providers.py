@@ -245,6 +245,21 @@ class ConfirmsPhrase(Protocol):
 
 
 @runtime_checkable
+class TellsPartialLag(Protocol):
+    """A RecognitionStream whose streaming hypothesis may lag behind the audio fed to it.
+
+    Optional. A recognizer decoding elsewhere (another process, a busy machine) answers
+    ``partial()`` for audio some time back; what is judged from the hypothesis ("no words
+    yet") then waits until the hypothesis has heard that far. Streams without it are
+    taken as up to date.
+    """
+
+    def partial_lag_ms(self) -> int:
+        """Milliseconds of the audio fed so far that ``partial()`` has not heard yet."""
+        ...
+
+
+@runtime_checkable
 class FinishesInCallerTime(Protocol):
     """A RecognitionStream whose final may wait while its caller is not waiting yet.
 
